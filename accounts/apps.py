@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    """JWT token endpoints, /secret and the throttling policy (issue 6)."""
+
+    name = "accounts"

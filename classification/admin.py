@@ -1,0 +1,43 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from classification import services
+from classification.models import ModelVersion
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "name", "version", "stage", "source_format", "input_size", "num_classes",
+        "created_at", "promoted_at",
+    ]
+    list_filter = ["name", "stage", "source_format"]
+    search_fields = ["name", "source"]
+    ordering = ["name", "-version"]
+    actions = ["promote", "archive"]
+    # Versions are registered by the register_model / fetch_model commands, which convert and
+    # check the artifact; the admin changes only their stage, through the actions below.
+    readonly_fields = [field.name for field in ModelVersion._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Promote to production (archives the current one)")
+    def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
+            return
+        model_version = services.model_version_promote(model_version=queryset.get())
+        self.message_user(
+            request,
+            f"{model_version.name} v{model_version.version} is in production; "
+            "workers switch within a few seconds.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Archive")
+    def archive(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for model_version in queryset:
+            services.model_version_archive(model_version=model_version)
+        self.message_user(request, f"Archived {queryset.count()} version(s).", messages.SUCCESS)

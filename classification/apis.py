@@ -1,0 +1,159 @@
+import base64
+import binascii
+
+from django.conf import settings
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from classification import selectors, services
+from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
+from classification.models import ModelVersion
+from classifier_site.middleware import request_elapsed
+
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "error": inline_serializer(
+            name="ErrorDetail",
+            fields={"code": serializers.CharField(), "message": serializers.CharField()},
+        )
+    },
+)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+class Base64ImageField(serializers.CharField):
+    """Base64 image bytes; a ``data:image/...;base64,`` prefix is accepted and dropped."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(trim_whitespace=True, **kwargs)
+
+    def to_internal_value(self, data: object) -> bytes:
+        text = super().to_internal_value(data)
+        if text.startswith("data:") and "," in text:
+            text = text.split(",", 1)[1]
+        if len(text) > settings.IMAGE_MAX_BYTES * 4 // 3 + 4:
+            raise ImageTooLarge(f"The image is larger than {settings.IMAGE_MAX_BYTES:,} bytes.")
+        try:
+            image_bytes = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise serializers.ValidationError("This is not valid base64.") from exc
+        if len(image_bytes) > settings.IMAGE_MAX_BYTES:
+            raise ImageTooLarge(f"The image is larger than {settings.IMAGE_MAX_BYTES:,} bytes.")
+        return image_bytes
+
+
+class ClassifyImageApi(APIView):
+    """Classify one image given as an upload or as base64 bytes."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="ClassifyImageRequest")
+    class InputSerializer(serializers.Serializer):
+        image = serializers.FileField(required=False, help_text="The image file (multipart).")
+        image_base64 = Base64ImageField(required=False, help_text="The image bytes, base64.")
+        top_k = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=settings.CLASSIFY_MAX_TOP_K,
+            default=settings.CLASSIFY_DEFAULT_TOP_K,
+        )
+        model = serializers.SlugField(required=False, help_text="A registered model name.")
+
+        def validate(self, attrs: dict) -> dict:
+            given = [key for key in ("image", "image_base64") if key in attrs]
+            if len(given) != 1:
+                raise InvalidClassificationRequest(
+                    "Send exactly one image: an 'image' upload or 'image_base64'."
+                )
+            upload = attrs.pop("image", None)
+            if upload is not None:
+                if upload.size == 0:
+                    raise EmptyImage()
+                attrs["image_bytes"] = upload.read()
+            else:
+                attrs["image_bytes"] = attrs.pop("image_base64")
+            return attrs
+
+    @extend_schema_serializer(component_name="Classification")
+    class OutputSerializer(serializers.Serializer):
+        class PredictionSerializer(serializers.Serializer):
+            label = serializers.CharField()
+            confidence = serializers.FloatField(min_value=0.0, max_value=1.0)
+
+        @extend_schema_serializer(component_name="ClassificationModel")
+        class ModelSerializer(serializers.Serializer):
+            name = serializers.CharField(source="model_name")
+            version = serializers.IntegerField(source="model_version")
+
+        classification = serializers.CharField()
+        confidence = serializers.FloatField(min_value=0.0, max_value=1.0)
+        processing_time = serializers.FloatField(help_text="Server wall time, seconds.")
+        predictions = PredictionSerializer(many=True)
+        model = ModelSerializer(source="*")
+        cached = serializers.BooleanField()
+        image_sha256 = serializers.CharField()
+
+    @extend_schema(
+        operation_id="classify_image",
+        request={
+            "application/json": InputSerializer,
+            "multipart/form-data": InputSerializer,
+        },
+        responses={
+            200: OutputSerializer,
+            400: _error("Malformed request, missing or double image, bad top_k or model."),
+            413: _error("The image or the body is too large."),
+            415: _error("Not a JPEG, PNG, GIF or WebP image."),
+            422: _error("The image cannot be decoded."),
+            503: _error("No model is ready to answer."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.image_classify(
+            image_bytes=serializer.validated_data["image_bytes"],
+            top_k=serializer.validated_data["top_k"],
+            model_name=serializer.validated_data.get("model"),
+        )
+        result.processing_time = round(request_elapsed(request), 6)
+        return Response(self.OutputSerializer(result).data)
+
+
+class ModelListApi(APIView):
+    """Registered model versions, and which version of each name is in production."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="RegisteredModel")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="RegisteredModelVersion")
+        class VersionSerializer(serializers.ModelSerializer):
+            class Meta:
+                model = ModelVersion
+                fields = [
+                    "version", "stage", "source_format", "input_size", "labels",
+                    "artifact_sha256", "metrics", "source", "created_at", "promoted_at",
+                ]
+
+        name = serializers.CharField()
+        production_version = serializers.IntegerField(allow_null=True)
+        versions = VersionSerializer(many=True)
+
+    @extend_schema(operation_id="list_models", responses={200: OutputSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        catalogue = selectors.model_catalogue()
+        return Response(self.OutputSerializer(catalogue, many=True).data)

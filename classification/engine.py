@@ -1,0 +1,181 @@
+"""In-process inference with LiteRT: one loaded model per name per process.
+
+The runtime is created lazily (never at import time), loads the production version that the
+registry names, warms it up once, and re-asks the registry every MODEL_REFRESH_SECONDS so that a
+promotion reaches every worker without a restart. A LiteRT interpreter is not thread-safe, so
+each loaded model serialises its invocations behind its own lock.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from django.conf import settings
+
+from classification import selectors
+from classification.exceptions import ModelNotReady, ModelRegistrationError, UnknownModel
+from classification.models import ModelVersion
+from classification.store import artifact_read_verified
+
+logger = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class LiteRTClassifier:
+    """A LiteRT interpreter for one flat buffer, safe to call from many threads."""
+
+    def __init__(self, *, model_content: bytes, num_threads: int) -> None:
+        self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
+        self._interpreter.allocate_tensors()
+        (input_details,) = self._interpreter.get_input_details()
+        (output_details,) = self._interpreter.get_output_details()
+        self._input_index = input_details["index"]
+        self._output_index = output_details["index"]
+        self.input_shape = tuple(int(d) for d in input_details["shape"])
+        self.output_size = int(output_details["shape"][-1])
+        self._lock = threading.Lock()
+
+    def invoke(self, batch: np.ndarray) -> np.ndarray:
+        """Raw outputs for a batch of exactly one preprocessed image."""
+        with self._lock:
+            self._interpreter.set_tensor(self._input_index, batch)
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output_index).copy()
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A production model version, loaded and ready to answer."""
+
+    version_id: int
+    name: str
+    version: int
+    labels: list[str]
+    input_size: int
+    preprocessing: dict
+    outputs_logits: bool
+    classifier: LiteRTClassifier = field(repr=False)
+    load_seconds: float = 0.0
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        outputs = self.classifier.invoke(batch)[0]
+        return softmax(outputs) if self.outputs_logits else outputs
+
+
+def serving_model_load(model_version: ModelVersion) -> ServingModel:
+    """Load, check and warm up one registered version. Raises ModelRegistrationError."""
+    started = time.perf_counter()
+    content = artifact_read_verified(name=model_version.artifact, sha256=model_version.artifact_sha256)
+    classifier = LiteRTClassifier(model_content=content, num_threads=settings.LITERT_NUM_THREADS)
+    size = model_version.input_size
+    if classifier.input_shape != (1, size, size, 3) or classifier.output_size != len(model_version.labels):
+        raise ModelRegistrationError(
+            f"{model_version} takes {classifier.input_shape} and gives {classifier.output_size} "
+            f"outputs, but the registry says {size}x{size} and {len(model_version.labels)} labels."
+        )
+    classifier.invoke(np.zeros((1, size, size, 3), dtype=np.float32))  # warm-up
+    return ServingModel(
+        version_id=model_version.pk,
+        name=model_version.name,
+        version=model_version.version,
+        labels=list(model_version.labels),
+        input_size=size,
+        preprocessing=dict(model_version.preprocessing),
+        outputs_logits=model_version.metrics.get("outputs") == "logits",
+        classifier=classifier,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _Slot:
+    model: ServingModel | None = None
+    checked_at: float = float("-inf")
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelRuntime:
+    """The serving models of this process, kept in step with the registry."""
+
+    def __init__(self, *, refresh_seconds: float) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+        self._default_name: tuple[str | None, float] = (None, float("-inf"))
+        self._failed_versions: set[int] = set()
+
+    def serving_model(self, name: str | None = None) -> ServingModel:
+        """The production model called ``name`` (or the default model), loaded.
+
+        Raises UnknownModel when no such name is registered, ModelNotReady when it has no
+        production version that loads.
+        """
+        name = name or self._default_model_name()
+        with self._slots_lock:
+            slot = self._slots.setdefault(name, _Slot())
+        with slot.lock:
+            now = time.monotonic()
+            if slot.model is None or now - slot.checked_at >= self.refresh_seconds:
+                slot.model = self._current(name, loaded=slot.model)
+                slot.checked_at = now
+            return slot.model
+
+    def _default_model_name(self) -> str:
+        name, checked_at = self._default_name
+        if name is None or time.monotonic() - checked_at >= self.refresh_seconds:
+            name = selectors.model_default_name()
+            if name is None:
+                raise ModelNotReady()
+            self._default_name = (name, time.monotonic())
+        return name
+
+    def _current(self, name: str, *, loaded: ServingModel | None) -> ServingModel:
+        production = selectors.model_version_production(name=name)
+        if production is None:
+            if not selectors.model_name_exists(name=name):
+                raise UnknownModel(f"No model called {name!r} is registered.")
+            raise ModelNotReady(f"Model {name!r} has no version in production.")
+        if loaded is not None and loaded.version_id == production.pk:
+            return loaded
+        try:
+            model = serving_model_load(production)
+        except ModelRegistrationError as exc:
+            if production.pk not in self._failed_versions:  # log a lasting fault once
+                self._failed_versions.add(production.pk)
+                logger.error("Cannot load %s: %s", production, exc)
+            if loaded is not None:
+                return loaded  # keep answering with the version that works
+            raise ModelNotReady(f"Model {name!r} could not be loaded.") from exc
+        logger.info(
+            "Serving %s v%s (loaded in %.3f s)", model.name, model.version, model.load_seconds
+        )
+        return model
+
+
+_runtime: ModelRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> ModelRuntime:
+    """The process-wide runtime, created on first use."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = ModelRuntime(refresh_seconds=settings.MODEL_REFRESH_SECONDS)
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget every loaded model (tests, and after settings change)."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = None

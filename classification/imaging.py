@@ -1,0 +1,140 @@
+"""Decode, validate and preprocess images: the preprocessing contract of DESIGN.md.
+
+Only JPEG, PNG, GIF and WebP are opened, so no other Pillow plugin ever parses client bytes.
+The pixel limit is checked from the header, before any pixel is decoded.
+"""
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from classification.exceptions import (
+    EmptyImage,
+    TooManyPixels,
+    UndecodableImage,
+    UnsupportedImageType,
+)
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
+
+# Leading bytes of the accepted formats: bytes that start like one of them but fail to open are
+# a broken image (422); anything else is not an image we accept (415).
+_SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"GIF87a",
+    b"GIF89a",
+)
+
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+DEFAULT_PREPROCESSING = {"resample": "bilinear", "scale": [-1.0, 1.0]}
+
+
+def _looks_like_accepted_format(data: bytes) -> bool:
+    if data.startswith(_SIGNATURES):
+        return True
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # first frame, fully decoded
+    format: str
+    width: int
+    height: int
+
+
+def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
+    """Open ``data`` as one of the accepted formats and decode its first frame.
+
+    Raises EmptyImage, UnsupportedImageType (not an accepted format), TooManyPixels (checked from
+    the header, before decoding) or UndecodableImage (truncated or corrupt).
+    """
+    if not data:
+        raise EmptyImage()
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns past MAX_IMAGE_PIXELS; ours is stricter and an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise TooManyPixels() from exc
+        if _looks_like_accepted_format(data):
+            raise UndecodableImage() from exc
+        raise UnsupportedImageType() from exc
+    except Exception as exc:  # Pillow raises many types for hostile headers
+        raise UndecodableImage() from exc
+
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise UndecodableImage("The image has no pixels.")
+    if width * height > max_pixels:
+        raise TooManyPixels(
+            f"The image has {width * height:,} pixels; this service accepts at most {max_pixels:,}."
+        )
+    try:
+        image.seek(0)  # animated images: the first frame only, never the rest
+        image.load()
+    except Exception as exc:
+        raise UndecodableImage() from exc
+    return DecodedImage(image=image, format=image.format or "", width=width, height=height)
+
+
+def _exif_transposed(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF: keep the pixels as stored
+        logger.debug("Ignoring malformed EXIF orientation", exc_info=True)
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any decoded mode to 8-bit RGB, dropping alpha without darkening or whitening."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # Wide integer greys: scale to 8 bits instead of clipping everything above 255 to white.
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        grey = np.clip(np.rint(pixels * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "F":
+        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("LA", "La"):
+        image = image.convert("L")
+    return image.convert("RGB")
+
+
+def image_preprocess(
+    *, image: Image.Image, input_size: int, preprocessing: dict | None = None
+) -> np.ndarray:
+    """The model input for ``image``: a float32 array of shape (1, input_size, input_size, 3).
+
+    EXIF orientation applied, RGB, resized to a square regardless of aspect ratio, and pixel
+    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet).
+    """
+    options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    rgb = _to_rgb(_exif_transposed(image))
+    if rgb.size != (input_size, input_size):
+        rgb = rgb.resize((input_size, input_size), resample=_RESAMPLING[options["resample"]])
+    low, high = (float(bound) for bound in options["scale"])
+    pixels = np.asarray(rgb, dtype=np.float32)
+    # Dividing by 255 / (high - low) (127.5 for [-1, 1]) keeps 0, 127.5 and 255 exact.
+    scaled = pixels / np.float32(255.0 / (high - low)) + np.float32(low)
+    return scaled[np.newaxis, ...]

@@ -1,0 +1,58 @@
+import tempfile
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from classification import sources
+from classification.exceptions import ModelRegistrationError
+from classification.models import ModelVersion
+from classification.selectors import model_default_name
+from classification.services import model_version_register
+
+MODELS = {
+    "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
+    "imagenet": "Keras MobileNetV2 with ImageNet weights (1000 classes, 224 x 224), downloads",
+}
+
+
+class Command(BaseCommand):
+    help = "Fetch a known model, register it and (by default) put it in production."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("model", choices=sorted(MODELS))
+        parser.add_argument("--stage", choices=ModelVersion.Stage.values, default="production")
+        parser.add_argument(
+            "--if-no-production",
+            action="store_true",
+            help="Do nothing when some model is already in production (used by 'make run').",
+        )
+        parser.add_argument(
+            "--accept-unverified",
+            action="store_true",
+            help="imagenet: download even when no SHA-256 is configured, and record the one found.",
+        )
+
+    def handle(self, *args: object, model: str, **options: object) -> None:
+        if options["if_no_production"] and model_default_name() is not None:
+            self.stdout.write(f"A model is already in production ({model_default_name()}).")
+            return
+        self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
+        try:
+            with tempfile.TemporaryDirectory() as workdir:
+                if model == "dog-breeds":
+                    source = sources.dog_breeds_source(workdir=Path(workdir))
+                else:
+                    source = sources.imagenet_source(
+                        workdir=Path(workdir), accept_unverified=bool(options["accept_unverified"])
+                    )
+                model_version = model_version_register(
+                    artifact_path=source.artifact_path,
+                    name=model,
+                    labels=source.labels,
+                    input_size=source.input_size,
+                    stage=str(options["stage"]),
+                    source=source.source,
+                )
+        except ModelRegistrationError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(f"Registered {model_version}."))

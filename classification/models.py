@@ -1,0 +1,56 @@
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    """One registered version of a named classifier, and where its served artifact lives."""
+
+    class Stage(models.TextChoices):
+        STAGING = "staging", "Staging"
+        PRODUCTION = "production", "Production"
+        ARCHIVED = "archived", "Archived"
+
+    class Format(models.TextChoices):
+        KERAS = "keras", "Keras (.keras / .h5)"
+        SAVED_MODEL = "saved_model", "TensorFlow SavedModel"
+        TFLITE = "tflite", "LiteRT flat buffer"
+
+    name = models.SlugField(max_length=100)
+    version = models.PositiveIntegerField()
+    source_format = models.CharField(max_length=20, choices=Format.choices)
+    # The artifact as registered (Keras, SavedModel archive or .tflite), kept for retraining.
+    source_artifact = models.CharField(max_length=300)
+    source_sha256 = models.CharField(max_length=64)
+    # The LiteRT flat buffer that serving loads; checksum verified on every load.
+    artifact = models.CharField(max_length=300)
+    artifact_sha256 = models.CharField(max_length=64)
+    artifact_size = models.PositiveBigIntegerField()
+    labels = models.JSONField(help_text="Class names, in the order of the model's outputs.")
+    tag_labels = models.JSONField(
+        null=True, blank=True, help_text="Labels of a multi-label head, when the model has one."
+    )
+    input_size = models.PositiveIntegerField(help_text="Square input side in pixels.")
+    preprocessing = models.JSONField(help_text="How pixels are prepared: resampling and scaling.")
+    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.STAGING)
+    metrics = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=500, blank=True, help_text="Where the weights came from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="unique_model_version"),
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=Q(stage="production"),
+                name="one_production_version_per_name",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} ({self.stage})"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from classification import apis
+
+app_name = "classification"
+
+urlpatterns = [
+    path("classify-image", apis.ClassifyImageApi.as_view(), name="classify-image"),
+    path("models", apis.ModelListApi.as_view(), name="models"),
+]

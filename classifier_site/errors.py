@@ -1,0 +1,92 @@
+"""The one error shape of the API, and the DRF exception handler that produces it.
+
+Every error is ``{"error": {"code": "<snake_case>", "message": "<sentence>"}}`` (DESIGN.md).
+Services raise a ``ServiceError`` subclass; nothing else builds error bodies by hand.
+"""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A failure a client can be told about: a status, a stable code and a sentence."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "invalid_request"
+    default_message = "The request is not valid."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _first_message(detail: Any) -> str:
+    """The first human sentence inside a DRF error detail (a string, list or dict)."""
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            text = _first_message(value)
+            return text if field == "non_field_errors" else f"{field}: {text}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)
+
+
+_DRF_CODES: dict[type[drf_exceptions.APIException], str] = {
+    drf_exceptions.ValidationError: "invalid_request",
+    drf_exceptions.ParseError: "malformed_request",
+    drf_exceptions.UnsupportedMediaType: "unsupported_media_type",
+    drf_exceptions.NotAuthenticated: "not_authenticated",
+    drf_exceptions.AuthenticationFailed: "authentication_failed",
+    drf_exceptions.PermissionDenied: "permission_denied",
+    drf_exceptions.NotFound: "not_found",
+    drf_exceptions.MethodNotAllowed: "method_not_allowed",
+    drf_exceptions.NotAcceptable: "not_acceptable",
+    drf_exceptions.Throttled: "throttled",
+}
+
+
+def _drf_code(exc: drf_exceptions.APIException) -> str:
+    for exc_type in type(exc).__mro__:
+        if exc_type in _DRF_CODES:
+            return _DRF_CODES[exc_type]  # type: ignore[index]
+    return "error"
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        too_large = PayloadTooLarge()
+        return Response(error_body(too_large.code, too_large.message), status=too_large.status_code)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    if not isinstance(exc, drf_exceptions.APIException):
+        return None  # a bug: let Django log it and answer 500
+
+    response = Response(error_body(_drf_code(exc), _first_message(exc.detail)), status=exc.status_code)
+    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+        response["Retry-After"] = str(int(exc.wait) + 1)
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        response["WWW-Authenticate"] = auth_header
+    return response
