@@ -83,7 +83,7 @@ def model_version_register(
         "litert_invoke_ms_median": round(report.invoke_ms_median, 3),
         "outputs": "logits" if report.outputs_logits else "probabilities",
     }
-    model_version = _model_version_create(
+    model_version = model_version_create(
         name=name,
         source_format=source_format,
         source_artifact=stored_source.name,
@@ -106,7 +106,8 @@ def model_version_register(
     return model_version
 
 
-def _model_version_create(*, name: str, **fields: object) -> ModelVersion:
+def model_version_create(*, name: str, **fields: object) -> ModelVersion:
+    """Create the next version of ``name`` from artifact fields that are already stored."""
     # Two registrations of one name at once: the unique constraint picks a winner, retry the other.
     for _attempt in range(5):
         try:

@@ -1,0 +1,48 @@
+# The README's commands. Each target does every step it needs on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test bench lint install lock
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+
+$(VENV)/.requirements: requirements.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.requirements-test: requirements-test.txt $(VENV)/.requirements
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.requirements
+
+run: $(VENV)/.requirements
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py fetch_model dog-breeds --if-no-production
+	PORT=$(PORT) $(VENV)/bin/gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
+
+test: $(VENV)/.requirements-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.requirements-test
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py fetch_model dog-breeds --if-no-production
+	$(PY) -m scripts.bench
+
+lint: $(VENV)/.requirements-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Re-pin requirements.txt after editing requirements.in (in a scratch virtual environment).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q -r requirements.in
+	(echo "# Generated from requirements.in by 'make lock': every runtime dependency pinned."; \
+	 .venv-lock/bin/pip freeze) > requirements.txt
+	rm -rf .venv-lock

