@@ -164,6 +164,7 @@ class ClassificationResult:
     model_version: int
     image_sha256: str
     cached: bool = False
+    cache_kind: str | None = None  # "url" or "image" when the answer came from the cache
     processing_time: float = 0.0
     # Seconds spent in each stage, for benchmarks and metrics.
     timings: dict[str, float] = field(default_factory=dict)
