@@ -9,8 +9,14 @@ from classification.models import ModelVersion
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "version", "stage", "source_format", "input_size", "num_classes",
-        "created_at", "promoted_at",
+        "name",
+        "version",
+        "stage",
+        "source_format",
+        "input_size",
+        "num_classes",
+        "created_at",
+        "promoted_at",
     ]
     list_filter = ["name", "stage", "source_format"]
     search_fields = ["name", "source"]

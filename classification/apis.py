@@ -62,7 +62,9 @@ class ClassifyImageApi(APIView):
 
     @extend_schema_serializer(component_name="ClassifyImageRequest")
     class InputSerializer(serializers.Serializer):
-        image = serializers.FileField(required=False, help_text="The image file (multipart).")
+        image = serializers.FileField(
+            required=False, allow_empty_file=True, help_text="The image file (multipart)."
+        )
         image_base64 = Base64ImageField(required=False, help_text="The image bytes, base64.")
         top_k = serializers.IntegerField(
             required=False,
@@ -145,8 +147,16 @@ class ModelListApi(APIView):
             class Meta:
                 model = ModelVersion
                 fields = [
-                    "version", "stage", "source_format", "input_size", "labels",
-                    "artifact_sha256", "metrics", "source", "created_at", "promoted_at",
+                    "version",
+                    "stage",
+                    "source_format",
+                    "input_size",
+                    "labels",
+                    "artifact_sha256",
+                    "metrics",
+                    "source",
+                    "created_at",
+                    "promoted_at",
                 ]
 
         name = serializers.CharField()

@@ -51,7 +51,8 @@ class ConvertedModel:
 def _square_input_size(shape: tuple) -> int:
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not shape[1]:
         raise ModelRegistrationError(
-            f"The model takes input of shape {shape}; only square RGB images (N, S, S, 3) are served."
+            f"The model takes input of shape {shape}; "
+            "only square RGB images (N, S, S, 3) are served."
         )
     return int(shape[1])
 
@@ -101,7 +102,10 @@ def model_convert(*, path: Path, source_format: str) -> ConvertedModel:
     input_size = _square_input_size(shape)
     outputs = reference(np.zeros((1, input_size, input_size, 3), dtype=np.float32))
     return ConvertedModel(
-        tflite=tflite, input_size=input_size, num_outputs=int(outputs.shape[-1]), reference=reference
+        tflite=tflite,
+        input_size=input_size,
+        num_outputs=int(outputs.shape[-1]),
+        reference=reference,
     )
 
 

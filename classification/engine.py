@@ -73,10 +73,14 @@ class ServingModel:
 def serving_model_load(model_version: ModelVersion) -> ServingModel:
     """Load, check and warm up one registered version. Raises ModelRegistrationError."""
     started = time.perf_counter()
-    content = artifact_read_verified(name=model_version.artifact, sha256=model_version.artifact_sha256)
+    content = artifact_read_verified(
+        name=model_version.artifact, sha256=model_version.artifact_sha256
+    )
     classifier = LiteRTClassifier(model_content=content, num_threads=settings.LITERT_NUM_THREADS)
     size = model_version.input_size
-    if classifier.input_shape != (1, size, size, 3) or classifier.output_size != len(model_version.labels):
+    if classifier.input_shape != (1, size, size, 3) or classifier.output_size != len(
+        model_version.labels
+    ):
         raise ModelRegistrationError(
             f"{model_version} takes {classifier.input_shape} and gives {classifier.output_size} "
             f"outputs, but the registry says {size}x{size} and {len(model_version.labels)} labels."

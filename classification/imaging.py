@@ -69,7 +69,11 @@ def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
             # Pillow's own bomb check warns past MAX_IMAGE_PIXELS; ours is stricter and an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
             raise TooManyPixels() from exc
         if _looks_like_accepted_format(data):

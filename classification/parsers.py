@@ -91,9 +91,7 @@ class _SizeLimitedUploadHandler(FileUploadHandler):
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         self.received += len(raw_data)
         if self.received > self.limit:
-            raise PayloadTooLarge(
-                f"The image is larger than {self.limit:,} bytes."
-            )
+            raise PayloadTooLarge(f"The image is larger than {self.limit:,} bytes.")
         return raw_data  # pass on to Django's own memory / temporary-file handlers
 
     def file_complete(self, file_size: int) -> None:

@@ -63,7 +63,8 @@ def model_version_register(
     converted = model_convert(path=artifact_path, source_format=source_format)
     if input_size is not None and input_size != converted.input_size:
         raise ModelRegistrationError(
-            f"The model takes {converted.input_size}x{converted.input_size} images, not {input_size}."
+            f"The model takes {converted.input_size}x{converted.input_size} images, "
+            f"not {input_size}."
         )
     if converted.num_outputs != len(labels):
         raise ModelRegistrationError(

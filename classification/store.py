@@ -45,9 +45,11 @@ def artifact_put_file(*, path: Path, suffix: str) -> StoredArtifact:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         # Copy to a temporary name first, so a reader never sees half a file.
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            with path.open("rb") as source:
-                shutil.copyfileobj(source, tmp, _CHUNK)
+        with (
+            tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp,
+            path.open("rb") as source,
+        ):
+            shutil.copyfileobj(source, tmp, _CHUNK)
         os.replace(tmp.name, target)
     return StoredArtifact(name=name, sha256=sha256, size=target.stat().st_size)
 

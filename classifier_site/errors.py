@@ -83,7 +83,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if not isinstance(exc, drf_exceptions.APIException):
         return None  # a bug: let Django log it and answer 500
 
-    response = Response(error_body(_drf_code(exc), _first_message(exc.detail)), status=exc.status_code)
+    response = Response(
+        error_body(_drf_code(exc), _first_message(exc.detail)), status=exc.status_code
+    )
     if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
         response["Retry-After"] = str(int(exc.wait) + 1)
     auth_header = getattr(exc, "auth_header", None)

