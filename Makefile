@@ -33,7 +33,7 @@ test: $(VENV)/.requirements-test
 bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py fetch_model dog-breeds --if-no-production
-	$(PY) -m scripts.bench
+	$(PY) manage.py bench
 
 lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff check .
