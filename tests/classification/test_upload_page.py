@@ -322,6 +322,10 @@ def test_keyboard_users_reach_the_file_picker_and_the_address_field_in_order(pag
         focused.append(
             page.evaluate("document.activeElement.id || document.activeElement.textContent")
         )
+        if focused[-1] == "image-file":
+            # The file input itself is hidden: its visible button shows the focus ring.
+            button = page.locator("label[for=image-file]")
+            assert button.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
     assert focused.index("image-file") < focused.index("image-url") < focused.index("url-submit")
 
 
