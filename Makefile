@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test bench lint install lock
+.PHONY: run test bench lint install lock chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,22 @@ run: $(VENV)/.requirements
 	$(PY) manage.py fetch_model dog-breeds --if-no-production
 	PORT=$(PORT) $(VENV)/bin/gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
 
-test: $(VENV)/.requirements-test
+test: $(VENV)/.requirements-test chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download cannot work here).
+export CHROMIUM_PATH ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM_PATH)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing chromium (Debian) for the browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; \
+	else \
+	  echo "The browser tests need Chromium at $(CHROMIUM_PATH): install it as root with" \
+	       "'apt-get install -y chromium', or set CHROMIUM_PATH to another Chromium."; \
+	fi
 
 bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0

@@ -1,0 +1,378 @@
+// The upload page: pick, drop or paste an image (or its address) and classify it through
+// POST /classify-image, the same API clients use. No dependencies; modern browsers only.
+(() => {
+  "use strict";
+
+  const form = document.getElementById("classify-form");
+  if (!form) return;
+
+  const $ = (id) => document.getElementById(id);
+  const fileInput = $("image-file");
+  const urlInput = $("image-url");
+  const dropzone = $("dropzone");
+  const errorBox = $("intake-error");
+  const outcome = $("outcome");
+  const statusLine = $("status");
+  const preview = $("preview");
+  const previewImage = $("preview-image");
+  const previewCaption = $("preview-caption");
+  const resultBox = $("result");
+  const historySection = $("history-section");
+  const historyList = $("history");
+
+  const classifyUrl = form.dataset.classifyUrl;
+  const topK = Number(form.dataset.topK) || 5;
+  const maxBytes = Number(form.dataset.maxBytes) || Infinity;
+  const HISTORY_LIMIT = 12;
+
+  // Sentences for a person, by the API's error code. The server's own message is shown
+  // beneath when it adds something (a limit, a status).
+  const ERROR_SENTENCES = {
+    payload_too_large: "This image is too large for the service. Try a smaller or more compressed version.",
+    image_too_large: "This image is too large for the service. Try a smaller or more compressed version.",
+    image_too_many_pixels: "This image has too many pixels for the service. Try a smaller version.",
+    unsupported_image_type: "This file is not an image the service can read. Use a JPEG, PNG, GIF or WebP image.",
+    undecodable_image: "This image could not be read; the file may be damaged or incomplete.",
+    empty_image: "This file is empty. Choose another image.",
+    url_unreachable: "The image address could not be reached. Check that it is right and public.",
+    upstream_error: "The site at that address answered with an error instead of an image.",
+    upstream_timeout: "The site at that address took too long to send the image.",
+    throttled: "Too many images in a short time. Wait a moment and try again.",
+    model_not_ready: "The classifier is not ready yet. Try again in a minute.",
+    invalid_url: "That does not look like an image address. It should start with http:// or https://.",
+  };
+
+  // Codes whose server message adds a fact (a limit, an upstream status, a wait) to the sentence.
+  const DETAIL_HELPS = new Set([
+    "payload_too_large", "image_too_large", "image_too_many_pixels", "upstream_error", "throttled",
+  ]);
+
+  let current = null; // {controller, id}
+  let sequence = 0;
+
+  // ---- the csrf token: from the form (works even with an HttpOnly cookie), else the cookie.
+  function csrfToken() {
+    const field = form.querySelector("input[name=csrfmiddlewaretoken]");
+    if (field && field.value) return field.value;
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  // ---- formatting
+  const percent = (value) => `${(Math.max(0, Math.min(1, value)) * 100).toFixed(1)}%`;
+  const humanLabel = (label) => String(label).replace(/_/g, " ");
+  function duration(seconds) {
+    if (typeof seconds !== "number" || !isFinite(seconds)) return "";
+    return seconds < 1 ? `${Math.max(1, Math.round(seconds * 1000))} ms` : `${seconds.toFixed(2)} s`;
+  }
+  function bytes(n) {
+    if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+    if (n >= 1024) return `${Math.round(n / 1024)} KB`;
+    return `${n} bytes`;
+  }
+
+  // ---- states
+  const narrow = window.matchMedia("(max-width: 50rem)");
+  const motion = window.matchMedia("(prefers-reduced-motion: reduce)");
+  // On a phone the result is below the fold: bring what changed into view.
+  function reveal(element, block) {
+    if (narrow.matches) element.scrollIntoView({ block, behavior: motion.matches ? "auto" : "smooth" });
+  }
+
+  function showError(sentence, detail) {
+    errorBox.textContent = "";
+    const main = document.createElement("span");
+    main.textContent = sentence;
+    errorBox.append(main);
+    if (detail && detail !== sentence) {
+      const extra = document.createElement("span");
+      extra.className = "error__detail";
+      extra.textContent = ` ${detail}`;
+      errorBox.append(extra);
+    }
+    errorBox.hidden = false;
+    form.classList.add("has-error");
+    reveal(errorBox, "nearest");
+  }
+  function clearError() {
+    errorBox.hidden = true;
+    errorBox.textContent = "";
+    form.classList.remove("has-error");
+  }
+  function setBusy(busy) {
+    outcome.setAttribute("aria-busy", String(busy));
+    outcome.classList.toggle("is-busy", busy);
+    form.classList.toggle("is-busy", busy);
+  }
+  function showPreview(src, caption) {
+    if (!src) {
+      preview.hidden = true;
+      return;
+    }
+    previewImage.onerror = () => { preview.hidden = true; };
+    previewImage.src = src;
+    previewCaption.textContent = caption;
+    preview.hidden = false;
+  }
+
+  function renderResult(data) {
+    const predictions = Array.isArray(data.predictions) ? data.predictions : [];
+    $("result-label").textContent = humanLabel(data.classification);
+    $("result-confidence").textContent = percent(data.confidence);
+    const bars = $("result-bars");
+    bars.textContent = "";
+    predictions.forEach((prediction, index) => {
+      const item = document.createElement("li");
+      item.className = index === 0 ? "bar bar--top" : "bar";
+      const label = document.createElement("span");
+      label.className = "bar__label";
+      label.textContent = humanLabel(prediction.label);
+      const value = document.createElement("span");
+      value.className = "bar__value";
+      value.textContent = percent(prediction.confidence);
+      const track = document.createElement("span");
+      track.className = "bar__track";
+      track.setAttribute("aria-hidden", "true");
+      const fill = document.createElement("span");
+      fill.className = "bar__fill";
+      fill.style.width = percent(prediction.confidence);
+      track.append(fill);
+      item.append(label, value, track);
+      bars.append(item);
+    });
+    const model = data.model || {};
+    $("result-model").textContent = model.name ? `Model ${model.name} v${model.version}` : "";
+    $("result-time").textContent = data.processing_time != null ? `Processed in ${duration(data.processing_time)}` : "";
+    $("result-cached").hidden = data.cached !== true;
+    resultBox.hidden = false;
+    statusLine.classList.add("visually-hidden");
+    statusLine.textContent =
+      `Best match: ${humanLabel(data.classification)}, ${percent(data.confidence)}` +
+      (data.cached === true ? " (from cache)." : ".");
+  }
+
+  // ---- history: thumbnails with their top label; choosing one shows its result again.
+  function addToHistory(entry) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "history__item";
+    const thumb = document.createElement("img");
+    thumb.alt = "";
+    thumb.referrerPolicy = "no-referrer";
+    thumb.loading = "lazy";
+    thumb.src = entry.thumbnail;
+    thumb.onerror = () => thumb.classList.add("is-broken");
+    const text = document.createElement("span");
+    text.className = "history__label";
+    text.textContent = humanLabel(entry.data.classification);
+    const value = document.createElement("span");
+    value.className = "history__value";
+    value.textContent = percent(entry.data.confidence) + (entry.data.cached === true ? " · cached" : "");
+    button.append(thumb, text, value);
+    button.setAttribute("aria-label",
+      `${entry.name}: ${humanLabel(entry.data.classification)}, ${percent(entry.data.confidence)}. Show this result.`);
+    button.addEventListener("click", () => {
+      clearError();
+      showPreview(entry.thumbnail, entry.name);
+      renderResult(entry.data);
+    });
+    item.append(button);
+    historyList.prepend(item);
+    while (historyList.children.length > HISTORY_LIMIT) {
+      const last = historyList.lastElementChild;
+      const img = last.querySelector("img");
+      if (img && img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+      last.remove();
+    }
+    historySection.hidden = false;
+  }
+
+  // ---- talking to the API
+  async function readError(response) {
+    let code = "";
+    let message = "";
+    try {
+      const body = await response.json();
+      if (body && body.error) {
+        code = String(body.error.code || "");
+        message = String(body.error.message || "");
+      }
+    } catch (_) {
+      // Not JSON (a proxy's error page, say): fall back to the status below.
+    }
+    if (ERROR_SENTENCES[code]) {
+      return { sentence: ERROR_SENTENCES[code], detail: DETAIL_HELPS.has(code) ? message : "" };
+    }
+    if (response.status === 413) return { sentence: ERROR_SENTENCES.payload_too_large, detail: message };
+    if (response.status === 429) return { sentence: ERROR_SENTENCES.throttled, detail: message };
+    if (message) return { sentence: message, detail: "" };
+    if (response.status >= 500) {
+      return { sentence: `The service had a problem (error ${response.status}). Try again in a moment.`, detail: "" };
+    }
+    return { sentence: `The image could not be classified (error ${response.status}).`, detail: "" };
+  }
+
+  async function classify({ body, isJson, thumbnail, name }) {
+    if (current) current.controller.abort();
+    const controller = new AbortController();
+    const id = ++sequence;
+    current = { controller, id };
+
+    clearError();
+    resultBox.hidden = true;
+    statusLine.classList.remove("visually-hidden");
+    showPreview(thumbnail, name);
+    statusLine.textContent = `Classifying ${name}…`;
+    setBusy(true);
+
+    const headers = { "X-CSRFToken": csrfToken(), Accept: "application/json" };
+    if (isJson) headers["Content-Type"] = "application/json";
+    try {
+      const response = await fetch(classifyUrl, {
+        method: "POST",
+        body,
+        headers,
+        credentials: "same-origin",
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        const { sentence, detail } = await readError(response);
+        if (id !== sequence) return;
+        showError(sentence, detail);
+        statusLine.textContent = "No result for this image.";
+        return;
+      }
+      const data = await response.json();
+      if (id !== sequence) return;
+      renderResult(data);
+      addToHistory({ data, thumbnail, name });
+      reveal(outcome, "start");
+    } catch (error) {
+      if (error && error.name === "AbortError") return;
+      if (id !== sequence) return;
+      showError("The service could not be reached. Check your connection and try again.");
+      statusLine.textContent = "No result for this image.";
+    } finally {
+      if (id === sequence) {
+        setBusy(false);
+        current = null;
+      }
+    }
+  }
+
+  function classifyFile(file) {
+    if (!file) return;
+    if (file.size > maxBytes) {
+      showError(ERROR_SENTENCES.image_too_large, `This file is ${bytes(file.size)}; the limit is ${bytes(maxBytes)}.`);
+      return;
+    }
+    const data = new FormData();
+    data.append("image", file, file.name || "pasted-image");
+    data.append("top_k", String(topK));
+    classify({
+      body: data,
+      isJson: false,
+      thumbnail: URL.createObjectURL(file),
+      name: file.name || "the pasted image",
+    });
+  }
+
+  function classifyAddress(raw) {
+    const address = String(raw || "").trim();
+    if (!address) {
+      showError("Paste an image address first, or choose a file.");
+      urlInput.focus();
+      return;
+    }
+    let parsed;
+    try {
+      parsed = new URL(address);
+    } catch (_) {
+      parsed = null;
+    }
+    if (!parsed || !/^https?:$/.test(parsed.protocol)) {
+      showError(ERROR_SENTENCES.invalid_url);
+      urlInput.focus();
+      return;
+    }
+    classify({
+      body: JSON.stringify({ image_url: address, top_k: topK }),
+      isJson: true,
+      thumbnail: address,
+      name: address,
+    });
+  }
+
+  const looksLikeAddress = (text) => /^https?:\/\/\S+$/i.test(String(text || "").trim());
+  const firstImage = (files) => Array.from(files || []).find((f) => f.type.startsWith("image/")) ||
+    (files && files[0]);
+
+  // ---- wiring
+  fileInput.addEventListener("change", () => {
+    classifyFile(fileInput.files[0]);
+    fileInput.value = ""; // choosing the same file again classifies it again
+  });
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    classifyAddress(urlInput.value);
+  });
+
+  // Drops anywhere on the page count (a miss would make the browser open the file instead).
+  let dragDepth = 0;
+  document.addEventListener("dragenter", (event) => {
+    if (!event.dataTransfer) return;
+    event.preventDefault();
+    dragDepth += 1;
+    dropzone.classList.add("is-dragover");
+  });
+  document.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) dropzone.classList.remove("is-dragover");
+  });
+  document.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer) event.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dragDepth = 0;
+    dropzone.classList.remove("is-dragover");
+    const transfer = event.dataTransfer;
+    if (!transfer) return;
+    if (transfer.files && transfer.files.length) {
+      classifyFile(firstImage(transfer.files));
+      return;
+    }
+    const text = transfer.getData("text/uri-list").split(/\r?\n/).find((l) => l && !l.startsWith("#")) ||
+      transfer.getData("text/plain");
+    if (looksLikeAddress(text)) {
+      urlInput.value = text.trim();
+      classifyAddress(text);
+    }
+  });
+
+  // Paste an image (a screenshot, a copied picture) or an address anywhere on the page.
+  document.addEventListener("paste", (event) => {
+    const clipboard = event.clipboardData;
+    if (!clipboard) return;
+    const image = Array.from(clipboard.files || []).find((f) => f.type.startsWith("image/"));
+    if (image) {
+      event.preventDefault();
+      classifyFile(image);
+      return;
+    }
+    if (event.target === urlInput) return; // pasting into the field: let it, then Classify
+    const text = clipboard.getData("text/plain");
+    if (looksLikeAddress(text)) {
+      event.preventDefault();
+      urlInput.value = text.trim();
+      classifyAddress(text);
+    }
+  });
+
+  urlInput.addEventListener("input", () => {
+    if (!errorBox.hidden) clearError();
+  });
+})();

@@ -1,0 +1,28 @@
+"""The browser upload page. It classifies through the same POST /classify-image as API clients."""
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_safe
+
+# How many predictions the page asks for and draws as bars.
+UPLOAD_PAGE_TOP_K = 5
+
+
+def admin_statistics_url() -> str:
+    """Where signed-in staff find the statistics (the admin index until its own page exists)."""
+    return reverse("admin:index")
+
+
+@require_safe
+@ensure_csrf_cookie
+def upload_page(request: HttpRequest) -> HttpResponse:
+    context = {
+        "classify_url": reverse("classification:classify-image"),
+        "top_k": min(UPLOAD_PAGE_TOP_K, settings.CLASSIFY_MAX_TOP_K),
+        "max_bytes": settings.IMAGE_MAX_BYTES,
+        "admin_statistics_url": admin_statistics_url(),
+    }
+    return render(request, "classification/upload.html", context)
