@@ -193,13 +193,15 @@ NUM_PROXIES = env_int("NUM_PROXIES", 0)
 # Shared by all workers through Redis when REDIS_URL is set (throttle counters live here, so
 # limits hold across workers); the in-process cache otherwise. Values are JSON, never pickle.
 REDIS_URL = env_str("REDIS_URL")
+# Prefix of every cache key: deployments sharing one Redis database keep apart by it.
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "classifier")
 CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.25)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "classifier",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
@@ -212,7 +214,7 @@ else:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "KEY_PREFIX": "classifier",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
         }
     }
 
