@@ -5,3 +5,6 @@ class AccountsConfig(AppConfig):
     """JWT token endpoints, /secret and the throttling policy (issue 6)."""
 
     name = "accounts"
+
+    def ready(self) -> None:
+        from accounts import checks  # noqa: F401 - registers the deploy checks

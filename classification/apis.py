@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.throttling import CLASSIFY_THROTTLES
 from classification import selectors, services
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
@@ -59,6 +60,7 @@ class ClassifyImageApi(APIView):
     """Classify one image given as an upload or as base64 bytes."""
 
     permission_classes = [AllowAny]
+    throttle_classes = CLASSIFY_THROTTLES
 
     @extend_schema_serializer(component_name="ClassifyImageRequest")
     class InputSerializer(serializers.Serializer):
@@ -117,9 +119,11 @@ class ClassifyImageApi(APIView):
         responses={
             200: OutputSerializer,
             400: _error("Malformed request, missing or double image, bad top_k or model."),
+            401: _error("A bearer token was sent and is not valid (anonymous calls need none)."),
             413: _error("The image or the body is too large."),
             415: _error("Not a JPEG, PNG, GIF or WebP image."),
             422: _error("The image cannot be decoded."),
+            429: _error("Too many requests from this caller; see Retry-After."),
             503: _error("No model is ready to answer."),
         },
     )

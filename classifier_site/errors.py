@@ -43,7 +43,8 @@ def _first_message(detail: Any) -> str:
     if isinstance(detail, dict):
         for field, value in detail.items():
             text = _first_message(value)
-            return text if field == "non_field_errors" else f"{field}: {text}"
+            # 'detail' wraps the sentence itself (simplejwt's token errors), not a field.
+            return text if field in ("non_field_errors", "detail") else f"{field}: {text}"
     if isinstance(detail, list) and detail:
         return _first_message(detail[0])
     return str(detail)

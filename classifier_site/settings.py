@@ -5,6 +5,7 @@ give a laptop setup: SQLite, the in-process cache and the offline model in ./var
 """
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "rest_framework_simplejwt.token_blacklist",
     "classification",
     "reporting",
     "accounts",
@@ -156,11 +158,89 @@ IMAGENET_CLASS_INDEX_URL = env_str(
 IMAGENET_CLASS_INDEX_SHA256 = env_str("IMAGENET_CLASS_INDEX_SHA256", "")
 MODEL_DOWNLOAD_TIMEOUT = env_float("MODEL_DOWNLOAD_TIMEOUT", 30.0)
 
+
+# --- Accounts, tokens and rate limits -----------------------------------------------------
+def _jwt_signing_key() -> str:
+    key = env_str("JWT_SIGNING_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured("JWT_SIGNING_KEY must be set when PRODUCTION=1.")
+    return SECRET_KEY  # development only; 'check --deploy' refuses it (accounts/checks.py)
+
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 1)),
+    # Each refresh hands out a new refresh token; the used one is blacklisted.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": _jwt_signing_key(),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+# Rates of POST /classify-image ("<count>/<second|minute|hour|day>"): anonymous callers by client
+# address, signed-in callers by user.
+THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "30/minute")
+THROTTLE_USER_RATE = env_str("THROTTLE_USER_RATE", "300/minute")
+# Rate of POST /api/token/ per client address (slows password guessing).
+THROTTLE_TOKEN_RATE = env_str("THROTTLE_TOKEN_RATE", "20/minute")
+# How many proxies in front of the service append to X-Forwarded-For. 0 (the default) trusts no
+# X-Forwarded-For and limits by the connecting address; 1 trusts the address one proxy appended.
+NUM_PROXIES = env_int("NUM_PROXIES", 0)
+
+# --- Cache --------------------------------------------------------------------------------
+# Shared by all workers through Redis when REDIS_URL is set (throttle counters live here, so
+# limits hold across workers); the in-process cache otherwise. Values are JSON, never pickle.
+REDIS_URL = env_str("REDIS_URL")
+# Prefix of every cache key: deployments sharing one Redis database keep apart by it.
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "classifier")
+CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.25)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+        }
+    }
+
+# --- Security (PRODUCTION=1 turns these on; each can be set on its own) -------------------
+# Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER=1 so Django trusts its
+# 'X-Forwarded-Proto: https' (only when the proxy always sets or strips that header).
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "classifier_site.errors.api_exception_handler",
+    # JWT first, so a 401 carries its 'WWW-Authenticate: Bearer' challenge; the session (with
+    # DRF's CSRF check on unsafe methods) serves staff signed in through the browser.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Closed by default: each endpoint opens itself explicitly.
@@ -171,6 +251,13 @@ REST_FRAMEWORK = {
         "classification.parsers.BoundedMultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Throttles are set per view (accounts/throttling.py); these are their rates.
+    "DEFAULT_THROTTLE_RATES": {
+        "classify_anon": THROTTLE_ANON_RATE,
+        "classify_user": THROTTLE_USER_RATE,
+        "token_obtain": THROTTLE_TOKEN_RATE,
+    },
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -57,6 +57,21 @@ def _isolated_model_store(settings, model_store: Path) -> Iterator[None]:
     reset_runtime()
 
 
+# Throttle rates high enough that no test is throttled unless it sets a rate of its own
+# (tests/accounts/ do); every test client calls from the same address, 127.0.0.1.
+UNTHROTTLED_RATE = "100000/minute"
+
+
+@pytest.fixture(autouse=True)
+def _unthrottled(settings) -> None:
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": dict.fromkeys(
+            settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], UNTHROTTLED_RATE
+        ),
+    }
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
@@ -166,6 +181,9 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             "GUNICORN_THREADS": "2",
             "MODEL_REFRESH_SECONDS": "0.5",
             "LOG_LEVEL": "WARNING",
+            "THROTTLE_ANON_RATE": UNTHROTTLED_RATE,
+            "THROTTLE_USER_RATE": UNTHROTTLED_RATE,
+            "THROTTLE_TOKEN_RATE": UNTHROTTLED_RATE,
             **(env or {}),
         }
         log_path = tmp_path / f"gunicorn-{port}.log"

@@ -1,0 +1,170 @@
+import base64
+import json
+import logging
+
+import pytest
+from django_redis import get_redis_connection
+from rest_framework.test import APIClient
+
+from accounts import throttling
+from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
+from tests.conftest import free_port
+from tests.images import image_bytes
+
+pytestmark = pytest.mark.django_db
+
+IMAGE = {"image_base64": base64.b64encode(image_bytes(format="PNG")).decode()}
+
+
+def classify(client: APIClient, **extra: str):
+    return client.post("/classify-image", IMAGE, format="json", **extra)
+
+
+def assert_throttled(response) -> None:
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "throttled"
+    # The wait left in the window, rounded up by the error handler (a minute, here).
+    assert 1 <= int(response["Retry-After"]) <= 61
+
+
+def test_anonymous_callers_from_one_address_share_one_limit(
+    shared_cache, throttle_rates, tiny_model
+):
+    throttle_rates(classify_anon="2/minute")
+    first, second = APIClient(), APIClient()
+
+    assert classify(first).status_code == 200
+    assert classify(second).status_code == 200
+    assert_throttled(classify(first))
+    assert_throttled(classify(second))
+
+
+def test_another_address_has_its_own_anonymous_limit(shared_cache, throttle_rates, tiny_model):
+    throttle_rates(classify_anon="1/minute")
+
+    assert classify(APIClient()).status_code == 200
+    assert_throttled(classify(APIClient()))
+    assert classify(APIClient(), REMOTE_ADDR="192.0.2.7").status_code == 200
+
+
+def test_a_user_is_limited_across_clients_and_apart_from_anonymous_callers(
+    shared_cache, throttle_rates, tiny_model, alice, bob
+):
+    throttle_rates(classify_anon="1/minute", classify_user="3/minute")
+    anonymous = APIClient()
+    assert classify(anonymous).status_code == 200
+    assert_throttled(classify(anonymous))
+
+    alice_access = token_pair(alice)["access"]
+    first, second = bearer_client(alice_access), bearer_client(alice_access)
+    assert [classify(client).status_code for client in (first, second, first)] == [200] * 3
+    assert_throttled(classify(second))
+
+    assert classify(bearer_client(token_pair(bob)["access"])).status_code == 200
+
+
+def test_a_signed_in_session_counts_as_its_user(shared_cache, throttle_rates, tiny_model, alice):
+    throttle_rates(classify_user="1/minute")
+    browser = APIClient()
+    browser.force_login(alice)
+
+    assert classify(bearer_client(token_pair(alice)["access"])).status_code == 200
+    assert_throttled(classify(browser))
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_limit(
+    shared_cache, throttle_rates, tiny_model
+):
+    throttle_rates(classify_anon="1/minute")  # NUM_PROXIES stays at its default, 0
+
+    assert classify(APIClient(), HTTP_X_FORWARDED_FOR="198.51.100.1").status_code == 200
+    assert_throttled(classify(APIClient(), HTTP_X_FORWARDED_FOR="198.51.100.2"))
+    assert_throttled(classify(APIClient()))
+
+
+def test_behind_one_proxy_only_the_address_it_appended_counts(
+    shared_cache, throttle_rates, tiny_model
+):
+    throttle_rates(classify_anon="1/minute", num_proxies=1)
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+
+    # The client forges the first entry; the proxy appends the address it saw.
+    forged = "198.51.100.1, 203.0.113.9"
+    assert classify(APIClient(), HTTP_X_FORWARDED_FOR=forged, **proxy).status_code == 200
+    forged_again = "198.51.100.2, 203.0.113.9"
+    assert_throttled(classify(APIClient(), HTTP_X_FORWARDED_FOR=forged_again, **proxy))
+    other_client = "203.0.113.10"
+    assert classify(APIClient(), HTTP_X_FORWARDED_FOR=other_client, **proxy).status_code == 200
+
+
+def test_a_throttled_request_is_logged(shared_cache, throttle_rates, tiny_model, caplog):
+    throttle_rates(classify_anon="1/minute")
+    classify(APIClient())
+
+    with caplog.at_level(logging.WARNING, logger="accounts.throttling"):
+        assert_throttled(classify(APIClient()))
+
+    [record] = [r for r in caplog.records if r.name == "accounts.throttling"]
+    assert "Throttled POST /classify-image" in record.getMessage()
+    assert "127.0.0.1" in record.getMessage()
+
+
+def test_other_endpoints_are_not_throttled(shared_cache, throttle_rates, tiny_model, alice):
+    throttle_rates(classify_anon="1/minute", classify_user="1/minute")
+    client = bearer_client(token_pair(alice)["access"])
+
+    assert [APIClient().get("/models").status_code for _ in range(3)] == [200] * 3
+    assert [client.get("/secret").status_code for _ in range(3)] == [200] * 3
+
+
+def test_password_guessing_on_the_token_endpoint_is_throttled(shared_cache, throttle_rates, alice):
+    throttle_rates(token_obtain="2/minute")
+    wrong = {"username": "alice", "password": "guess"}
+
+    assert APIClient().post("/api/token/", wrong, format="json").status_code == 401
+    assert APIClient().post("/api/token/", wrong, format="json").status_code == 401
+    right = {"username": "alice", "password": PASSWORD}
+    assert_throttled(APIClient().post("/api/token/", right, format="json"))
+
+
+def test_with_redis_down_requests_are_served_unthrottled_and_it_is_logged_once(
+    settings, throttle_rates, tiny_model, caplog, monkeypatch
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "OPTIONS": {
+                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+                "SOCKET_CONNECT_TIMEOUT": 0.25,
+                "SOCKET_TIMEOUT": 0.25,
+            },
+        }
+    }
+    throttle_rates(classify_anon="1/minute")
+    monkeypatch.setattr(throttling, "_cache_down_logged_at", None)
+
+    with caplog.at_level(logging.WARNING, logger="accounts.throttling"):
+        statuses = [classify(APIClient()).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 200]
+    warnings = [r for r in caplog.records if r.name == "accounts.throttling"]
+    assert len(warnings) == 1
+    assert "Throttling is off" in warnings[0].getMessage()
+
+
+if "redis" in CACHE_KINDS:  # wherever Redis is configured, and always in CI
+
+    @pytest.mark.parametrize("shared_cache", ["redis"], indirect=True)
+    def test_counters_live_in_redis_as_json_under_the_cache_prefix(
+        shared_cache, throttle_rates, tiny_model, settings
+    ):
+        throttle_rates(classify_anon="5/minute")
+        classify(APIClient())
+        classify(APIClient())
+
+        prefix = settings.CACHES["default"]["KEY_PREFIX"]
+        raw = get_redis_connection("default").get(f"{prefix}:1:throttle_classify_anon_127.0.0.1")
+        history = json.loads(raw)
+        assert len(history) == 2
+        assert all(isinstance(moment, float) for moment in history)
