@@ -8,14 +8,13 @@ Client address: DRF's ``NUM_PROXIES`` setting. With 0 (the default) X-Forwarded-
 and the connecting address counts; with N, the address the N-th trusted proxy appended counts,
 so a client cannot escape its limit by sending its own X-Forwarded-For.
 
-When the cache cannot be reached the throttles fail open: the request is served unthrottled and
-one warning is logged per ``_CACHE_DOWN_LOG_INTERVAL`` seconds. Refusing every request because
+When the cache cannot be reached the throttles fail open: the request is served unthrottled, and
+the shared cache breaker (classifier_site/cache_breaker.py) skips the cache for a few seconds,
+logging the fault once per opening. Refusing every request because
 the counter store is down would turn a cache outage into a full outage.
 """
 
 import logging
-import threading
-import time
 
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.exceptions import ConnectionInterrupted
@@ -25,23 +24,11 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from classifier_site.cache_breaker import cache_breaker
+
 logger = logging.getLogger(__name__)
 
 _CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
-_CACHE_DOWN_LOG_INTERVAL = 60.0
-_cache_down_lock = threading.Lock()
-_cache_down_logged_at: float | None = None
-
-
-def _log_cache_down(exc: Exception) -> None:
-    global _cache_down_logged_at  # one process-wide rate limit for this warning
-    now = time.monotonic()
-    with _cache_down_lock:
-        last = _cache_down_logged_at
-        if last is not None and now - last < _CACHE_DOWN_LOG_INTERVAL:
-            return
-        _cache_down_logged_at = now
-    logger.warning("Throttling is off: the cache cannot be reached (%s); serving unthrottled.", exc)
 
 
 class _SharedCacheRateThrottle(SimpleRateThrottle):
@@ -55,10 +42,12 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
             raise ImproperlyConfigured(f"No throttle rate set for scope {self.scope!r}.") from exc
 
     def allow_request(self, request: Request, view: APIView) -> bool:
+        if not cache_breaker.available():
+            return True  # the cache is resting after a fault: serve unthrottled
         try:
             allowed = super().allow_request(request, view)
         except _CACHE_ERRORS as exc:
-            _log_cache_down(exc)
+            cache_breaker.record_fault(exc, what="throttling")
             return True
         if not allowed:
             logger.warning(

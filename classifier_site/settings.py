@@ -218,6 +218,14 @@ else:
         }
     }
 
+# Result cache: how long answers live, by key kind (seconds).
+CACHE_URL_TTL = env_int("CACHE_URL_TTL", 3600)
+CACHE_IMAGE_TTL = env_int("CACHE_IMAGE_TTL", 3600)
+# After a cache fault, skip the cache (and count throttles open) for this many seconds.
+CACHE_BREAKER_SECONDS = env_float("CACHE_BREAKER_SECONDS", 10.0)
+# Longest a request waits for an identical request's computation before computing itself.
+CACHE_SINGLE_FLIGHT_WAIT = env_float("CACHE_SINGLE_FLIGHT_WAIT", 10.0)
+
 # --- Security (PRODUCTION=1 turns these on; each can be set on its own) -------------------
 # Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER=1 so Django trusts its
 # 'X-Forwarded-Proto: https' (only when the proxy always sets or strips that header).

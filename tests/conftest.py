@@ -14,7 +14,9 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from classification import sources
+from classification.caching import reset_result_cache
 from classification.engine import reset_runtime
+from classifier_site.cache_breaker import cache_breaker
 from classification.models import ModelVersion
 from classification.services import (
     model_version_create,
@@ -53,8 +55,12 @@ def _isolated_model_store(settings, model_store: Path) -> Iterator[None]:
     settings.MODEL_STORE = model_store
     settings.DEFAULT_MODEL = ""
     reset_runtime()
+    reset_result_cache()
+    cache_breaker.reset()
     yield
     reset_runtime()
+    reset_result_cache()
+    cache_breaker.reset()
 
 
 # Throttle rates high enough that no test is throttled unless it sets a rate of its own

@@ -1,0 +1,285 @@
+"""The result cache: answers keyed by model version and by image URL or image content.
+
+Values are JSON (django-redis' JSON serializer, or plain dicts in local memory), never pickle.
+Keys carry the model name and version, so a promotion never serves an old answer. A Redis that
+is down, failing or hung costs at most one short socket timeout: a breaker then skips the
+cache for CACHE_BREAKER_SECONDS, and the fault is logged once per opening, not per request.
+"""
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import BaseCache, caches
+from django.utils import timezone
+
+from classifier_site.cache_breaker import cache_breaker
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("url", "image")
+_STATS_KEY = "result-cache:stats"
+_COUNT_LIMIT = 100_000  # entries counted at most by /cache-stats (a SCAN, never KEYS)
+
+
+def _is_redis(cache: BaseCache) -> bool:
+    return type(cache).__module__.startswith("django_redis")
+
+
+@dataclass
+class _Flight:
+    """One computation that identical concurrent misses in this process wait for."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    value: dict | None = None
+    error: BaseException | None = None
+
+
+class ResultCache:
+    def __init__(self, *, alias: str = "default") -> None:
+        self.alias = alias
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+        self._local_counts: Counter[str] = Counter()
+        self._local_started = timezone.now()
+
+    # --- keys and plumbing ----------------------------------------------------------------
+
+    @property
+    def cache(self) -> BaseCache:
+        return caches[self.alias]
+
+    @property
+    def shared(self) -> bool:
+        """Whether every worker sees the same entries and counters (Redis)."""
+        return _is_redis(self.cache)
+
+    @staticmethod
+    def key(*, kind: str, model_name: str, model_version: int, identity: str) -> str:
+        """``identity`` is the exact image URL (hashed here) or the image's SHA-256."""
+        digest = hashlib.sha256(identity.encode()).hexdigest() if kind == "url" else identity
+        return f"result:{kind}:{model_name}:{model_version}:{digest}"
+
+    def ttl(self, kind: str) -> int:
+        return settings.CACHE_URL_TTL if kind == "url" else settings.CACHE_IMAGE_TTL
+
+    def available(self) -> bool:
+        return cache_breaker.available()
+
+    def _fault(self, exc: BaseException) -> None:
+        cache_breaker.record_fault(exc, what="a result cache call")
+
+    # --- reads and writes -----------------------------------------------------------------
+
+    def get(self, *, kind: str, key: str) -> dict | None:
+        """The cached entry, or None on a miss or when the cache is unavailable."""
+        if not self.available():
+            return None
+        try:
+            value = self.cache.get(key)
+        except Exception as exc:
+            self._fault(exc)
+            return None
+        self._count(kind, "hits" if value is not None else "misses")
+        return value if isinstance(value, dict) else None
+
+    def set(self, *, kind: str, key: str, value: dict) -> None:
+        if not self.available():
+            return
+        try:
+            self.cache.set(key, value, timeout=self.ttl(kind))
+        except Exception as exc:
+            self._fault(exc)
+
+    def _count(self, kind: str, outcome: str) -> None:
+        if not self.shared:
+            with self._lock:
+                self._local_counts[f"{kind}:{outcome}"] += 1
+            return
+        try:
+            client = self.cache.client.get_client(write=True)  # type: ignore[attr-defined]
+            stats_key = self.cache.make_key(_STATS_KEY)
+            pipe = client.pipeline(transaction=False)
+            pipe.hincrby(stats_key, f"{kind}:{outcome}", 1)
+            pipe.hsetnx(stats_key, "started_at", timezone.now().isoformat())
+            pipe.execute()
+        except Exception as exc:
+            self._fault(exc)
+
+    # --- single flight --------------------------------------------------------------------
+
+    def single_flight(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+        """Run ``compute`` (which stores its entry) once for concurrent misses of ``key``.
+
+        Returns the entry and whether this call computed it. Threads of this process wait for
+        the one computing; other workers wait on a Redis lock. Waits are bounded by
+        CACHE_SINGLE_FLIGHT_WAIT, after which a waiter computes by itself.
+        """
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        assert flight is not None
+        if not leader:
+            if flight.done.wait(settings.CACHE_SINGLE_FLIGHT_WAIT):
+                if flight.error is not None:
+                    raise flight.error
+                if flight.value is not None:
+                    return flight.value, False
+            return compute(), True
+        try:
+            flight.value, computed = self._across_workers(key, compute)
+            return flight.value, computed
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            flight.done.set()
+            with self._lock:
+                self._flights.pop(key, None)
+
+    def _across_workers(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+        if not self.shared or not self.available():
+            return compute(), True
+        lock_key, token = f"{key}:lock", uuid.uuid4().hex
+        wait = settings.CACHE_SINGLE_FLIGHT_WAIT
+        try:
+            acquired = self.cache.add(lock_key, token, timeout=int(wait) + 1)
+        except Exception as exc:
+            self._fault(exc)
+            return compute(), True
+        if acquired:
+            try:
+                return compute(), True
+            finally:
+                self._release(lock_key, token)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and self.available():
+            time.sleep(0.01)
+            try:
+                value = self.cache.get(key)
+                if isinstance(value, dict):
+                    return value, False
+                if self.cache.get(lock_key) is None:  # the other worker gave up or failed
+                    break
+            except Exception as exc:
+                self._fault(exc)
+                break
+        return compute(), True
+
+    def _release(self, lock_key: str, token: str) -> None:
+        try:
+            if self.cache.get(lock_key) == token:
+                self.cache.delete(lock_key)
+        except Exception as exc:
+            self._fault(exc)
+
+    # --- statistics -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Hits, misses and hit rates (overall and per kind), entries, TTLs and status."""
+        status = "up" if self._ping() else "down"
+        counts, started_at, entries = self._local_counts.copy(), self._local_started, {}
+        if self.shared and status == "up":
+            try:
+                counts, started_at = self._shared_counts()
+                entries = {kind: self._count_entries(kind) for kind in KINDS}
+            except Exception as exc:
+                self._fault(exc)
+                status = "down"
+        elif not self.shared:
+            entries = {kind: self._count_local_entries(kind) for kind in KINDS}
+
+        def rates(hits: int, misses: int) -> dict[str, Any]:
+            total = hits + misses
+            return {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}
+
+        by_kind = {}
+        for kind in KINDS:
+            by_kind[kind] = {
+                **rates(counts[f"{kind}:hits"], counts[f"{kind}:misses"]),
+                "entries": entries.get(kind),
+                "ttl_seconds": self.ttl(kind),
+            }
+        total_hits = sum(by_kind[kind]["hits"] for kind in KINDS)
+        total_misses = sum(by_kind[kind]["misses"] for kind in KINDS)
+        return {
+            "backend": "redis" if self.shared else "local-memory",
+            "status": status,
+            "counters_scope": "all workers" if self.shared else "this worker process only",
+            **rates(total_hits, total_misses),
+            "by_kind": by_kind,
+            "counters_started_at": started_at,
+        }
+
+    def _ping(self) -> bool:
+        if not self.shared:
+            return True
+        if not self.available():
+            return False
+        try:
+            self.cache.client.get_client(write=False).ping()  # type: ignore[attr-defined]
+            return True
+        except Exception as exc:
+            self._fault(exc)
+            return False
+
+    def _shared_counts(self) -> tuple[Counter[str], str | None]:
+        client = self.cache.client.get_client(write=False)  # type: ignore[attr-defined]
+        raw = client.hgetall(self.cache.make_key(_STATS_KEY))
+        decoded = {k.decode(): v.decode() for k, v in raw.items()}
+        started_at = decoded.pop("started_at", None)
+        return Counter({k: int(v) for k, v in decoded.items()}), started_at
+
+    def _count_entries(self, kind: str) -> int:
+        client = self.cache.client.get_client(write=False)  # type: ignore[attr-defined]
+        pattern = self.cache.make_key(f"result:{kind}:*")
+        count = 0
+        for key in client.scan_iter(match=pattern, count=1000):
+            if not key.endswith(b":lock"):
+                count += 1
+            if count >= _COUNT_LIMIT:
+                break
+        return count
+
+    def _count_local_entries(self, kind: str) -> int | None:
+        store = getattr(self.cache, "_cache", None)
+        if store is None:
+            return None
+        marker = f":result:{kind}:"
+        return sum(1 for key in list(store) if marker in key and not key.endswith(":lock"))
+
+    def reset_counters(self) -> None:
+        """Start the counters again from zero (tests, and operators after a change)."""
+        with self._lock:
+            self._local_counts.clear()
+            self._local_started = timezone.now()
+        if self.shared:
+            self.cache.delete(_STATS_KEY)
+
+
+_result_cache: ResultCache | None = None
+_result_cache_lock = threading.Lock()
+
+
+def get_result_cache() -> ResultCache:
+    global _result_cache
+    if _result_cache is None:
+        with _result_cache_lock:
+            if _result_cache is None:
+                _result_cache = ResultCache()
+    return _result_cache
+
+
+def reset_result_cache() -> None:
+    global _result_cache
+    with _result_cache_lock:
+        _result_cache = None

@@ -1,0 +1,96 @@
+"""Redis for the tests: the machine's own server, or one a test starts and stops itself."""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def redis_cache_settings(url: str, *, timeout: float = 0.25) -> dict:
+    """CACHES for django-redis at ``url`` with a key prefix of the test's own."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+                "SOCKET_CONNECT_TIMEOUT": timeout,
+                "SOCKET_TIMEOUT": timeout,
+            },
+        }
+    }
+
+
+def local_cache_settings() -> dict:
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"test-{uuid.uuid4().hex[:12]}",
+            "KEY_PREFIX": "classifier",
+        }
+    }
+
+
+def shared_redis_url() -> str:
+    """The machine's Redis (REDIS_URL, else 127.0.0.1:6379). In CI it must answer."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return url
+    except OSError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("no Redis on this laptop (CI always runs these tests against Redis)")
+
+
+class OwnRedis:
+    """A redis-server on a spare loopback port that a test can stop, restart and pause."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        with contextlib.closing(socket.socket()) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), 0.2
+            ) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def pause(self, seconds: float) -> None:
+        """Make the server hold every client command for ``seconds`` (CLIENT PAUSE)."""
+        with socket.create_connection(("127.0.0.1", self.port), 1) as sock:
+            sock.sendall(f"CLIENT PAUSE {int(seconds * 1000)} ALL\r\n".encode())
+            assert sock.recv(16).startswith(b"+OK")
