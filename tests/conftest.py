@@ -16,13 +16,13 @@ from rest_framework.test import APIClient
 from classification import sources
 from classification.caching import reset_result_cache
 from classification.engine import reset_runtime
-from classifier_site.cache_breaker import cache_breaker
 from classification.models import ModelVersion
 from classification.services import (
     model_version_create,
     model_version_promote,
     model_version_register,
 )
+from classifier_site.cache_breaker import cache_breaker
 from tests.models import TINY_LABELS, build_tiny_keras_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,6 @@ import pytest
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
-from accounts import throttling
 from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
 from tests.conftest import free_port
 from tests.images import image_bytes
