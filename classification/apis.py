@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.throttling import CLASSIFY_THROTTLES
 from classification import selectors, services
+from classification.caching import get_result_cache
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
 from classifier_site.middleware import request_elapsed
@@ -171,3 +172,37 @@ class ModelListApi(APIView):
     def get(self, request: Request) -> Response:
         catalogue = selectors.model_catalogue()
         return Response(self.OutputSerializer(catalogue, many=True).data)
+
+
+class CacheStatsApi(APIView):
+    """How well the result cache works: hits, misses, hit rates, entries, TTLs and status."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="CacheStats")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="CacheKindStats")
+        class KindSerializer(serializers.Serializer):
+            hits = serializers.IntegerField()
+            misses = serializers.IntegerField()
+            hit_rate = serializers.FloatField(min_value=0.0, max_value=1.0)
+            entries = serializers.IntegerField(
+                allow_null=True, help_text="Current entries, where the backend can count them."
+            )
+            ttl_seconds = serializers.IntegerField()
+
+        backend = serializers.ChoiceField(choices=["redis", "local-memory"])
+        status = serializers.ChoiceField(choices=["up", "down"])
+        counters_scope = serializers.CharField(
+            help_text="'all workers' with Redis; 'this worker process only' with local memory."
+        )
+        hits = serializers.IntegerField()
+        misses = serializers.IntegerField()
+        hit_rate = serializers.FloatField(min_value=0.0, max_value=1.0)
+        by_kind = serializers.DictField(child=KindSerializer(), help_text="Keys: url, image.")
+        counters_started_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(operation_id="cache_stats", responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        stats = get_result_cache().stats()
+        return Response(self.OutputSerializer(stats).data)
