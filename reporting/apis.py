@@ -75,8 +75,13 @@ class ReportApi(APIView):
         generated_at = timezone.now()
         top = selectors.report_top_urls(since=since, until=until, limit=limit)
         services.report_call_record(
-            since=since, until=until, limit=limit, top=top, created_at=generated_at,
-            user=request.user, client_address=request.META.get("REMOTE_ADDR"),
+            since=since,
+            until=until,
+            limit=limit,
+            top=top,
+            created_at=generated_at,
+            user=request.user,
+            client_address=request.META.get("REMOTE_ADDR"),
         )
         data = {"generated_at": generated_at, "since": since, "until": until, "top": top}
         return Response(self.OutputSerializer(data).data)

@@ -187,8 +187,13 @@ def documents_bulk_index(
     if not actions:
         return set(), []
     _ok, errors = helpers.bulk(
-        client, actions, raise_on_error=False, raise_on_exception=True, max_retries=0,
-        chunk_size=len(actions), max_chunk_bytes=50 * 1024 * 1024,
+        client,
+        actions,
+        raise_on_error=False,
+        raise_on_exception=True,
+        max_retries=0,
+        chunk_size=len(actions),
+        max_chunk_bytes=50 * 1024 * 1024,
     )
     failed = {str(next(iter(item.values())).get("_id")) for item in errors}  # type: ignore[union-attr]
     return {i for i in ids if i not in failed}, list(errors)  # type: ignore[arg-type]

@@ -60,12 +60,14 @@ def _send(*, outbox: Outbox, client: Elasticsearch, rows: list) -> int:
         return 0
     documents = [outbox.to_document(row) for row in rows]
     row_by_id = {str(document.meta.id): row for document, row in zip(documents, rows, strict=True)}
-    accepted, errors = documents_bulk_index(
-        client=client, index=outbox.index, documents=documents
-    )
+    accepted, errors = documents_bulk_index(client=client, index=outbox.index, documents=documents)
     if errors:
-        logger.error("Elasticsearch refused %d document(s) of %s; first: %s",
-                     len(errors), outbox.index, errors[0])
+        logger.error(
+            "Elasticsearch refused %d document(s) of %s; first: %s",
+            len(errors),
+            outbox.index,
+            errors[0],
+        )
     pks = [row_by_id[doc_id].pk for doc_id in accepted if doc_id in row_by_id]
     outbox.model.objects.filter(pk__in=pks).update(exported_at=timezone.now())  # type: ignore[attr-defined]
     return len(pks)
@@ -169,8 +171,11 @@ class Sender:
         client = elasticsearch_client()
         if client is None:
             return 0
-        key = (settings.ELASTICSEARCH_URL, settings.ELASTICSEARCH_EVENTS_INDEX,
-               settings.ELASTICSEARCH_REPORT_INDEX)
+        key = (
+            settings.ELASTICSEARCH_URL,
+            settings.ELASTICSEARCH_EVENTS_INDEX,
+            settings.ELASTICSEARCH_REPORT_INDEX,
+        )
         if self.templates_ready_for != key:
             index_templates_put(client=client)
             self.templates_ready_for = key

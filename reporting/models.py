@@ -27,7 +27,7 @@ class RequestLog(models.Model):
     input_kind = models.CharField(max_length=8, choices=InputKind.choices, blank=True)
     image_url = models.TextField(blank=True)
     # URLs may be long: /report groups and indexes by this hash (NULL when there is no URL).
-    image_url_sha256 = models.CharField(max_length=64, null=True, blank=True)
+    image_url_sha256 = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     image_sha256 = models.CharField(max_length=64, blank=True)
     model_name = models.CharField(max_length=100, blank=True)
     model_version = models.PositiveIntegerField(null=True, blank=True)
@@ -35,7 +35,10 @@ class RequestLog(models.Model):
     confidence = models.FloatField(null=True, blank=True)
     processing_time = models.FloatField(help_text="Server wall time of the request, seconds.")
     cached = models.BooleanField(default=False)
-    cache_kind = models.CharField(max_length=8, choices=CacheKind.choices, null=True, blank=True)
+    # NULL: not answered from a cache (the "cache kind" is absent, not an empty kind).
+    cache_kind = models.CharField(  # noqa: DJ001
+        max_length=8, choices=CacheKind.choices, null=True, blank=True
+    )
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
     user = models.ForeignKey(

@@ -57,8 +57,13 @@ class FailureCounter:
         if first:
             logger.error("%s failed (it will be retried or skipped)", self.what, exc_info=exc)
         else:
-            logger.error("%s failed %d time(s) in the last %.0f s; last error: %r",
-                         self.what, missed, self.interval, exc)
+            logger.error(
+                "%s failed %d time(s) in the last %.0f s; last error: %r",
+                self.what,
+                missed,
+                self.interval,
+                exc,
+            )
 
     def recovered(self) -> None:
         with self._lock:

@@ -1,3 +1,4 @@
+import contextlib
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,10 +22,8 @@ class Command(BaseCommand):
         if follow:
             signal.signal(signal.SIGTERM, lambda *_: sender.request_stop())
             self.stdout.write("Sending to Elasticsearch until stopped (Ctrl-C)...")
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 sender.run_forever()
-            except KeyboardInterrupt:
-                pass
             return
         try:
             exported = sender.run_once()
