@@ -26,8 +26,14 @@ class RequestLog(models.Model):
     request_id = models.CharField(max_length=64, unique=True)
     input_kind = models.CharField(max_length=8, choices=InputKind.choices, blank=True)
     image_url = models.TextField(blank=True)
-    # URLs may be long: /report groups and indexes by this hash (NULL when there is no URL).
-    image_url_sha256 = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # URLs may be long, so they are found by hash (NULL when there is no URL) ...
+    image_url_sha256 = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, blank=True, db_index=True
+    )
+    # ... and /report groups by the hash's first 64 bits as a signed integer: grouping a
+    # million rows by a bigint takes half the time of grouping by 64 hex characters. (Two URLs
+    # share a key with probability ~n^2/2^65: 3e-8 for a million distinct URLs.)
+    image_url_key = models.BigIntegerField(null=True, blank=True)
     image_sha256 = models.CharField(max_length=64, blank=True)
     model_name = models.CharField(max_length=100, blank=True)
     model_version = models.PositiveIntegerField(null=True, blank=True)
@@ -54,9 +60,9 @@ class RequestLog(models.Model):
             models.Index(fields=["created_at"], name="requestlog_created"),
             # /report: an index-only scan over successful URL requests, grouped by URL hash.
             models.Index(
-                fields=["image_url_sha256", "created_at", "processing_time"],
+                fields=["image_url_key", "created_at", "processing_time"],
                 name="requestlog_report",
-                condition=Q(status_code=200, image_url_sha256__isnull=False),
+                condition=Q(status_code=200, image_url_key__isnull=False),
             ),
             # The outbox: the sender finds unexported rows without scanning the table.
             models.Index(

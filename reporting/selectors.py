@@ -34,17 +34,19 @@ def report_top_urls(
     errors do not. Each entry: image_url, count, min/max/avg_processing_time (seconds).
     """
     rows = _time_range(
-        RequestLog.objects.filter(_CLASSIFIED, image_url_sha256__isnull=False),
+        RequestLog.objects.filter(_CLASSIFIED, image_url_key__isnull=False),
         since=since,
         until=until,
     )
-    # Grouped by the URL's hash (the partial index "requestlog_report" covers the whole
-    # aggregate); the URL itself is looked up for the few winning groups only.
-    url_of_hash = RequestLog.objects.filter(image_url_sha256=OuterRef("image_url_sha256")).values(
-        "image_url"
-    )[:1]
+    # Grouped by the URL's hash key (the partial index "requestlog_report" covers the whole
+    # aggregate, an index-only scan); the URL itself is looked up for the winning groups only.
+    url_of_key = (
+        RequestLog.objects.filter(_CLASSIFIED, image_url_key=OuterRef("image_url_key"))
+        .order_by()
+        .values("image_url")[:1]
+    )
     top = (
-        rows.values("image_url_sha256")
+        rows.values("image_url_key")
         .annotate(
             count=Count("*"),
             min_processing_time=Min("processing_time"),
@@ -52,8 +54,8 @@ def report_top_urls(
             avg_processing_time=Avg("processing_time"),
             latest=Max("created_at"),
         )
-        .order_by("-count", "-latest", "image_url_sha256")
-        .annotate(image_url=Subquery(url_of_hash))[:limit]
+        .order_by("-count", "-latest", "image_url_key")
+        .annotate(image_url=Subquery(url_of_key))[:limit]
     )
     return [
         {

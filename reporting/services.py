@@ -81,11 +81,16 @@ def client_address_hash(*, address: str | None) -> str:
     """An HMAC of the client address keyed by SECRET_KEY (blank when disabled or unknown)."""
     if not address or not settings.REQUEST_LOG_CLIENT_HASH:
         return ""
-    return salted_hmac("reporting.client-address", address).hexdigest()
+    return salted_hmac("reporting.client-address", address, algorithm="sha256").hexdigest()
 
 
 def url_sha256(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def url_key(sha256_hex: str) -> int:
+    """The first 64 bits of a SHA-256 as a signed integer (what /report groups by)."""
+    return int.from_bytes(bytes.fromhex(sha256_hex[:16]), "big", signed=True)
 
 
 @dataclass
@@ -109,12 +114,14 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
     image_url = outcome.image_url[:IMAGE_URL_MAX_CHARS]
     result = outcome.result
     top = result.predictions[0] if result is not None and result.predictions else None
+    image_url_sha256 = url_sha256(image_url) if image_url else None
     user = outcome.user if outcome.user is not None and outcome.user.is_authenticated else None
     row = RequestLog(
         request_id=outcome.request_id,
         input_kind=outcome.input_kind,
         image_url=image_url,
-        image_url_sha256=url_sha256(image_url) if image_url else None,
+        image_url_sha256=image_url_sha256,
+        image_url_key=url_key(image_url_sha256) if image_url_sha256 else None,
         image_sha256=result.image_sha256 if result is not None else "",
         model_name=result.model_name if result is not None else "",
         model_version=result.model_version if result is not None else None,
