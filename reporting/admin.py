@@ -26,8 +26,18 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(RequestLog)
 class RequestLogAdmin(_ReadOnlyAdmin):
     list_display = [
-        "created_at", "input_kind", "short_url", "top_label", "confidence", "processing_time",
-        "cached", "cache_kind", "status_code", "error_code", "model_name", "model_version",
+        "created_at",
+        "input_kind",
+        "short_url",
+        "top_label",
+        "confidence",
+        "processing_time",
+        "cached",
+        "cache_kind",
+        "status_code",
+        "error_code",
+        "model_name",
+        "model_version",
     ]
     list_filter = [
         ("created_at", admin.DateFieldListFilter),

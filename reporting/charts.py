@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from django.utils.html import escape, format_html
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 _COLORS = ["#417690", "#e6a23c", "#79aec8", "#ba2121"]
@@ -16,6 +16,10 @@ def _nice_max(value: float) -> float:
             if step * scale >= value:
                 return step * scale
     return value
+
+
+def _n(value: float) -> str:
+    return f"{value:.1f}"
 
 
 def _format(value: float) -> str:
@@ -47,44 +51,73 @@ def bar_chart(
         format_html(
             '<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {} {}" '
             'width="100%" style="max-width:{}px" aria-label="{}">',
-            width, height, width, title,
+            width,
+            height,
+            width,
+            title,
         ),
-        format_html('<title>{}</title>', title),
-        format_html(
-            '<text x="{}" y="14" font-size="12" font-weight="bold">{}</text>', left, title
-        ),
+        format_html("<title>{}</title>", title),
+        format_html('<text x="{}" y="14" font-size="12" font-weight="bold">{}</text>', left, title),
     ]
     for fraction in (0, 0.5, 1):
         y = top + plot_h * (1 - fraction)
-        parts.append(format_html(
-            '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#ccc"/>'
-            '<text x="{}" y="{}" font-size="10" text-anchor="end">{}{}</text>',
-            left, left + plot_w, y, y, left - 4, y + 3, _format(peak * fraction), unit,
-        ))
+        parts.append(
+            format_html(
+                '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#ccc"/>'
+                '<text x="{}" y="{}" font-size="10" text-anchor="end">{}{}</text>',
+                left,
+                left + plot_w,
+                _n(y),
+                _n(y),
+                left - 4,
+                _n(y + 3),
+                _format(peak * fraction),
+                unit,
+            )
+        )
     for i, (label, row) in enumerate(zip(labels, rows, strict=True)):
         x0 = left + i * group_w + group_w * 0.1
         for s, value in enumerate(row):
             bar_h = plot_h * (value or 0) / peak
-            parts.append(format_html(
-                '<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}">'
-                "<title>{}{}: {}{}</title></rect>",
-                x0 + s * bar_w, top + plot_h - bar_h, bar_w, bar_h, _COLORS[s % len(_COLORS)],
-                label, f" ({series[s]})" if series[s] else "", _format(value or 0), unit,
-            ))
+            parts.append(
+                format_html(
+                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
+                    "<title>{}{}: {}{}</title></rect>",
+                    _n(x0 + s * bar_w),
+                    _n(top + plot_h - bar_h),
+                    _n(bar_w),
+                    _n(bar_h),
+                    _COLORS[s % len(_COLORS)],
+                    label,
+                    f" ({series[s]})" if series[s] else "",
+                    _format(value or 0),
+                    unit,
+                )
+            )
         if i % label_every == 0:
-            parts.append(format_html(
-                '<text x="{:.1f}" y="{}" font-size="10" text-anchor="middle">{}</text>',
-                left + (i + 0.5) * group_w, top + plot_h + 14, label[:18],
-            ))
+            parts.append(
+                format_html(
+                    '<text x="{}" y="{}" font-size="10" text-anchor="middle">{}</text>',
+                    _n(left + (i + 0.5) * group_w),
+                    top + plot_h + 14,
+                    label[:18],
+                )
+            )
     if len(series) > 1:
         for s, name in enumerate(series):
-            parts.append(format_html(
-                '<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
-                '<text x="{}" y="{}" font-size="10">{}</text>',
-                left + s * 110, height - 12, _COLORS[s % len(_COLORS)],
-                left + s * 110 + 14, height - 3, name,
-            ))
-    parts.append(mark_safe("</svg>"))  # noqa: S308 (constant markup)
+            parts.append(
+                format_html(
+                    '<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
+                    '<text x="{}" y="{}" font-size="10">{}</text>',
+                    left + s * 110,
+                    height - 12,
+                    _COLORS[s % len(_COLORS)],
+                    left + s * 110 + 14,
+                    height - 3,
+                    name,
+                )
+            )
+    parts.append(mark_safe("</svg>"))
     return mark_safe("".join(str(part) for part in parts))  # noqa: S308 (parts are escaped)
 
 
@@ -97,6 +130,14 @@ def ratio_bar(*, title: str, fraction: float | None, width: int = 640) -> SafeSt
         'style="max-width:{}px" aria-label="{}: {}"><title>{}</title>'
         '<text x="0" y="14" font-size="12" font-weight="bold">{}: {}</text>'
         '<rect x="0" y="22" width="{}" height="18" fill="#eee"/>'
-        '<rect x="0" y="22" width="{:.1f}" height="18" fill="#417690"/></svg>',
-        width, width, escape(title), text, title, title, text, width, width * shown,
+        '<rect x="0" y="22" width="{}" height="18" fill="#417690"/></svg>',
+        width,
+        width,
+        title,
+        text,
+        title,
+        title,
+        text,
+        width,
+        _n(width * shown),
     )

@@ -125,10 +125,10 @@ def request_statistics(*, days: int = 7, now: datetime | None = None) -> Statist
         hour += timedelta(hours=1)
 
     totals = answered_rows.aggregate(
-        answered=Count("*"),
-        cached=Count("*", filter=Q(cached=True)),
-        cached_url=Count("*", filter=Q(cached=True, cache_kind=RequestLog.CacheKind.URL)),
-        cached_image=Count("*", filter=Q(cached=True, cache_kind=RequestLog.CacheKind.IMAGE)),
+        n_answered=Count("*"),
+        n_cached=Count("id", filter=Q(cached=True)),
+        n_cached_url=Count("id", filter=Q(cached=True, cache_kind=RequestLog.CacheKind.URL)),
+        n_cached_image=Count("id", filter=Q(cached=True, cache_kind=RequestLog.CacheKind.IMAGE)),
     )
 
     percentiles = {}
@@ -177,9 +177,9 @@ def request_statistics(*, days: int = 7, now: datetime | None = None) -> Statist
         until=until,
         total=rows.count(),
         per_hour=per_hour,
-        answered=totals["answered"],
-        cached=totals["cached"],
-        cached_by_kind={"url": totals["cached_url"], "image": totals["cached_image"]},
+        answered=totals["n_answered"],
+        cached=totals["n_cached"],
+        cached_by_kind={"url": totals["n_cached_url"], "image": totals["n_cached_image"]},
         percentiles=percentiles,  # type: ignore[arg-type]
         top_labels=top_labels,
         confidence_histogram=histogram,

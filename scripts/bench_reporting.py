@@ -7,8 +7,8 @@ Prints and writes to var/bench/reporting.json:
 - GET /report latency (through the whole Django stack) and the selector alone, with ``--rows``
   log rows in PostgreSQL (the goal is a median under 200 ms with 1,000,000 rows).
 
-The rows go to a separate database (bench_<name of DATABASE_URL's database>, kept between runs), never
-to the service's own data. ``run()`` is what ``make bench`` calls.
+The rows go to a separate database (bench_<DATABASE_URL's database>, kept between runs),
+never to the service's own data. ``run()`` is what ``make bench`` calls.
 """
 
 import argparse
@@ -22,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "classifier_site.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -103,14 +103,21 @@ def fill(rows: int) -> float:
 def logging_cost(runs: int) -> dict[str, float]:
     result = ClassificationResult(
         predictions=[Prediction(label="beagle", confidence=0.91)],
-        model_name="dog-breeds", model_version=1, image_sha256="ab" * 32, processing_time=0.05,
+        model_name="dog-breeds",
+        model_version=1,
+        image_sha256="ab" * 32,
+        processing_time=0.05,
     )
     timings = []
     for i in range(runs):
         outcome = RequestOutcome(
-            request_id=uuid.uuid4().hex, status_code=200, processing_time=0.05,
-            input_kind="url", image_url=f"https://images.example/bench/{i % 50}.jpg",
-            result=result, client_address="192.0.2.7",
+            request_id=uuid.uuid4().hex,
+            status_code=200,
+            processing_time=0.05,
+            input_kind="url",
+            image_url=f"https://images.example/bench/{i % 50}.jpg",
+            result=result,
+            client_address="192.0.2.7",
         )
         started = time.perf_counter()
         request_log_record(outcome=outcome)

@@ -34,14 +34,25 @@ def log_row(
     if status == 200:
         result = ClassificationResult(
             predictions=[Prediction(label=label, confidence=confidence)],
-            model_name="tiny", model_version=1, image_sha256="ab" * 32,
-            cached=cached, cache_kind=cache_kind, processing_time=seconds,
+            model_name="tiny",
+            model_version=1,
+            image_sha256="ab" * 32,
+            cached=cached,
+            cache_kind=cache_kind,
+            processing_time=seconds,
         )
-    return request_log_create(outcome=RequestOutcome(
-        request_id=f"row-{next(_ids)}", status_code=status, processing_time=seconds,
-        input_kind=input_kind or ("url" if url else "upload"), image_url=url,
-        error_code=error_code, result=result, created_at=at,
-    ))
+    return request_log_create(
+        outcome=RequestOutcome(
+            request_id=f"row-{next(_ids)}",
+            status_code=status,
+            processing_time=seconds,
+            input_kind=input_kind or ("url" if url else "upload"),
+            image_url=url,
+            error_code=error_code,
+            result=result,
+            created_at=at,
+        )
+    )
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float = 20.0) -> None:
@@ -69,7 +80,9 @@ def fake_es() -> Iterator[FakeElasticsearch]:
 
 
 @pytest.fixture
-def es_export(settings, transactional_db, fake_es: FakeElasticsearch) -> Iterator[FakeElasticsearch]:
+def es_export(
+    settings, transactional_db, fake_es: FakeElasticsearch
+) -> Iterator[FakeElasticsearch]:
     """Export on, to the fake server, with short timeouts and polling for quick tests."""
     settings.ELASTICSEARCH_URL = fake_es.url
     settings.ELASTICSEARCH_TIMEOUT = 0.5

@@ -76,7 +76,7 @@ class FakeElasticsearch:
         items = []
         self.bulk_requests += 1
         for action, source in zip(lines[::2], lines[1::2], strict=True):
-            (op, meta), = action.items()
+            ((op, meta),) = action.items()
             index, doc_id = meta["_index"], meta["_id"]
             documents = self.indices.setdefault(index, {})
             result = "updated" if doc_id in documents else "created"

@@ -63,8 +63,9 @@ def test_each_report_call_becomes_one_report_document(api_client, es_export, dja
     assert document["timestamp"] and document["generated_at"]
 
 
-def test_requests_succeed_while_elasticsearch_is_unreachable(api_client, tiny_model, es_export,
-                                                             settings):
+def test_requests_succeed_while_elasticsearch_is_unreachable(
+    api_client, tiny_model, es_export, settings
+):
     settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{free_port()}"  # a closed port
     for _ in range(3):
         assert classify(api_client).status_code == 200

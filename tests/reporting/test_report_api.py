@@ -22,13 +22,21 @@ def test_report_answers_in_the_documented_shape(api_client, rows):
     body = response.json()
     assert set(body) == {"generated_at", "since", "until", "top"}
     assert body["since"] is None and body["until"] is None
-    assert body["top"] == [{"image_url": URL, "count": 3, "min_processing_time": 0.004,
-                            "max_processing_time": 0.412, "avg_processing_time": 0.14}]
+    assert body["top"] == [
+        {
+            "image_url": URL,
+            "count": 3,
+            "min_processing_time": 0.004,
+            "max_processing_time": 0.412,
+            "avg_processing_time": 0.14,
+        }
+    ]
 
 
 def test_report_echoes_its_time_window(api_client, rows):
-    response = api_client.get("/report", {"since": "2026-03-01T12:01:00Z",
-                                          "until": "2026-03-01T13:00:00+00:00"})
+    response = api_client.get(
+        "/report", {"since": "2026-03-01T12:01:00Z", "until": "2026-03-01T13:00:00+00:00"}
+    )
     body = response.json()
     assert body["since"] == "2026-03-01T12:01:00Z" and body["until"] == "2026-03-01T13:00:00Z"
     assert body["top"][0]["count"] == 2
@@ -36,8 +44,14 @@ def test_report_echoes_its_time_window(api_client, rows):
 
 @pytest.mark.parametrize(
     "params",
-    [{"since": "yesterday"}, {"until": "2026-13-01"}, {"limit": "0"}, {"limit": "101"},
-     {"limit": "ten"}, {"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"}],
+    [
+        {"since": "yesterday"},
+        {"until": "2026-13-01"},
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "ten"},
+        {"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"},
+    ],
 )
 def test_bad_parameters_are_a_400_json_error(api_client, params):
     response = api_client.get("/report", params)

@@ -14,7 +14,9 @@ def known_sequence():
     log_row(url=A, seconds=0.25, at=T0)
     log_row(url=B, seconds=0.1, at=T0 + timedelta(minutes=1))
     log_row(url=A, seconds=0.5, at=T0 + timedelta(minutes=2))
-    log_row(url=A, seconds=9.0, at=T0 + timedelta(minutes=3), status=422, error_code="undecodable_image")
+    log_row(
+        url=A, seconds=9.0, at=T0 + timedelta(minutes=3), status=422, error_code="undecodable_image"
+    )
     log_row(url=C, seconds=0.05, at=T0 + timedelta(minutes=4))
     log_row(url=A, seconds=0.125, at=T0 + timedelta(minutes=5), cached=True, cache_kind="url")
     log_row(url=B, seconds=0.3, at=T0 + timedelta(minutes=6))
@@ -26,14 +28,34 @@ def known_sequence():
 
 def test_report_gives_exact_counts_and_times_most_requested_first(known_sequence):
     assert report_top_urls() == [
-        {"image_url": A, "count": 3, "min_processing_time": 0.125,
-         "max_processing_time": 0.5, "avg_processing_time": 0.291667},
-        {"image_url": C, "count": 2, "min_processing_time": 0.05,
-         "max_processing_time": 0.15, "avg_processing_time": 0.1},
-        {"image_url": B, "count": 2, "min_processing_time": 0.1,
-         "max_processing_time": 0.3, "avg_processing_time": 0.2},
-        {"image_url": D, "count": 1, "min_processing_time": 0.2,
-         "max_processing_time": 0.2, "avg_processing_time": 0.2},
+        {
+            "image_url": A,
+            "count": 3,
+            "min_processing_time": 0.125,
+            "max_processing_time": 0.5,
+            "avg_processing_time": 0.291667,
+        },
+        {
+            "image_url": C,
+            "count": 2,
+            "min_processing_time": 0.05,
+            "max_processing_time": 0.15,
+            "avg_processing_time": 0.1,
+        },
+        {
+            "image_url": B,
+            "count": 2,
+            "min_processing_time": 0.1,
+            "max_processing_time": 0.3,
+            "avg_processing_time": 0.2,
+        },
+        {
+            "image_url": D,
+            "count": 1,
+            "min_processing_time": 0.2,
+            "max_processing_time": 0.2,
+            "avg_processing_time": 0.2,
+        },
     ]
 
 
@@ -72,19 +94,36 @@ def test_ten_urls_by_default():
             log_row(url=f"https://images.example/{i}.png", at=T0 + timedelta(seconds=i))
     top = report_top_urls()
     assert len(top) == 10
-    assert top[0] == {"image_url": "https://images.example/11.png", "count": 12,
-                      "min_processing_time": 0.1, "max_processing_time": 0.1,
-                      "avg_processing_time": 0.1}
+    assert top[0] == {
+        "image_url": "https://images.example/11.png",
+        "count": 12,
+        "min_processing_time": 0.1,
+        "max_processing_time": 0.1,
+        "avg_processing_time": 0.1,
+    }
 
 
 def test_since_is_inclusive_and_until_exclusive(known_sequence):
     top = report_top_urls(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=6))
-    assert top == [
-        {"image_url": C, "count": 1, "min_processing_time": 0.05,
-         "max_processing_time": 0.05, "avg_processing_time": 0.05},
-        {"image_url": A, "count": 2, "min_processing_time": 0.125,
-         "max_processing_time": 0.5, "avg_processing_time": 0.3125},
-    ][::-1]  # A has two answers in the window, C one
+    assert (
+        top
+        == [
+            {
+                "image_url": C,
+                "count": 1,
+                "min_processing_time": 0.05,
+                "max_processing_time": 0.05,
+                "avg_processing_time": 0.05,
+            },
+            {
+                "image_url": A,
+                "count": 2,
+                "min_processing_time": 0.125,
+                "max_processing_time": 0.5,
+                "avg_processing_time": 0.3125,
+            },
+        ][::-1]
+    )  # A has two answers in the window, C one
 
 
 def test_a_window_with_nothing_gives_an_empty_list(known_sequence):

@@ -75,13 +75,23 @@ def test_a_reused_request_id_still_gives_a_row_per_request(api_client, tiny_mode
     [
         ({}, 400, "invalid_request", ""),
         ({"image_base64": "not base64!"}, 400, "invalid_request", "base64"),
-        ({"image_base64": base64.b64encode(image_bytes(format="BMP")).decode()}, 415, "unsupported_image_type",
-         "base64"),
-        ({"image_base64": base64.b64encode(png()[:60]).decode()}, 422, "undecodable_image",
-         "base64"),
+        (
+            {"image_base64": base64.b64encode(image_bytes(format="BMP")).decode()},
+            415,
+            "unsupported_image_type",
+            "base64",
+        ),
+        (
+            {"image_base64": base64.b64encode(png()[:60]).decode()},
+            422,
+            "undecodable_image",
+            "base64",
+        ),
     ],
 )
-def test_errors_are_logged_with_status_and_code(api_client, tiny_model, payload, status, code, kind):
+def test_errors_are_logged_with_status_and_code(
+    api_client, tiny_model, payload, status, code, kind
+):
     response = api_client.post("/classify-image", payload, format="json")
     assert response.status_code == status
     row = RequestLog.objects.get()
@@ -92,8 +102,9 @@ def test_errors_are_logged_with_status_and_code(api_client, tiny_model, payload,
 
 def test_an_image_url_is_logged_even_when_refused(api_client, tiny_model):
     url = "https://images.example/" + "long/" * 500 + "dog.jpg"
-    response = api_client.post("/classify-image", {"image_url": url, "image_base64": "x"},
-                               format="json")
+    response = api_client.post(
+        "/classify-image", {"image_url": url, "image_base64": "x"}, format="json"
+    )
     assert response.status_code == 400
     row = RequestLog.objects.get()
     assert row.input_kind == "url" and row.image_url == url
