@@ -20,6 +20,7 @@ from classification.caching import get_result_cache
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
 from classifier_site.middleware import request_elapsed
+from reporting.mixins import RequestLoggedMixin
 
 ErrorSerializer = inline_serializer(
     name="Error",
@@ -57,7 +58,7 @@ class Base64ImageField(serializers.CharField):
         return image_bytes
 
 
-class ClassifyImageApi(APIView):
+class ClassifyImageApi(RequestLoggedMixin, APIView):
     """Classify one image given as an upload or as base64 bytes."""
 
     permission_classes = [AllowAny]
@@ -137,6 +138,7 @@ class ClassifyImageApi(APIView):
             model_name=serializer.validated_data.get("model"),
         )
         result.processing_time = round(request_elapsed(request), 6)
+        self.result = result  # for the request log (RequestLoggedMixin)
         return Response(self.OutputSerializer(result).data)
 
 

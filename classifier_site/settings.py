@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "classifier_site.middleware.RequestTimingMiddleware",
+    "classifier_site.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -278,6 +279,28 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Request log, /report and the Elasticsearch export ------------------------------------
+# Keep a salted hash (HMAC with SECRET_KEY) of the client address in the request log; never the
+# address itself. Off: nothing about the client is kept.
+REQUEST_LOG_CLIENT_HASH = env_bool("REQUEST_LOG_CLIENT_HASH", True)
+REPORT_DEFAULT_LIMIT = 10
+REPORT_MAX_LIMIT = 100
+# Empty: no export. Set (e.g. http://127.0.0.1:9200) to export request events and /report calls.
+ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL")
+ELASTICSEARCH_API_KEY = env_str("ELASTICSEARCH_API_KEY")
+ELASTICSEARCH_EVENTS_INDEX = env_str("ELASTICSEARCH_EVENTS_INDEX", "classifier-events")
+ELASTICSEARCH_REPORT_INDEX = env_str("ELASTICSEARCH_REPORT_INDEX", "classifier-reports")
+# Seconds one call to Elasticsearch may take before the sender gives up and retries later.
+ELASTICSEARCH_TIMEOUT = env_float("ELASTICSEARCH_TIMEOUT", 5.0)
+# Rows per bulk request, pause between polls of the outbox, and the longest back-off after
+# a failure (it doubles from the poll interval up to this).
+ELASTICSEARCH_EXPORT_BATCH = env_int("ELASTICSEARCH_EXPORT_BATCH", 500)
+ELASTICSEARCH_EXPORT_INTERVAL = env_float("ELASTICSEARCH_EXPORT_INTERVAL", 1.0)
+ELASTICSEARCH_EXPORT_MAX_BACKOFF = env_float("ELASTICSEARCH_EXPORT_MAX_BACKOFF", 30.0)
+# Run the sender as a thread in each web worker (started on the first request). Turn off when
+# a separate 'manage.py export_events --follow' process does the sending.
+ELASTICSEARCH_EXPORT_IN_WORKERS = env_bool("ELASTICSEARCH_EXPORT_IN_WORKERS", True)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

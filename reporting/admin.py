@@ -1,0 +1,117 @@
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+
+from reporting import charts, selectors
+from reporting.models import ReportCall, RequestLog
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """Logs are written by the service only: staff look, never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(_ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "input_kind",
+        "short_url",
+        "top_label",
+        "confidence",
+        "processing_time",
+        "cached",
+        "cache_kind",
+        "status_code",
+        "error_code",
+        "model_name",
+        "model_version",
+    ]
+    list_filter = [
+        ("created_at", admin.DateFieldListFilter),
+        "model_name",
+        "cached",
+        "cache_kind",
+        "status_code",
+        "input_kind",
+        "error_code",
+    ]
+    search_fields = ["image_url", "top_label", "request_id", "image_sha256"]
+    date_hierarchy = "created_at"
+    list_select_related = ["user"]
+    show_full_result_count = False  # a COUNT(*) over millions of rows on every page is slow
+    change_list_template = "admin/reporting/requestlog/change_list.html"
+
+    @admin.display(description="image URL", ordering="image_url")
+    def short_url(self, row: RequestLog) -> str:
+        return row.image_url if len(row.image_url) <= 60 else row.image_url[:57] + "..."
+
+    def get_urls(self) -> list[URLPattern]:
+        statistics = path(
+            "statistics/",
+            self.admin_site.admin_view(self.statistics_view),
+            name="reporting_requestlog_statistics",
+        )
+        return [statistics, *super().get_urls()]
+
+    def statistics_view(self, request: HttpRequest) -> HttpResponse:
+        """Charts of the last days of requests, for staff who may view the request log."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = min(max(int(request.GET.get("days", 7)), 1), 31)
+        except ValueError:
+            days = 7
+        stats = selectors.request_statistics(days=days)
+        percentile_names = ["p50", "p95", "p99"]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Request statistics",
+            "opts": self.model._meta,
+            "stats": stats,
+            "days": days,
+            "day_choices": [1, 7, 14, 30],
+            "charts": [
+                charts.bar_chart(
+                    [(f"{hour:%m-%d %H}h", n) for hour, n in stats.per_hour],
+                    title=f"Requests per hour, last {days} day(s)",
+                    label_every=max(len(stats.per_hour) // 8, 1),
+                ),
+                charts.ratio_bar(title="Cache hit rate", fraction=stats.cache_hit_rate),
+                charts.bar_chart(
+                    [(name, 0) for name in percentile_names],
+                    title="Processing time percentiles (seconds)",
+                    series=["cached", "uncached"],
+                    values=[
+                        [stats.percentiles["cached"][p] or 0, stats.percentiles["uncached"][p] or 0]
+                        for p in percentile_names
+                    ],
+                    unit=" s",
+                ),
+                charts.bar_chart(stats.top_labels, title="Top labels"),
+                charts.bar_chart(stats.confidence_histogram, title="Confidence of the top label"),
+                charts.bar_chart(
+                    [(f"{code or 'none'} ({status})", n) for code, status, n in stats.errors],
+                    title="Errors by code",
+                ),
+            ],
+        }
+        return TemplateResponse(request, "admin/reporting/statistics.html", context)
+
+
+@admin.register(ReportCall)
+class ReportCallAdmin(_ReadOnlyAdmin):
+    list_display = ["created_at", "document_id", "since", "until", "limit", "user", "exported_at"]
+    list_filter = [("created_at", admin.DateFieldListFilter)]

@@ -1,0 +1,101 @@
+"""Request logging for DRF views, kept out of the views themselves."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework.request import Empty, Request
+from rest_framework.response import Response
+
+from classifier_site.middleware import request_elapsed, request_id
+from reporting.models import RequestLog
+from reporting.services import RequestOutcome, request_log_failures, request_log_record
+
+# Request fields that name the input, in the order they are looked for.
+_INPUT_FIELDS = [
+    ("image_url", RequestLog.InputKind.URL),
+    ("image", RequestLog.InputKind.UPLOAD),
+    ("image_base64", RequestLog.InputKind.BASE64),
+]
+
+
+class RequestLoggedMixin:
+    """Writes one RequestLog row for every POST the view answers, success or error.
+
+    ``finalize_response`` sees every answer DRF renders (including errors raised before the
+    handler, such as throttling); ``handle_exception`` catches the unhandled ones that become
+    500s. A view that classified stores its ClassificationResult in ``self.result``.
+    """
+
+    result: Any = None
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if request.method == "POST":
+            self._request_log_write(request, status_code=response.status_code, response=response)
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        try:
+            return super().handle_exception(exc)  # type: ignore[misc]
+        except Exception:
+            request = getattr(self, "request", None)
+            if request is not None and request.method == "POST":
+                self._request_log_write(request, status_code=500, response=None)
+            raise
+
+    def _request_log_write(self, request: Request, *, status_code: int, response: Any) -> None:
+        try:
+            outcome = request_outcome(
+                request, status_code=status_code, response=response, result=self.result
+            )
+        except Exception as exc:  # logging must never break the answer
+            request_log_failures.failed(exc)
+            return
+        request_log_record(outcome=outcome)
+
+
+def request_outcome(
+    request: Request, *, status_code: int, response: Any, result: Any
+) -> RequestOutcome:
+    """What the log row says about a request, read without ever parsing its body again."""
+    input_kind, image_url = _request_input(request)
+    succeeded = status_code < 400
+    if succeeded and result is not None and result.processing_time:
+        processing_time = float(result.processing_time)
+    else:
+        processing_time = round(request_elapsed(request), 6)
+    return RequestOutcome(
+        request_id=request_id(request),
+        status_code=status_code,
+        processing_time=processing_time,
+        input_kind=input_kind,
+        image_url=image_url,
+        error_code="" if succeeded else (_error_code(response) or f"http_{status_code}"),
+        result=result if succeeded else None,
+        # The authenticated user, only if authentication already ran (never run it here).
+        user=vars(request).get("_user"),
+        client_address=request.META.get("REMOTE_ADDR"),
+    )
+
+
+def _request_input(request: Request) -> tuple[str, str]:
+    # Only a body that was already parsed: re-parsing could raise, and a throttled request
+    # must not cost a parse of its body.
+    data = vars(request).get("_full_data", Empty)
+    if data is Empty or not isinstance(data, Mapping):
+        return "", ""
+    for field, kind in _INPUT_FIELDS:
+        if field in data:
+            value = data.get(field)
+            url = value if kind == RequestLog.InputKind.URL and isinstance(value, str) else ""
+            return kind, url
+    return "", ""
+
+
+def _error_code(response: Any) -> str:
+    data = getattr(response, "data", None)
+    if isinstance(data, Mapping):
+        error = data.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("code"), str):
+            return error["code"]
+    return ""

@@ -1,0 +1,208 @@
+"""Writes of the reporting app: request log rows, /report call records, the export outbox.
+
+Writing a log row is on the request path, so it never raises: a failure is logged (once per
+interval while it lasts) and counted, and the client still gets its answer.
+"""
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, transaction
+from django.utils.crypto import salted_hmac
+
+from reporting.models import ReportCall, RequestLog
+
+if TYPE_CHECKING:
+    from classification.services import ClassificationResult
+
+logger = logging.getLogger(__name__)
+
+# The longest image URL kept in the log; longer ones are cut (the hash is of what is kept).
+IMAGE_URL_MAX_CHARS = 8192
+
+
+class FailureCounter:
+    """Counts failures of something that must not fail the request, logging them sparingly.
+
+    The first failure is logged with its traceback; while the fault lasts, at most one line per
+    ``interval`` seconds says how many more happened.
+    """
+
+    def __init__(self, what: str, *, interval: float = 60.0) -> None:
+        self.what = what
+        self.interval = interval
+        self.count = 0
+        self._lock = threading.Lock()
+        self._last_logged: float | None = None
+        self._since_logged = 0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            self._since_logged += 1
+            due = self._last_logged is None or now - self._last_logged >= self.interval
+            if not due:
+                return
+            first, self._last_logged = self._last_logged is None, now
+            missed, self._since_logged = self._since_logged, 0
+        if first:
+            logger.error("%s failed (it will be retried or skipped)", self.what, exc_info=exc)
+        else:
+            logger.error(
+                "%s failed %d time(s) in the last %.0f s; last error: %r",
+                self.what,
+                missed,
+                self.interval,
+                exc,
+            )
+
+    def recovered(self) -> None:
+        with self._lock:
+            if self._last_logged is not None:
+                logger.warning("%s works again after %d failure(s)", self.what, self.count)
+            self._last_logged = None
+            self._since_logged = 0
+
+
+request_log_failures = FailureCounter("Writing the request log")
+report_call_failures = FailureCounter("Recording a /report call")
+
+
+def client_address_hash(*, address: str | None) -> str:
+    """An HMAC of the client address keyed by SECRET_KEY (blank when disabled or unknown)."""
+    if not address or not settings.REQUEST_LOG_CLIENT_HASH:
+        return ""
+    return salted_hmac("reporting.client-address", address, algorithm="sha256").hexdigest()
+
+
+def url_sha256(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def url_key(sha256_hex: str) -> int:
+    """The first 64 bits of a SHA-256 as a signed integer (what /report groups by)."""
+    return int.from_bytes(bytes.fromhex(sha256_hex[:16]), "big", signed=True)
+
+
+@dataclass
+class RequestOutcome:
+    """What the request log needs to know about one answered request."""
+
+    request_id: str
+    status_code: int
+    processing_time: float
+    input_kind: str = ""
+    image_url: str = ""
+    error_code: str = ""
+    result: "ClassificationResult | None" = None
+    user: AbstractBaseUser | AnonymousUser | None = None
+    client_address: str | None = None
+    created_at: datetime | None = None
+
+
+def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
+    """Insert the log row of one request. Raises database errors (see request_log_record)."""
+    image_url = outcome.image_url[:IMAGE_URL_MAX_CHARS]
+    result = outcome.result
+    top = result.predictions[0] if result is not None and result.predictions else None
+    image_url_sha256 = url_sha256(image_url) if image_url else None
+    user = outcome.user if outcome.user is not None and outcome.user.is_authenticated else None
+    row = RequestLog(
+        request_id=outcome.request_id,
+        input_kind=outcome.input_kind,
+        image_url=image_url,
+        image_url_sha256=image_url_sha256,
+        image_url_key=url_key(image_url_sha256) if image_url_sha256 else None,
+        image_sha256=result.image_sha256 if result is not None else "",
+        model_name=result.model_name if result is not None else "",
+        model_version=result.model_version if result is not None else None,
+        top_label=top.label[:200] if top is not None else "",
+        confidence=top.confidence if top is not None else None,
+        processing_time=outcome.processing_time,
+        cached=bool(result is not None and result.cached),
+        cache_kind=result.cache_kind if result is not None and result.cached else None,
+        status_code=outcome.status_code,
+        error_code=outcome.error_code[:64],
+        user=user,  # type: ignore[misc]
+        client_hash=client_address_hash(address=outcome.client_address),
+    )
+    if outcome.created_at is not None:
+        row.created_at = outcome.created_at
+    try:
+        # A savepoint, so that a repeated client X-Request-ID cannot spoil an outer transaction.
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:
+        if not RequestLog.objects.filter(request_id=row.request_id).exists():
+            raise
+        # The client reused its X-Request-ID: keep the row under a fresh, unique id.
+        row.pk = None
+        row.request_id = f"{row.request_id[:31]}-{uuid.uuid4().hex}"
+        row.save(force_insert=True)
+    return row
+
+
+def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:
+    """Write the log row of one request; never raises.
+
+    Returns the row, or None when it could not be written (the failure is counted in
+    ``request_log_failures`` and logged at most once a minute while it lasts).
+    """
+    try:
+        row = request_log_create(outcome=outcome)
+    except Exception as exc:
+        request_log_failures.failed(exc)
+        return None
+    request_log_failures.recovered()
+    _sender_wake()
+    return row
+
+
+def report_call_record(
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    top: list[dict[str, Any]],
+    created_at: datetime,
+    user: AbstractBaseUser | AnonymousUser | None,
+    client_address: str | None,
+) -> ReportCall | None:
+    """Keep one /report answer for the Elasticsearch report index; never raises.
+
+    Does nothing (returns None) when ELASTICSEARCH_URL is not set.
+    """
+    if not settings.ELASTICSEARCH_URL:
+        return None
+    try:
+        call = ReportCall.objects.create(
+            document_id=uuid.uuid4().hex,
+            created_at=created_at,
+            since=since,
+            until=until,
+            limit=limit,
+            top=top,
+            user=user if user is not None and user.is_authenticated else None,
+            client_hash=client_address_hash(address=client_address),
+        )
+    except Exception as exc:
+        report_call_failures.failed(exc)
+        return None
+    report_call_failures.recovered()
+    _sender_wake()
+    return call
+
+
+def _sender_wake() -> None:
+    from reporting.export import sender_ensure_started
+
+    sender_ensure_started()
