@@ -48,6 +48,8 @@ bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py fetch_model dog-breeds --if-no-production
 	$(PY) manage.py bench
+	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
+		$(PY) manage.py bench_reporting
 
 lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff check .

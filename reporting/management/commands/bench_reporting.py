@@ -1,6 +1,6 @@
 """Benchmark of the request log and /report (a measurement, not a test).
 
-    DATABASE_URL=postgres://... python -m scripts.bench_reporting [--rows 1000000]
+    DATABASE_URL=postgres://... python manage.py bench_reporting [--rows 1000000]
 
 Prints and writes to var/bench/reporting.json:
 - the cost of writing one request log row (what POST /classify-image pays for logging),
@@ -11,30 +11,22 @@ The rows go to a separate database (bench_<DATABASE_URL's database>, kept betwee
 never to the service's own data. ``run()`` is what ``make bench`` calls.
 """
 
-import argparse
 import json
-import os
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "classifier_site.settings")
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection
+from django.test import Client
+from django.test.utils import setup_test_environment
 
-import django
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
-
-from classification.services import ClassificationResult, Prediction  # noqa: E402
-from reporting.models import RequestLog  # noqa: E402
-from reporting.selectors import report_top_urls  # noqa: E402
-from reporting.services import RequestOutcome, request_log_record  # noqa: E402
+from classification.services import ClassificationResult, Prediction
+from reporting.models import RequestLog
+from reporting.selectors import report_top_urls
+from reporting.services import RequestOutcome, request_log_record
 
 DISTINCT_URLS = 20_000
 
@@ -177,9 +169,12 @@ def run(*, rows: int = 1_000_000, runs: int = 20, log_runs: int = 2000) -> dict:
     return figures
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=20)
-    arguments = parser.parse_args()
-    sys.exit(0 if run(rows=arguments.rows, runs=arguments.runs) is not None else 1)
+class Command(BaseCommand):
+    help = "Measure the request log's cost per request and /report latency on PostgreSQL."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--rows", type=int, default=1_000_000)
+        parser.add_argument("--runs", type=int, default=20)
+
+    def handle(self, *args: object, rows: int, runs: int, **options: object) -> None:
+        run(rows=rows, runs=runs)

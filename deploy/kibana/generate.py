@@ -1,6 +1,6 @@
 """Writes deploy/kibana/classifier-dashboard.ndjson (Kibana saved objects for the events index).
 
-    python -m scripts.kibana_saved_objects
+    python deploy/kibana/generate.py
 
 Data views for the events and report indices, five aggregation-based visualizations and a
 dashboard holding them. Import with Kibana's saved-objects API or Stack Management (README.md).
@@ -9,7 +9,7 @@ dashboard holding them. Import with Kibana's saved-objects API or Stack Manageme
 import json
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "deploy" / "kibana" / "classifier-dashboard.ndjson"
+OUT = Path(__file__).resolve().parent / "classifier-dashboard.ndjson"
 EVENTS_VIEW = "classifier-events"
 REPORTS_VIEW = "classifier-reports"
 INDEX_REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
