@@ -38,7 +38,7 @@ class Base64ImageField(serializers.CharField):
     """Base64 image bytes; a ``data:image/...;base64,`` prefix is accepted and dropped."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(trim_whitespace=True, **kwargs)
+        super().__init__(trim_whitespace=True, allow_blank=True, **kwargs)
 
     def to_internal_value(self, data: object) -> bytes:
         text = super().to_internal_value(data)
@@ -71,7 +71,10 @@ class ClassifyImageApi(APIView):
 
     @extend_schema_serializer(component_name="ClassifyImageRequest")
     class InputSerializer(serializers.Serializer):
-        image = serializers.FileField(required=False, help_text="The image file (multipart).")
+        # Empty images pass here so that every transport answers the same empty_image.
+        image = serializers.FileField(
+            required=False, allow_empty_file=True, help_text="The image file (multipart)."
+        )
         image_base64 = Base64ImageField(required=False, help_text="The image bytes, base64.")
         image_url = StrictCharField(
             required=False,
@@ -99,7 +102,7 @@ class ClassifyImageApi(APIView):
                     raise EmptyImage()
                 attrs["source"] = services.ImageSource(kind="upload", data=upload.read())
             elif "image_base64" in attrs:
-                image_bytes = attrs.pop("image_base64")
+                image_bytes = attrs.pop("image_base64") or b""  # blank: an empty image
                 attrs["source"] = services.ImageSource(kind="base64", data=image_bytes)
             else:
                 attrs["source"] = services.ImageSource(kind="url", url=attrs.pop("image_url"))
