@@ -41,7 +41,7 @@ class Base64ImageField(serializers.CharField):
     """Base64 image bytes; a ``data:image/...;base64,`` prefix is accepted and dropped."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(trim_whitespace=True, **kwargs)
+        super().__init__(trim_whitespace=True, allow_blank=True, **kwargs)
 
     def to_internal_value(self, data: object) -> bytes:
         text = super().to_internal_value(data)
@@ -58,18 +58,34 @@ class Base64ImageField(serializers.CharField):
         return image_bytes
 
 
+class StrictCharField(serializers.CharField):
+    """A string and only a string: DRF's CharField would turn 42 into "42"."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ClassifyImageApi(RequestLoggedMixin, APIView):
-    """Classify one image given as an upload or as base64 bytes."""
+    """Classify one image given by URL, as an upload or as base64 bytes."""
 
     permission_classes = [AllowAny]
     throttle_classes = CLASSIFY_THROTTLES
 
     @extend_schema_serializer(component_name="ClassifyImageRequest")
     class InputSerializer(serializers.Serializer):
+        # Empty images pass here so that every transport answers the same empty_image.
         image = serializers.FileField(
             required=False, allow_empty_file=True, help_text="The image file (multipart)."
         )
         image_base64 = Base64ImageField(required=False, help_text="The image bytes, base64.")
+        image_url = StrictCharField(
+            required=False,
+            allow_blank=True,  # the fetcher answers invalid_url, like any other bad URL
+            trim_whitespace=False,
+            help_text="An http(s) URL of the image, fetched by the service.",
+        )
         top_k = serializers.IntegerField(
             required=False,
             min_value=1,
@@ -79,18 +95,21 @@ class ClassifyImageApi(RequestLoggedMixin, APIView):
         model = serializers.SlugField(required=False, help_text="A registered model name.")
 
         def validate(self, attrs: dict) -> dict:
-            given = [key for key in ("image", "image_base64") if key in attrs]
+            given = [key for key in ("image", "image_base64", "image_url") if key in attrs]
             if len(given) != 1:
                 raise InvalidClassificationRequest(
-                    "Send exactly one image: an 'image' upload or 'image_base64'."
+                    "Send exactly one image: 'image_url', an 'image' upload or 'image_base64'."
                 )
             upload = attrs.pop("image", None)
             if upload is not None:
                 if upload.size == 0:
                     raise EmptyImage()
-                attrs["image_bytes"] = upload.read()
+                attrs["source"] = services.ImageSource(kind="upload", data=upload.read())
+            elif "image_base64" in attrs:
+                image_bytes = attrs.pop("image_base64") or b""  # blank: an empty image
+                attrs["source"] = services.ImageSource(kind="base64", data=image_bytes)
             else:
-                attrs["image_bytes"] = attrs.pop("image_base64")
+                attrs["source"] = services.ImageSource(kind="url", url=attrs.pop("image_url"))
             return attrs
 
     @extend_schema_serializer(component_name="Classification")
@@ -120,20 +139,28 @@ class ClassifyImageApi(RequestLoggedMixin, APIView):
         },
         responses={
             200: OutputSerializer,
-            400: _error("Malformed request, missing or double image, bad top_k or model."),
+            400: _error(
+                "Malformed request, missing or double image, bad top_k or model, or an "
+                "image_url with a refused scheme or form (invalid_url)."
+            ),
             401: _error("A bearer token was sent and is not valid (anonymous calls need none)."),
-            413: _error("The image or the body is too large."),
+            413: _error("The image, the fetched body or the request body is too large."),
             415: _error("Not a JPEG, PNG, GIF or WebP image."),
-            422: _error("The image cannot be decoded."),
+            422: _error(
+                "The image cannot be decoded, or the image_url cannot be reached "
+                "(url_unreachable: refused, unresolvable or unconnectable host)."
+            ),
             429: _error("Too many requests from this caller; see Retry-After."),
+            502: _error("The image_url's server answered with an error or too many redirects."),
             503: _error("No model is ready to answer."),
+            504: _error("The image_url's server did not send the image in time."),
         },
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.image_classify(
-            image_bytes=serializer.validated_data["image_bytes"],
+        result = services.image_source_classify(
+            source=serializer.validated_data["source"],
             top_k=serializer.validated_data["top_k"],
             model_name=serializer.validated_data.get("model"),
         )

@@ -53,3 +53,36 @@ class ModelRegistrationError(Exception):
 
 class ArtifactIntegrityError(ModelRegistrationError):
     """A stored artifact's bytes do not match the checksum the registry holds for them."""
+
+
+# --- Fetching an image_url ----------------------------------------------------------------
+
+
+class InvalidUrl(ServiceError):
+    code = "invalid_url"
+    default_message = "The image URL is not an http or https URL this service fetches."
+
+
+class UrlUnreachable(ServiceError):
+    # The same answer for a refused address and a host that does not resolve or connect, so
+    # the service tells nobody which internal names exist.
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "url_unreachable"
+    default_message = "The image URL cannot be reached from this service."
+
+
+class UpstreamError(ServiceError):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    code = "upstream_error"
+    default_message = "The image URL's server did not answer with an image."
+
+
+class TooManyRedirects(UpstreamError):
+    code = "too_many_redirects"
+    default_message = "The image URL redirected too many times."
+
+
+class UpstreamTimeout(ServiceError):
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    code = "upstream_timeout"
+    default_message = "The image URL's server did not send the image in time."

@@ -6,6 +6,7 @@ The pixel limit is checked from the header, before any pixel is decoded.
 
 import io
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -56,6 +57,23 @@ class DecodedImage:
     height: int
 
 
+# warnings.catch_warnings changes process-wide state: the lock keeps our own uses from
+# interleaving. Should another thread's catch_warnings still interleave, the worst case is a
+# bomb warning that only warns, and IMAGE_MAX_PIXELS (checked right after) is stricter anyway.
+_WARNINGS_LOCK = threading.Lock()
+
+
+def _open_bomb_checked(data: bytes) -> Image.Image:
+    """Image.open restricted to the accepted formats, Pillow's bomb warning raised as an error.
+
+    Only the header (and, for GIF, the first frame's descriptor) is read here; that is where
+    Pillow checks sizes, so the lock is held for microseconds, never while pixels decode.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+
+
 def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
     """Open ``data`` as one of the accepted formats and decode its first frame.
 
@@ -65,17 +83,10 @@ def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
     if not data:
         raise EmptyImage()
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb check warns past MAX_IMAGE_PIXELS; ours is stricter and an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-            raise TooManyPixels() from exc
+        image = _open_bomb_checked(data)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels() from exc
+    except UnidentifiedImageError as exc:
         if _looks_like_accepted_format(data):
             raise UndecodableImage() from exc
         raise UnsupportedImageType() from exc
@@ -90,7 +101,9 @@ def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
             f"The image has {width * height:,} pixels; this service accepts at most {max_pixels:,}."
         )
     try:
-        image.seek(0)  # animated images: the first frame only, never the rest
+        # Animated images: the first frame only. Opening read frame 0's header; seek(0) is then
+        # a no-op and load() decodes that frame alone (tests spy on the GIF plugin to prove it).
+        image.seek(0)
         image.load()
     except Exception as exc:
         raise UndecodableImage() from exc

@@ -9,6 +9,7 @@ from django.core.files.uploadhandler import FileUploadHandler
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser, MultiPartParser
 
+from classification.exceptions import InvalidClassificationRequest
 from classifier_site.errors import PayloadTooLarge
 
 # Room for the JSON or multipart framing around the image itself.
@@ -81,12 +82,20 @@ def _refuse_constant(name: str) -> None:
 
 
 class _SizeLimitedUploadHandler(FileUploadHandler):
-    """Stops a multipart upload as soon as its files pass the image size limit."""
+    """Stops a multipart upload as soon as its files pass the image size limit, or at the start
+    of a second file part (one image per request)."""
 
     def __init__(self, request=None, *, limit: int) -> None:  # type: ignore[no-untyped-def]
         super().__init__(request)
         self.limit = limit
         self.received = 0
+        self.files = 0
+
+    def new_file(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.files += 1
+        if self.files > 1:
+            raise InvalidClassificationRequest("Send one file part only.")
+        super().new_file(*args, **kwargs)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         self.received += len(raw_data)

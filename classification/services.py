@@ -7,6 +7,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.utils import timezone
 from classification.conversion import artifact_format, model_convert, parity_check
 from classification.engine import get_runtime
 from classification.exceptions import ModelRegistrationError
+from classification.fetching import image_fetch
 from classification.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 from classification.models import ModelVersion
 from classification.store import artifact_put_bytes, artifact_put_file
@@ -214,3 +216,34 @@ def image_classify(
         image_sha256=hashlib.sha256(image_bytes).hexdigest(),
         timings=timings,
     )
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a request's image comes from: bytes it carried, or a URL to fetch."""
+
+    kind: Literal["upload", "base64", "url"]
+    data: bytes | None = None
+    url: str | None = None
+
+
+def image_source_classify(
+    *, source: ImageSource, top_k: int, model_name: str | None = None
+) -> ClassificationResult:
+    """Classify the image of ``source``; a URL is fetched through the guarded fetcher first.
+
+    Raises what ``image_classify`` raises and, for URLs, the fetch errors of ``image_fetch``
+    (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout, ImageTooLarge).
+    """
+    if source.kind != "url":
+        assert source.data is not None
+        return image_classify(image_bytes=source.data, top_k=top_k, model_name=model_name)
+
+    assert source.url is not None
+    get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
+    mark = time.perf_counter()
+    fetched = image_fetch(url=source.url)
+    fetch_seconds = time.perf_counter() - mark
+    result = image_classify(image_bytes=fetched.data, top_k=top_k, model_name=model_name)
+    result.timings = {"fetch": fetch_seconds, **result.timings}
+    return result

@@ -4,6 +4,7 @@ Every knob is an environment variable with a safe default (README.md lists them)
 give a laptop setup: SQLite, the in-process cache and the offline model in ./var.
 """
 
+import ipaddress
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -130,9 +131,20 @@ REQUEST_JSON_MAX_DEPTH = env_int("REQUEST_JSON_MAX_DEPTH", 32)
 # Bodies beyond these go to a temporary file rather than memory (Django's own limits).
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES * 4 // 3 + 64 * 1024
+# image_url fetches: total deadline in seconds (all redirects, to the last byte), redirects
+# followed, CIDRs of otherwise refused addresses that may be fetched from (for tests and private
+# deployments), and a CA bundle file for https (empty: the system's certificates).
 IMAGE_FETCH_TIMEOUT = env_float("IMAGE_FETCH_TIMEOUT", 10.0)
 IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3)
 IMAGE_FETCH_PRIVATE_ALLOWLIST = env_list("IMAGE_FETCH_PRIVATE_ALLOWLIST")
+IMAGE_FETCH_CA_BUNDLE = env_str("IMAGE_FETCH_CA_BUNDLE", "")
+for _cidr in IMAGE_FETCH_PRIVATE_ALLOWLIST:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"IMAGE_FETCH_PRIVATE_ALLOWLIST: {_cidr!r} is not a CIDR like 10.0.0.0/8"
+        ) from _exc
 
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))
