@@ -5,9 +5,10 @@ import logging
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -15,8 +16,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from classification.caching import get_result_cache
 from classification.conversion import artifact_format, model_convert, parity_check
-from classification.engine import get_runtime
+from classification.engine import ServingModel, get_runtime
 from classification.exceptions import ModelRegistrationError
 from classification.fetching import image_fetch
 from classification.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
@@ -24,6 +26,8 @@ from classification.models import ModelVersion
 from classification.store import artifact_put_bytes, artifact_put_file
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PARITY_TOLERANCE = 1e-4
 
@@ -181,16 +185,23 @@ class ClassificationResult:
         return self.predictions[0].confidence
 
 
+# Entries keep the 10 best predictions, so one entry answers any top_k.
+CACHED_PREDICTIONS = 10
+
+
 def image_classify(
     *, image_bytes: bytes, top_k: int, model_name: str | None = None
 ) -> ClassificationResult:
-    """Decode, preprocess and classify ``image_bytes`` with the production model.
+    """Decode, preprocess and classify ``image_bytes`` with the production model, uncached.
 
     Raises the image errors of ``image_decode``, UnknownModel or ModelNotReady.
     """
-    timings: dict[str, float] = {}
     model = get_runtime().serving_model(model_name)
+    return _classify(model=model, image_bytes=image_bytes, top_k=top_k)
 
+
+def _classify(*, model: ServingModel, image_bytes: bytes, top_k: int) -> ClassificationResult:
+    timings: dict[str, float] = {}
     mark = time.perf_counter()
     decoded = image_decode(data=image_bytes, max_pixels=settings.IMAGE_MAX_PIXELS)
     timings["decode"] = time.perf_counter() - mark
@@ -230,20 +241,104 @@ class ImageSource:
 def image_source_classify(
     *, source: ImageSource, top_k: int, model_name: str | None = None
 ) -> ClassificationResult:
-    """Classify the image of ``source``; a URL is fetched through the guarded fetcher first.
+    """Classify the image of ``source``, answering from the result cache when it can.
 
-    Raises what ``image_classify`` raises and, for URLs, the fetch errors of ``image_fetch``
-    (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout, ImageTooLarge).
+    A URL seen before is answered without downloading it; bytes seen before (uploaded, sent
+    as base64 or downloaded from any URL) without decoding or inference. Identical concurrent
+    misses compute once. Raises what ``image_classify`` raises and, for URLs, the fetch errors
+    of ``image_fetch`` (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout,
+    ImageTooLarge). Errors are never cached.
     """
+    model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
+    timings: dict[str, float] = {}
     if source.kind != "url":
         assert source.data is not None
-        return image_classify(image_bytes=source.data, top_k=top_k, model_name=model_name)
+        entry, cache_kind = _classify_bytes_cached(model=model, data=source.data, timings=timings)
+        return _result_from_entry(
+            entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
+        )
 
     assert source.url is not None
-    get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
+    cache = get_result_cache()
+    url_key = cache.key(
+        kind="url", model_name=model.name, model_version=model.version, identity=source.url
+    )
+    entry = _timed(timings, "cache_lookup", lambda: cache.get(kind="url", key=url_key))
+    if entry is not None:
+        return _result_from_entry(
+            entry, model=model, top_k=top_k, cache_kind="url", timings=timings
+        )
+
+    content_hit: list[str | None] = [None]
+
+    def fetch_and_classify() -> dict:
+        fetched = _timed(timings, "fetch", lambda: image_fetch(url=source.url))
+        found, content_hit[0] = _classify_bytes_cached(
+            model=model, data=fetched.data, timings=timings
+        )
+        cache.set(kind="url", key=url_key, value=found)
+        return found
+
+    entry, computed = cache.single_flight(url_key, fetch_and_classify)
+    cache_kind = content_hit[0] if computed else "url"
+    return _result_from_entry(
+        entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
+    )
+
+
+def _classify_bytes_cached(
+    *, model: ServingModel, data: bytes, timings: dict[str, float]
+) -> tuple[dict, str | None]:
+    """The cache entry for ``data`` and "image" when it came from the cache, None if computed."""
+    cache = get_result_cache()
+    sha256 = hashlib.sha256(data).hexdigest()
+    key = cache.key(
+        kind="image", model_name=model.name, model_version=model.version, identity=sha256
+    )
+    entry = _timed(timings, "cache_lookup", lambda: cache.get(kind="image", key=key))
+    if entry is not None:
+        return entry, "image"
+
+    def compute() -> dict:
+        result = _classify(model=model, image_bytes=data, top_k=CACHED_PREDICTIONS)
+        timings.update(result.timings)
+        computed_entry = {
+            "predictions": [[p.label, p.confidence] for p in result.predictions],
+            "image_sha256": result.image_sha256,
+        }
+        cache.set(kind="image", key=key, value=computed_entry)
+        return computed_entry
+
+    entry, computed = cache.single_flight(key, compute)
+    return entry, None if computed else "image"
+
+
+def _result_from_entry(
+    entry: dict,
+    *,
+    model: ServingModel,
+    top_k: int,
+    cache_kind: str | None,
+    timings: dict[str, float],
+) -> ClassificationResult:
+    return ClassificationResult(
+        predictions=[
+            Prediction(label=label, confidence=float(confidence))
+            for label, confidence in entry["predictions"][:top_k]
+        ],
+        model_name=model.name,
+        model_version=model.version,
+        image_sha256=entry["image_sha256"],
+        cached=cache_kind is not None,
+        cache_kind=cache_kind,
+        timings=timings,
+    )
+
+
+def _timed(timings: dict[str, float], stage: str, call: Callable[[], T]) -> T:
+    """Run ``call``, adding its duration to ``timings[stage]``."""
     mark = time.perf_counter()
-    fetched = image_fetch(url=source.url)
-    fetch_seconds = time.perf_counter() - mark
-    result = image_classify(image_bytes=fetched.data, top_k=top_k, model_name=model_name)
-    result.timings = {"fetch": fetch_seconds, **result.timings}
-    return result
+    try:
+        return call()
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - mark
