@@ -24,6 +24,7 @@ from classification.services import (
 )
 from classifier_site.cache_breaker import cache_breaker
 from tests.models import TINY_LABELS, build_tiny_keras_model
+from tests.redis_support import local_cache_settings, redis_cache_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,25 @@ def _isolated_model_store(settings, model_store: Path) -> Iterator[None]:
     reset_runtime()
     reset_result_cache()
     cache_breaker.reset()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings) -> Iterator[None]:
+    """Every test gets an empty cache of its own: Redis under a fresh key prefix where
+    REDIS_URL is set (CI), local memory otherwise. No answer cached by one test reaches another."""
+    redis_url = os.environ.get("REDIS_URL")
+    settings.CACHES = redis_cache_settings(redis_url) if redis_url else local_cache_settings()
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    yield
+    if redis_url:
+        from django_redis import get_redis_connection
+
+        with contextlib.suppress(Exception):
+            settings.CACHES = redis_cache_settings(redis_url) | {}
+            settings.CACHES["default"]["KEY_PREFIX"] = prefix
+            connection = get_redis_connection("default")
+            for key in connection.scan_iter(match=f"{prefix}:*"):
+                connection.delete(key)
 
 
 # Throttle rates high enough that no test is throttled unless it sets a rate of its own

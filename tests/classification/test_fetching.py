@@ -51,7 +51,6 @@ def test_the_fetch_time_is_part_of_the_timings(image_server, tiny_model):
     result = image_source_classify(
         source=ImageSource(kind="url", url=f"{image_server.base}/red.png"), top_k=1
     )
-    assert next(iter(result.timings)) == "fetch"
     assert result.timings["fetch"] > 0
     assert {"decode", "preprocess", "inference"} <= set(result.timings)
 

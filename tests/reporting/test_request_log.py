@@ -151,7 +151,7 @@ def test_an_unexpected_failure_is_logged_as_500(tiny_model, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(services, "image_classify", broken)
+    monkeypatch.setattr(services, "image_source_classify", broken)
     client = APIClient(raise_request_exception=False)
     response = upload(client)
     assert response.status_code == 500
