@@ -11,9 +11,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +109,13 @@ class Command(BaseCommand):
         results["pipeline_ms_median"] = {k: _ms(statistics.median(v)) for k, v in stages.items()}
 
         # 3. Over HTTP, through gunicorn as 'make run' starts it: uncached uploads.
-        processing, round_trip = self._http(images)
+        with self._server({}) as url:
+            processing, round_trip = [], []
+            for index, data in enumerate(images):
+                # Four bytes after the JPEG end marker: bytes never seen before, never a hit.
+                timing = self._timed_post(url, image=data + index.to_bytes(4, "big"))
+                processing.append(timing[0])
+                round_trip.append(timing[1])
         results["http_uncached_upload_640x480"] = {
             "requests": len(processing),
             "processing_time_ms_median": _ms(statistics.median(processing)),
@@ -120,17 +129,72 @@ class Command(BaseCommand):
             "met": statistics.median(processing) <= budget,
         }
 
+        # 4. The result cache over HTTP: misses, URL hits and content hits, per backend.
+        results["cache"] = self._cache_figures(images[: max(20, requests // 2)])
+
         report.mkdir(parents=True, exist_ok=True)
         path = report / "classification.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         self.stdout.write(json.dumps(results, indent=2))
         self.stdout.write(f"Written to {path}")
 
-    def _http(self, images: list[bytes]) -> tuple[list[float], list[float]]:
+    def _cache_figures(self, images: list[bytes]) -> dict:
+        files = {f"/{i}.jpg": data for i, data in enumerate(images)}
+        copies = {f"/copy-{i}.jpg": data for i, data in enumerate(images)}
+        backends = {
+            # Local memory is per process: one worker, so that a repeat reaches the same cache.
+            "local-memory": {"REDIS_URL": "", "WEB_CONCURRENCY": "1"},
+            "redis": {
+                "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                "CACHE_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+            },
+        }
+        figures: dict[str, dict] = {}
+        with _serve_files({**files, **copies}) as base:
+            for backend, env in backends.items():
+                env = {**env, "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8"}
+                runs: dict[str, list[tuple[float, float]]] = {
+                    "miss": [],
+                    "url_hit": [],
+                    "content_hit": [],
+                }
+                with self._server(env) as url:
+                    for name in files:  # first sight of each URL and of its bytes
+                        runs["miss"].append(self._timed_post(url, image_url=base + name))
+                    for name in files:  # the same URLs again
+                        runs["url_hit"].append(self._timed_post(url, image_url=base + name))
+                    for name in copies:  # new URLs serving bytes already seen
+                        runs["content_hit"].append(self._timed_post(url, image_url=base + name))
+                figures[backend] = {
+                    kind: {
+                        "requests": len(timings),
+                        "processing_time_ms_median": _ms(statistics.median(t[0] for t in timings)),
+                        "round_trip_ms_median": _ms(statistics.median(t[1] for t in timings)),
+                    }
+                    for kind, timings in runs.items()
+                }
+                miss = figures[backend]["miss"]["processing_time_ms_median"]
+                hit = figures[backend]["url_hit"]["processing_time_ms_median"]
+                figures[backend]["goal: url hit under 5% of a miss"] = {
+                    "ratio": round(hit / miss, 4) if miss else None,
+                    "met": hit < 0.05 * miss,
+                }
+        return figures
+
+    @contextlib.contextmanager
+    def _server(self, env: dict[str, str]) -> Iterator[str]:
+        """gunicorn as 'make run' starts it, on a spare loopback port, with ``env`` added."""
         with contextlib.closing(socket.socket()) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "WARNING"}
+        environment = {
+            **os.environ,
+            "PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            # One client sends every request: the anonymous rate limit would measure itself.
+            "THROTTLE_ANON_RATE": "1000000/minute",
+            **env,
+        }
         # Our own gunicorn with fixed arguments, on a loopback port.
         server = subprocess.Popen(
             [
@@ -144,27 +208,26 @@ class Command(BaseCommand):
                 "classifier_site.wsgi",
             ],
             cwd=settings.BASE_DIR,
-            env=env,
+            env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}/classify-image"
         try:
             self._wait_for(port, server)
-            for data in images[:10]:  # warm every worker up
-                self._post(url, data)
-            processing, round_trip = [], []
-            for index, data in enumerate(images):
-                # Four bytes after the JPEG end marker: bytes never seen before, never a cache hit.
-                unique = data + index.to_bytes(4, "big")
-                started = time.perf_counter()
-                answer = self._post(url, unique)
-                round_trip.append(time.perf_counter() - started)
-                processing.append(answer["processing_time"])
-            return processing, round_trip
+            warm_up = bench_jpeg(seed=10_000)
+            for index in range(10):  # every worker loads its model before timing starts
+                self._post(url, image=warm_up + index.to_bytes(4, "big"))
+            yield url
         finally:
             server.terminate()
             server.wait(timeout=20)
+
+    def _timed_post(self, url: str, **fields: object) -> tuple[float, float]:
+        """(processing_time, round trip) of one request, in seconds."""
+        started = time.perf_counter()
+        answer = self._post(url, **fields)
+        return answer["processing_time"], time.perf_counter() - started
 
     @staticmethod
     def _wait_for(port: int, server: subprocess.Popen) -> None:
@@ -178,9 +241,40 @@ class Command(BaseCommand):
         raise CommandError("gunicorn did not start within 30 s.")
 
     @staticmethod
-    def _post(url: str, data: bytes) -> dict:
-        body, content_type = _multipart(data)
+    def _post(url: str, *, image: bytes | None = None, image_url: str | None = None) -> dict:
+        if image is not None:
+            body, content_type = _multipart(image)
+        else:
+            body, content_type = json.dumps({"image_url": image_url}).encode(), "application/json"
         headers = {"Content-Type": content_type}
         request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310 (loopback)
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.load(response)
+
+
+@contextlib.contextmanager
+def _serve_files(files: dict[str, bytes]) -> Iterator[str]:
+    """A loopback HTTP server for the cache benchmark's image URLs."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
