@@ -42,3 +42,7 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
         worker.log.warning("No model loaded at start: %s", exc)
     except Exception:  # a database not migrated yet, say: never stop the worker for it
         worker.log.exception("Could not load the model at start")
+    finally:
+        from django.db import connections
+
+        connections.close_all()  # request threads open their own
