@@ -19,11 +19,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts import selectors
 from accounts.throttling import TokenObtainThrottle
-from classification.apis import ErrorSerializer
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(response=ErrorSerializer, description=description)
+from classifier_site.openapi import error_response as _error
 
 
 class _FixedContentNegotiation(BaseContentNegotiation):

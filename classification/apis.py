@@ -3,10 +3,8 @@ import binascii
 
 from django.conf import settings
 from drf_spectacular.utils import (
-    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
-    inline_serializer,
 )
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -20,21 +18,8 @@ from classification.caching import get_result_cache
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
 from classifier_site.middleware import request_elapsed
+from classifier_site.openapi import error_response
 from reporting.mixins import RequestLoggedMixin
-
-ErrorSerializer = inline_serializer(
-    name="Error",
-    fields={
-        "error": inline_serializer(
-            name="ErrorDetail",
-            fields={"code": serializers.CharField(), "message": serializers.CharField()},
-        )
-    },
-)
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(response=ErrorSerializer, description=description)
 
 
 class Base64ImageField(serializers.CharField):
@@ -139,21 +124,25 @@ class ClassifyImageApi(RequestLoggedMixin, APIView):
         },
         responses={
             200: OutputSerializer,
-            400: _error(
+            400: error_response(
                 "Malformed request, missing or double image, bad top_k or model, or an "
                 "image_url with a refused scheme or form (invalid_url)."
             ),
-            401: _error("A bearer token was sent and is not valid (anonymous calls need none)."),
-            413: _error("The image, the fetched body or the request body is too large."),
-            415: _error("Not a JPEG, PNG, GIF or WebP image."),
-            422: _error(
+            401: error_response(
+                "A bearer token was sent and is not valid (anonymous calls need none)."
+            ),
+            413: error_response("The image, the fetched body or the request body is too large."),
+            415: error_response("Not a JPEG, PNG, GIF or WebP image."),
+            422: error_response(
                 "The image cannot be decoded, or the image_url cannot be reached "
                 "(url_unreachable: refused, unresolvable or unconnectable host)."
             ),
-            429: _error("Too many requests from this caller; see Retry-After."),
-            502: _error("The image_url's server answered with an error or too many redirects."),
-            503: _error("No model is ready to answer."),
-            504: _error("The image_url's server did not send the image in time."),
+            429: error_response("Too many requests from this caller; see Retry-After."),
+            502: error_response(
+                "The image_url's server answered with an error or too many redirects."
+            ),
+            503: error_response("No model is ready to answer."),
+            504: error_response("The image_url's server did not send the image in time."),
         },
     )
     def post(self, request: Request) -> Response:

@@ -1,23 +1,14 @@
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from classifier_site.openapi import error_response
 from reporting import selectors, services
-
-ErrorSerializer = inline_serializer(
-    name="ReportError",
-    fields={
-        "error": inline_serializer(
-            name="ReportErrorDetail",
-            fields={"code": serializers.CharField(), "message": serializers.CharField()},
-        )
-    },
-)
 
 
 class ReportApi(APIView):
@@ -64,7 +55,7 @@ class ReportApi(APIView):
         parameters=[InputSerializer],
         responses={
             200: OutputSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="A bad since, until or limit."),
+            400: error_response("A bad since, until or limit."),
         },
     )
     def get(self, request: Request) -> Response:
