@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test import override_settings
 from PIL import Image
 
+from classification.caching import ResultCache
 from classification.engine import get_runtime
 from classification.imaging import image_decode, image_preprocess
 
@@ -149,7 +151,7 @@ class Command(BaseCommand):
                 "CACHE_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
             },
         }
-        figures: dict[str, dict] = {}
+        figures: dict[str, dict] = {"counter_cost_us_median": self._counter_cost(backends)}
         with _serve_files({**files, **copies}) as base:
             for backend, env in backends.items():
                 env = {**env, "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8"}
@@ -180,6 +182,33 @@ class Command(BaseCommand):
                     "met": hit < 0.05 * miss,
                 }
         return figures
+
+    @staticmethod
+    def _counter_cost(backends: dict[str, dict[str, str]]) -> dict[str, float]:
+        """What counting one hit or miss costs a request, per backend, in microseconds."""
+        costs = {}
+        for backend, env in backends.items():
+            redis_url = env.get("REDIS_URL")
+            caches_setting = {
+                "default": {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": redis_url,
+                    "KEY_PREFIX": env.get("CACHE_KEY_PREFIX", "bench"),
+                    "OPTIONS": {"SERIALIZER": "django_redis.serializers.json.JSONSerializer"},
+                }
+                if redis_url
+                else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+            }
+            with override_settings(CACHES=caches_setting):
+                result_cache = ResultCache()
+                samples = []
+                for _ in range(500):
+                    started = time.perf_counter()
+                    result_cache._count("image", "misses")
+                    samples.append(time.perf_counter() - started)
+                result_cache.reset_counters()
+            costs[backend] = round(statistics.median(samples) * 1e6, 1)
+        return costs
 
     @contextlib.contextmanager
     def _server(self, env: dict[str, str]) -> Iterator[str]:
