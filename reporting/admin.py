@@ -118,6 +118,16 @@ class RequestLogAdmin(_ReadOnlyAdmin):
         return TemplateResponse(request, "admin/reporting/statistics.html", context)
 
 
+def _psi_reading(value: float | None) -> str:
+    if value is None:
+        return "no data"
+    if value >= settings.MONITORING_PSI_WARNING:
+        return "significant shift"
+    if value >= settings.MONITORING_PSI_NOTICE:
+        return "moderate shift"
+    return "stable"
+
+
 def _monitoring_context(drifts: list[monitoring.ModelDrift]) -> list[dict[str, Any]]:
     """Per production model: the comparison, its table rows and a reference-vs-recent chart."""
     sections = []
@@ -125,7 +135,7 @@ def _monitoring_context(drifts: list[monitoring.ModelDrift]) -> list[dict[str, A
         reference = drift.reference or {}
         ref_means = reference.get("means", {})
         rows = [
-            (monitoring.DISTRIBUTION_NAMES[name], drift.psi[name])
+            (monitoring.DISTRIBUTION_NAMES[name], drift.psi[name], _psi_reading(drift.psi[name]))
             for name in monitoring.DISTRIBUTIONS
         ]
         labels = drift.label_rows()

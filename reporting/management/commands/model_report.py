@@ -25,7 +25,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--model", required=True, help="The model name.")
         parser.add_argument(
-            "--version", type=int, help="The version (default: the one in production)."
+            "--model-version",
+            type=int,
+            dest="model_version",
+            help="The version (default: the one in production).",
         )
         parser.add_argument(
             "--since",
@@ -43,26 +46,28 @@ class Command(BaseCommand):
         self,
         *args: object,
         model: str,
-        version: int | None,
+        model_version: int | None,
         since: datetime | None,
         until: datetime | None,
         as_json: bool,
         **options: object,
     ) -> None:
         versions = ModelVersion.objects.filter(name=model)
-        if version is not None:
-            model_version = versions.filter(version=version).first()
+        if model_version is not None:
+            chosen = versions.filter(version=model_version).first()
         else:
-            model_version = versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
-        if model_version is None:
-            which = f"version {version}" if version is not None else "production version"
+            chosen = versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
+        if chosen is None:
+            which = (
+                f"version {model_version}" if model_version is not None else "production version"
+            )
             raise CommandError(f"{model!r} has no {which}.")
         default_since, default_until = monitoring_window(now=until or timezone.now())
         since, until = since or default_since, until or default_until
         if since >= until:
             raise CommandError("--since must be before --until.")
-        reference_profiles_ensure(model_versions=[model_version])
-        (report,) = model_drift_compare(model_versions=[model_version], since=since, until=until)
+        reference_profiles_ensure(model_versions=[chosen])
+        (report,) = model_drift_compare(model_versions=[chosen], since=since, until=until)
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
         else:
