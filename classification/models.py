@@ -36,6 +36,10 @@ class ModelVersion(models.Model):
     source = models.CharField(max_length=500, blank=True, help_text="Where the weights came from.")
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
+    # What this version answered on its reference traffic (a reference image set, or its first
+    # production requests): the baseline that model monitoring compares recent traffic with.
+    # Written by reporting.monitoring; format in reporting/drift.py.
+    reference_profile = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "-version"]

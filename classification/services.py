@@ -175,6 +175,9 @@ class ClassificationResult:
     processing_time: float = 0.0
     # Seconds spent in each stage, for benchmarks and metrics.
     timings: dict[str, float] = field(default_factory=dict)
+    # For model monitoring: "width" and "height" of the decoded image, "brightness" (mean luma,
+    # 0-255) of the pixels the model saw. Kept in cache entries, so cached answers carry them.
+    input_stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def classification(self) -> str:
@@ -198,6 +201,29 @@ def image_classify(
     """
     model = get_runtime().serving_model(model_name)
     return _classify(model=model, image_bytes=image_bytes, top_k=top_k)
+
+
+def serving_model_classify(
+    *, model: ServingModel, image_bytes: bytes, top_k: int
+) -> ClassificationResult:
+    """Classify ``image_bytes`` with an already loaded ``model`` (any stage), uncached.
+
+    For reference profiles of a version before it serves; raises the errors of ``image_decode``.
+    """
+    return _classify(model=model, image_bytes=image_bytes, top_k=top_k)
+
+
+# ITU-R BT.601 luma weights, as Pillow's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _input_brightness(batch: np.ndarray, *, preprocessing: dict) -> float:
+    """Mean luma (0-255) of the model input, undoing the linear pixel scaling."""
+    scale = preprocessing.get("scale", DEFAULT_PREPROCESSING["scale"])
+    low, high = (float(bound) for bound in scale)
+    mean_rgb = batch.reshape(-1, 3).mean(axis=0, dtype=np.float64)
+    mean_rgb = (mean_rgb - low) * (255.0 / (high - low))
+    return round(float(np.clip(mean_rgb @ _LUMA, 0.0, 255.0)), 3)
 
 
 def _classify(*, model: ServingModel, image_bytes: bytes, top_k: int) -> ClassificationResult:
@@ -226,6 +252,11 @@ def _classify(*, model: ServingModel, image_bytes: bytes, top_k: int) -> Classif
         model_version=model.version,
         image_sha256=hashlib.sha256(image_bytes).hexdigest(),
         timings=timings,
+        input_stats={
+            "width": decoded.width,
+            "height": decoded.height,
+            "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
+        },
     )
 
 
@@ -305,6 +336,7 @@ def _classify_bytes_cached(
         computed_entry = {
             "predictions": [[p.label, p.confidence] for p in result.predictions],
             "image_sha256": result.image_sha256,
+            "input_stats": result.input_stats,
         }
         cache.set(kind="image", key=key, value=computed_entry)
         return computed_entry
@@ -332,6 +364,8 @@ def _result_from_entry(
         cached=cache_kind is not None,
         cache_kind=cache_kind,
         timings=timings,
+        # Entries written before input statistics existed have none.
+        input_stats=dict(entry.get("input_stats") or {}),
     )
 
 

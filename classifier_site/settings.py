@@ -321,6 +321,24 @@ ELASTICSEARCH_EXPORT_MAX_BACKOFF = env_float("ELASTICSEARCH_EXPORT_MAX_BACKOFF",
 # a separate 'manage.py export_events --follow' process does the sending.
 ELASTICSEARCH_EXPORT_IN_WORKERS = env_bool("ELASTICSEARCH_EXPORT_IN_WORKERS", True)
 
+# --- Model monitoring (reporting/monitoring.py) -------------------------------------------
+# Recent traffic: the answers of the last this many minutes, compared with the reference.
+MONITORING_WINDOW_MINUTES = env_int("MONITORING_WINDOW_MINUTES", 60)
+# A version promoted without a reference image set takes its first this many answers as its
+# reference profile.
+MONITORING_REFERENCE_REQUESTS = env_int("MONITORING_REFERENCE_REQUESTS", 500)
+# Fewer answers than this in the window: figures are shown, but no warning is raised.
+MONITORING_MIN_REQUESTS = env_int("MONITORING_MIN_REQUESTS", 30)
+# An answer whose top-1 confidence is below this is a low-confidence answer ...
+MONITORING_LOW_CONFIDENCE = env_float("MONITORING_LOW_CONFIDENCE", 0.5)
+# ... and a warning is raised when their share rises this much (absolute) above the reference.
+MONITORING_LOW_CONFIDENCE_RISE = env_float("MONITORING_LOW_CONFIDENCE_RISE", 0.1)
+# Population stability index thresholds: a notice (moderate shift), a warning (significant).
+MONITORING_PSI_NOTICE = env_float("MONITORING_PSI_NOTICE", 0.1)
+MONITORING_PSI_WARNING = env_float("MONITORING_PSI_WARNING", 0.25)
+# Seconds a worker reuses the comparison it computed for the Prometheus collector.
+MONITORING_METRICS_SECONDS = env_float("MONITORING_METRICS_SECONDS", 30.0)
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -1,12 +1,13 @@
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from reporting import charts, selectors
+from reporting import charts, monitoring, selectors
 from reporting.models import ReportCall, RequestLog
 
 
@@ -107,8 +108,62 @@ class RequestLogAdmin(_ReadOnlyAdmin):
                     title="Errors by code",
                 ),
             ],
+            "monitoring": _monitoring_context(monitoring.model_monitoring_refresh()),
+            "monitoring_window_minutes": settings.MONITORING_WINDOW_MINUTES,
+            "psi_notice": settings.MONITORING_PSI_NOTICE,
+            "psi_warning": settings.MONITORING_PSI_WARNING,
+            "min_requests": settings.MONITORING_MIN_REQUESTS,
+            "reference_requests": settings.MONITORING_REFERENCE_REQUESTS,
         }
         return TemplateResponse(request, "admin/reporting/statistics.html", context)
+
+
+def _psi_reading(value: float | None) -> str:
+    if value is None:
+        return "no data"
+    if value >= settings.MONITORING_PSI_WARNING:
+        return "significant shift"
+    if value >= settings.MONITORING_PSI_NOTICE:
+        return "moderate shift"
+    return "stable"
+
+
+def _monitoring_context(drifts: list[monitoring.ModelDrift]) -> list[dict[str, Any]]:
+    """Per production model: the comparison, its table rows and a reference-vs-recent chart."""
+    sections = []
+    for drift in drifts:
+        reference = drift.reference or {}
+        ref_means = reference.get("means", {})
+        rows = [
+            (monitoring.DISTRIBUTION_NAMES[name], drift.psi[name], _psi_reading(drift.psi[name]))
+            for name in monitoring.DISTRIBUTIONS
+        ]
+        labels = drift.label_rows()
+        sections.append(
+            {
+                "drift": drift,
+                "psi_rows": rows,
+                "means": [
+                    (
+                        "mean brightness (0-255)",
+                        ref_means.get("brightness"),
+                        drift.recent_means["brightness"],
+                    ),
+                    ("mean width (px)", ref_means.get("width"), drift.recent_means["width"]),
+                    ("mean height (px)", ref_means.get("height"), drift.recent_means["height"]),
+                ],
+                "chart": charts.bar_chart(
+                    [(label, 0) for label, _, _ in labels],
+                    title=f"{drift.model_name} v{drift.model_version}: share of answers by label",
+                    series=["reference", "recent"],
+                    values=[[ref * 100, recent * 100] for _, ref, recent in labels],
+                    unit=" %",
+                )
+                if drift.reference and labels
+                else None,
+            }
+        )
+    return sections
 
 
 @admin.register(ReportCall)

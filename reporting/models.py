@@ -45,6 +45,11 @@ class RequestLog(models.Model):
     cache_kind = models.CharField(  # noqa: DJ001
         max_length=8, choices=CacheKind.choices, null=True, blank=True
     )
+    # Input statistics for model monitoring (NULL on errors and on rows written before them):
+    # the decoded image's size and the mean luma (0-255) of the pixels the model saw.
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    image_brightness = models.FloatField(null=True, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
     user = models.ForeignKey(
@@ -58,6 +63,12 @@ class RequestLog(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["created_at"], name="requestlog_created"),
+            # Model monitoring: a model version's answers in a time window.
+            models.Index(
+                fields=["model_name", "model_version", "created_at"],
+                name="requestlog_model_time",
+                condition=Q(status_code=200),
+            ),
             # /report: an index-only scan over successful URL requests, grouped by URL hash.
             models.Index(
                 fields=["image_url_key", "created_at", "processing_time"],

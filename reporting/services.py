@@ -116,6 +116,7 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
     top = result.predictions[0] if result is not None and result.predictions else None
     image_url_sha256 = url_sha256(image_url) if image_url else None
     user = outcome.user if outcome.user is not None and outcome.user.is_authenticated else None
+    input_stats = result.input_stats if result is not None else {}
     row = RequestLog(
         request_id=outcome.request_id,
         input_kind=outcome.input_kind,
@@ -130,6 +131,9 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
         processing_time=outcome.processing_time,
         cached=bool(result is not None and result.cached),
         cache_kind=result.cache_kind if result is not None and result.cached else None,
+        image_width=_int_or_none(input_stats.get("width")),
+        image_height=_int_or_none(input_stats.get("height")),
+        image_brightness=_float_or_none(input_stats.get("brightness")),
         status_code=outcome.status_code,
         error_code=outcome.error_code[:64],
         user=user,  # type: ignore[misc]
@@ -149,6 +153,14 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
         row.request_id = f"{row.request_id[:31]}-{uuid.uuid4().hex}"
         row.save(force_insert=True)
     return row
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:

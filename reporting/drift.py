@@ -1,0 +1,174 @@
+"""The arithmetic of model monitoring: fixed bins, reference profiles, population stability.
+
+No database here: ``reporting.monitoring`` counts rows into the same bins with SQL, and this
+module turns counts into shares and shares into a population stability index (PSI).
+
+A reference profile (stored on ``ModelVersion.reference_profile``) is a JSON object:
+
+    {"format": 1, "source": "images" | "requests", "description": "...", "built_at": ISO,
+     "count": answers, "labels": {label: answers}, "confidence": [10 counts],
+     "confidence_sample": [<= 1000 sorted values], "brightness": [10 counts],
+     "image_size": [8 counts],
+     "means": {"width": w, "height": h, "brightness": b}}
+"""
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+PROFILE_FORMAT = 1
+
+# Shares below this count as this in the PSI, so an empty bin on one side gives a large but
+# finite term instead of ln(0).
+PSI_EPSILON = 1e-4
+
+# Interior bin edges: bin i holds values v with edges[i-1] <= v < edges[i] (open at both ends).
+CONFIDENCE_EDGES = [round(i / 10, 1) for i in range(1, 10)]  # ten bins of 0.1
+BRIGHTNESS_EDGES = [round(25.6 * i, 1) for i in range(1, 10)]  # ten bins of mean luma 0-255
+# Image size by pixel count: thumbnails, web images, photos, large photos.
+IMAGE_SIZE_EDGES = [10_000, 50_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000]
+
+BIN_EDGES: dict[str, list[float]] = {
+    "confidence": CONFIDENCE_EDGES,
+    "brightness": BRIGHTNESS_EDGES,
+    "image_size": IMAGE_SIZE_EDGES,  # type: ignore[dict-item]
+}
+
+
+def bin_index(value: float, edges: Sequence[float]) -> int:
+    return bisect.bisect_right(edges, value)
+
+
+def bin_labels(name: str) -> list[str]:
+    """Readable names of the bins of ``name`` ("0.1-0.2", "<10k px", ...)."""
+    edges = BIN_EDGES[name]
+
+    def show(edge: float) -> str:
+        if name == "image_size":
+            return f"{edge / 1e6:g}M" if edge >= 1e6 else f"{edge / 1e3:g}k"
+        return f"{edge:g}"
+
+    if name == "confidence":
+        bounds = [0.0, *edges, 1.0]
+        return [f"{bounds[i]:.1f}-{bounds[i + 1]:.1f}" for i in range(len(bounds) - 1)]
+    labels = [f"<{show(edges[0])}"]
+    labels += [f"{show(edges[i])}-{show(edges[i + 1])}" for i in range(len(edges) - 1)]
+    labels.append(f">={show(edges[-1])}")
+    if name == "image_size":
+        labels = [f"{label} px" for label in labels]
+    return labels
+
+
+def histogram(values: Iterable[float], edges: Sequence[float]) -> list[int]:
+    counts = [0] * (len(edges) + 1)
+    for value in values:
+        counts[bin_index(value, edges)] += 1
+    return counts
+
+
+def shares(counts: Mapping[str, int] | Sequence[int]) -> dict[str, float] | list[float]:
+    """Counts as fractions of their total (all zero when the total is zero)."""
+    if isinstance(counts, Mapping):
+        total = sum(counts.values())
+        return {key: (n / total if total else 0.0) for key, n in counts.items()}
+    total = sum(counts)
+    return [(n / total if total else 0.0) for n in counts]
+
+
+def psi(
+    reference: Mapping[str, int] | Sequence[int], recent: Mapping[str, int] | Sequence[int]
+) -> float | None:
+    """Population stability index of ``recent`` against ``reference`` (bin counts).
+
+    PSI = sum over bins of (recent share - reference share) * ln(recent share / reference share),
+    shares floored at PSI_EPSILON. Label counts are dicts (bins: the union of their keys);
+    fixed-bin counts are lists of equal length. None when either side has no observations.
+    By convention < 0.1 is stable, 0.1-0.25 a moderate shift, >= 0.25 a significant shift.
+    """
+    if isinstance(reference, Mapping) != isinstance(recent, Mapping):
+        raise TypeError("Compare label counts with label counts and bins with bins.")
+    if isinstance(reference, Mapping):
+        assert isinstance(recent, Mapping)
+        keys = sorted(set(reference) | set(recent))
+        expected = [reference.get(key, 0) for key in keys]
+        actual = [recent.get(key, 0) for key in keys]
+    else:
+        assert not isinstance(recent, Mapping)
+        if len(reference) != len(recent):
+            raise ValueError("Both sides must have the same bins.")
+        expected, actual = list(reference), list(recent)
+    if sum(expected) == 0 or sum(actual) == 0:
+        return None
+    total = 0.0
+    for e, a in zip(shares(expected), shares(actual), strict=True):  # type: ignore[arg-type]
+        e, a = max(e, PSI_EPSILON), max(a, PSI_EPSILON)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+# The most top-1 confidences a profile keeps (evenly spaced order statistics beyond that).
+CONFIDENCE_SAMPLE_SIZE = 1000
+
+
+def sorted_sample(values: Sequence[float], size: int = CONFIDENCE_SAMPLE_SIZE) -> list[float]:
+    """``values`` sorted; when there are more than ``size``, ``size`` evenly spaced of them."""
+    ordered = sorted(values)
+    if len(ordered) > size:
+        step = (len(ordered) - 1) / (size - 1)
+        ordered = [ordered[round(i * step)] for i in range(size)]
+    return [round(value, 6) for value in ordered]
+
+
+def share_below(sample: Sequence[float], threshold: float) -> float | None:
+    """The share of a sorted sample below ``threshold`` (None for an empty sample)."""
+    if not sample:
+        return None
+    return bisect.bisect_left(sample, threshold) / len(sample)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One answered request as the profile sees it."""
+
+    label: str
+    confidence: float
+    width: int | None = None
+    height: int | None = None
+    brightness: float | None = None
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def profile_build(
+    observations: Sequence[Observation], *, source: str, description: str, built_at: datetime
+) -> dict:
+    """A reference profile (see the module docstring) of ``observations``."""
+    confidences = [o.confidence for o in observations]
+    sized = [o for o in observations if o.width is not None and o.height is not None]
+    brightness = [o.brightness for o in observations if o.brightness is not None]
+    return {
+        "format": PROFILE_FORMAT,
+        "source": source,
+        "description": description,
+        "built_at": built_at.isoformat(),
+        "count": len(observations),
+        "labels": dict(Counter(o.label for o in observations).most_common()),
+        "confidence": histogram(confidences, CONFIDENCE_EDGES),
+        # Kept so that the low-confidence share holds for any MONITORING_LOW_CONFIDENCE.
+        "confidence_sample": sorted_sample(confidences),
+        "brightness": histogram(brightness, BRIGHTNESS_EDGES),
+        "image_size": histogram(
+            [o.width * o.height for o in sized],  # type: ignore[operator]
+            IMAGE_SIZE_EDGES,
+        ),
+        "means": {
+            "width": _mean([float(o.width) for o in sized]),  # type: ignore[arg-type]
+            "height": _mean([float(o.height) for o in sized]),  # type: ignore[arg-type]
+            "brightness": _mean(brightness),
+        },
+    }

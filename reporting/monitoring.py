@@ -1,0 +1,446 @@
+"""Model monitoring: reference profiles of model versions, and recent traffic compared with them.
+
+A version's reference profile (``ModelVersion.reference_profile``, format in reporting/drift.py)
+comes from a reference image set given to ``manage.py model_profile`` / ``promote_model
+--reference-images``, or else from its first MONITORING_REFERENCE_REQUESTS answers in
+production. The comparison counts the answers of a time window into the profile's bins in the
+database (two aggregate queries however many models) and reports population stability indexes,
+the share of low-confidence answers and plain warnings when a threshold is crossed.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import reduce
+from operator import or_
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Avg, BigIntegerField, Count, F, Q, QuerySet
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from classification.exceptions import (
+    EmptyImage,
+    TooManyPixels,
+    UndecodableImage,
+    UnsupportedImageType,
+)
+from classification.models import ModelVersion
+from reporting import drift
+from reporting.models import RequestLog
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
+# What a reference image can fail with: it is skipped, and the command says so.
+_IMAGE_ERRORS = (EmptyImage, TooManyPixels, UndecodableImage, UnsupportedImageType, OSError)
+
+# Distributions compared with the PSI, in the order they are shown.
+DISTRIBUTIONS = ["labels", "confidence", "brightness", "image_size"]
+DISTRIBUTION_NAMES = {
+    "labels": "label distribution",
+    "confidence": "top-1 confidence distribution",
+    "brightness": "image brightness",
+    "image_size": "image size",
+}
+
+
+class ReferenceProfileError(Exception):
+    """A reference profile cannot be built from what was given."""
+
+
+# --- Building reference profiles (services) -----------------------------------------------
+
+
+def reference_profile_save(*, model_version: ModelVersion, profile: dict) -> ModelVersion:
+    model_version.reference_profile = profile
+    model_version.save(update_fields=["reference_profile"])
+    logger.info(
+        "Reference profile of %s from %s (%d answers)",
+        model_version,
+        profile["description"],
+        profile["count"],
+    )
+    return model_version
+
+
+def reference_profile_from_images(
+    *, model_version: ModelVersion, images_dir: Path, now: datetime | None = None
+) -> tuple[dict, list[str]]:
+    """Classify every image under ``images_dir`` with ``model_version`` (any stage) and store
+    the profile of its answers on the version.
+
+    Returns the profile and the files that were skipped (not an accepted image). Raises
+    ReferenceProfileError when the folder holds no image the model could classify, and
+    ModelRegistrationError when the version's artifact cannot be loaded.
+    """
+    from classification.engine import serving_model_load
+    from classification.services import serving_model_classify
+
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise ReferenceProfileError(f"{images_dir} is not a folder.")
+    model = serving_model_load(model_version)
+    observations: list[drift.Observation] = []
+    skipped: list[str] = []
+    for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(str(path))
+            continue
+        try:
+            result = serving_model_classify(model=model, image_bytes=path.read_bytes(), top_k=1)
+        except _IMAGE_ERRORS:
+            skipped.append(str(path))
+            continue
+        observations.append(_observation(result.classification, result.confidence, result))
+    if not observations:
+        raise ReferenceProfileError(f"No image under {images_dir} could be classified.")
+    profile = drift.profile_build(
+        observations,
+        source="images",
+        description=f"{len(observations)} reference images in {images_dir}",
+        built_at=now or timezone.now(),
+    )
+    reference_profile_save(model_version=model_version, profile=profile)
+    return profile, skipped
+
+
+def _observation(label: str, confidence: float, result: Any) -> drift.Observation:
+    stats = result.input_stats
+    return drift.Observation(
+        label=label,
+        confidence=confidence,
+        width=stats.get("width"),
+        height=stats.get("height"),
+        brightness=stats.get("brightness"),
+    )
+
+
+def reference_profile_from_requests(
+    *, model_version: ModelVersion, requests: int | None = None, now: datetime | None = None
+) -> dict | None:
+    """Store the profile of the first ``requests`` (MONITORING_REFERENCE_REQUESTS) answers
+    ``model_version`` gave after its promotion, once that many exist; one query until then.
+
+    Returns the profile, or None when there are not enough answers yet (nothing is stored).
+    A profile stored meanwhile by another worker is kept.
+    """
+    wanted = requests or settings.MONITORING_REFERENCE_REQUESTS
+    rows = _answers(model_version.name, model_version.version)
+    if model_version.promoted_at is not None:
+        rows = rows.filter(created_at__gte=model_version.promoted_at)
+    first = list(
+        rows.order_by("created_at", "id").values_list(
+            "top_label", "confidence", "image_width", "image_height", "image_brightness"
+        )[:wanted]
+    )
+    if len(first) < wanted:
+        return None
+    profile = drift.profile_build(
+        [
+            drift.Observation(label, confidence or 0.0, width, height, brightness)
+            for label, confidence, width, height, brightness in first
+        ],
+        source="requests",
+        description=f"the first {wanted} answers in production",
+        built_at=now or timezone.now(),
+    )
+    stored = ModelVersion.objects.filter(
+        pk=model_version.pk, reference_profile__isnull=True
+    ).update(reference_profile=profile)
+    if stored:
+        model_version.reference_profile = profile
+        logger.info("Reference profile of %s from its first %d answers", model_version, wanted)
+    return profile
+
+
+def reference_profiles_ensure(*, model_versions: Sequence[ModelVersion]) -> None:
+    """Build the missing reference profiles of production versions that have enough answers.
+
+    Costs one query per production version still without a profile, none otherwise.
+    """
+    for model_version in model_versions:
+        if (
+            model_version.reference_profile is None
+            and model_version.stage == ModelVersion.Stage.PRODUCTION
+        ):
+            reference_profile_from_requests(model_version=model_version)
+
+
+# --- The comparison (selectors) -----------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    level: str  # "notice" or "warning"
+    message: str
+
+
+@dataclass
+class ModelDrift:
+    """Recent answers of one model version compared with its reference profile."""
+
+    model_name: str
+    model_version: int
+    since: datetime
+    until: datetime
+    reference: dict | None
+    recent_count: int
+    recent_labels: dict[str, int]
+    recent_bins: dict[str, list[int]]
+    recent_means: dict[str, float | None]
+    low_confidence_threshold: float
+    recent_low_confidence_share: float | None
+    reference_low_confidence_share: float | None
+    psi: dict[str, float | None] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    status: str = "ok"  # no_reference, too_few_requests, ok, notice, warning
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f.message for f in self.findings if f.level == "warning"]
+
+    @property
+    def alert_level(self) -> int:
+        """0 nothing to say (or nothing to judge yet), 1 notice, 2 warning: for metrics."""
+        return {"notice": 1, "warning": 2}.get(self.status, 0)
+
+    def label_rows(self, limit: int = 12) -> list[tuple[str, float, float]]:
+        """(label, reference share, recent share), the most frequent on either side first."""
+        reference = drift.shares((self.reference or {}).get("labels", {}))
+        recent = drift.shares(self.recent_labels)
+        assert isinstance(reference, dict) and isinstance(recent, dict)
+        keys = sorted(
+            set(reference) | set(recent),
+            key=lambda k: (-max(reference.get(k, 0.0), recent.get(k, 0.0)), k),
+        )
+        return [(k, reference.get(k, 0.0), recent.get(k, 0.0)) for k in keys[:limit]]
+
+    def as_dict(self) -> dict[str, Any]:
+        reference = self.reference or {}
+        return {
+            "model": {"name": self.model_name, "version": self.model_version},
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "status": self.status,
+            "reference": (
+                {
+                    "source": reference.get("source"),
+                    "description": reference.get("description"),
+                    "built_at": reference.get("built_at"),
+                    "count": reference.get("count"),
+                    "means": reference.get("means"),
+                }
+                if self.reference
+                else None
+            ),
+            "recent": {"count": self.recent_count, "means": self.recent_means},
+            "psi": {k: _round(v) for k, v in self.psi.items()},
+            "low_confidence": {
+                "threshold": self.low_confidence_threshold,
+                "recent_share": _round(self.recent_low_confidence_share),
+                "reference_share": _round(self.reference_low_confidence_share),
+            },
+            "labels": [
+                {"label": label, "reference_share": _round(ref), "recent_share": _round(rec)}
+                for label, ref, rec in self.label_rows()
+            ],
+            "findings": [{"level": f.level, "message": f.message} for f in self.findings],
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _answers(name: str, version: int) -> QuerySet[RequestLog]:
+    return RequestLog.objects.filter(status_code=200, model_name=name, model_version=version)
+
+
+def _bin_counts(column: str | Any, edges: Sequence[float], prefix: str) -> dict[str, Count]:
+    """One filtered COUNT per bin of ``edges`` over ``column`` (NULLs in no bin)."""
+    counts = {}
+    for i in range(len(edges) + 1):
+        condition = Q(**{f"{column}__isnull": False})
+        if i > 0:
+            condition &= Q(**{f"{column}__gte": edges[i - 1]})
+        if i < len(edges):
+            condition &= Q(**{f"{column}__lt": edges[i]})
+        counts[f"{prefix}{i}"] = Count("id", filter=condition)
+    return counts
+
+
+def model_drift_compare(
+    *,
+    model_versions: Sequence[ModelVersion],
+    since: datetime,
+    until: datetime,
+) -> list[ModelDrift]:
+    """Compare the answers of each of ``model_versions`` in [since, until) with its reference.
+
+    Two queries whatever the number of versions (one for the fixed bins, counts and means,
+    one for the labels); none when ``model_versions`` is empty.
+    """
+    if not model_versions:
+        return []
+    threshold = settings.MONITORING_LOW_CONFIDENCE
+    rows = RequestLog.objects.filter(
+        reduce(or_, (Q(model_name=m.name, model_version=m.version) for m in model_versions)),
+        status_code=200,
+        created_at__gte=since,
+        created_at__lt=until,
+    )
+    bins = {
+        "confidence": ("confidence", drift.CONFIDENCE_EDGES),
+        "brightness": ("image_brightness", drift.BRIGHTNESS_EDGES),
+        "image_size": ("pixels", drift.IMAGE_SIZE_EDGES),
+    }
+    aggregates: dict[str, Any] = {
+        "n": Count("id"),
+        "low": Count("id", filter=Q(confidence__lt=threshold)),
+        "mean_width": Avg("image_width"),
+        "mean_height": Avg("image_height"),
+        "mean_brightness": Avg("image_brightness"),
+    }
+    for name, (column, edges) in bins.items():
+        aggregates.update(_bin_counts(column, edges, f"{name}_"))
+    totals = {
+        (entry["model_name"], entry["model_version"]): entry
+        for entry in rows.annotate(
+            # A bigint product: width * height of two integers could overflow on PostgreSQL.
+            pixels=Cast("image_width", BigIntegerField()) * F("image_height")
+        )
+        .values("model_name", "model_version")
+        .annotate(**aggregates)
+        .order_by()
+    }
+    labels: dict[tuple[str, int], dict[str, int]] = {}
+    for name, version, label, n in (
+        rows.values("model_name", "model_version", "top_label")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("model_name", "model_version", "top_label", "n")
+    ):
+        labels.setdefault((name, version), {})[label] = n
+
+    report = []
+    for model_version in model_versions:
+        key = (model_version.name, model_version.version)
+        entry = totals.get(key, {})
+        count = entry.get("n", 0)
+        recent_bins = {
+            name: [entry.get(f"{name}_{i}", 0) for i in range(len(edges) + 1)]
+            for name, (_, edges) in bins.items()
+        }
+        reference = model_version.reference_profile
+        item = ModelDrift(
+            model_name=model_version.name,
+            model_version=model_version.version,
+            since=since,
+            until=until,
+            reference=reference,
+            recent_count=count,
+            recent_labels=labels.get(key, {}),
+            recent_bins=recent_bins,
+            recent_means={
+                "width": _round(entry.get("mean_width")),
+                "height": _round(entry.get("mean_height")),
+                "brightness": _round(entry.get("mean_brightness")),
+            },
+            low_confidence_threshold=threshold,
+            recent_low_confidence_share=entry["low"] / count if count else None,
+            reference_low_confidence_share=(
+                drift.share_below(reference.get("confidence_sample", []), threshold)
+                if reference
+                else None
+            ),
+        )
+        _judge(item)
+        report.append(item)
+    return report
+
+
+def _judge(item: ModelDrift) -> None:
+    """Fill in the PSI figures, the findings and the status of ``item``."""
+    reference = item.reference
+    if not reference:
+        item.psi = dict.fromkeys(DISTRIBUTIONS)
+        item.status = "no_reference"
+        return
+    item.psi = {
+        "labels": drift.psi(reference.get("labels", {}), item.recent_labels),
+        **{
+            name: drift.psi(reference.get(name, []), item.recent_bins[name])
+            for name in ("confidence", "brightness", "image_size")
+        },
+    }
+    if item.recent_count < settings.MONITORING_MIN_REQUESTS:
+        item.status = "too_few_requests"
+        return
+    who = f"{item.model_name} v{item.model_version}"
+    for name in DISTRIBUTIONS:
+        value = item.psi[name]
+        if value is None:
+            continue
+        if value >= settings.MONITORING_PSI_WARNING:
+            item.findings.append(
+                Finding(
+                    "warning",
+                    f"{who}: the {DISTRIBUTION_NAMES[name]} has shifted from the reference "
+                    f"(PSI {value:.2f} ≥ {settings.MONITORING_PSI_WARNING:g}).",
+                )
+            )
+        elif value >= settings.MONITORING_PSI_NOTICE:
+            item.findings.append(
+                Finding(
+                    "notice",
+                    f"{who}: the {DISTRIBUTION_NAMES[name]} has moved a little from the "
+                    f"reference (PSI {value:.2f} ≥ {settings.MONITORING_PSI_NOTICE:g}).",
+                )
+            )
+    recent, expected = item.recent_low_confidence_share, item.reference_low_confidence_share
+    if (
+        recent is not None
+        and expected is not None
+        and recent - expected >= settings.MONITORING_LOW_CONFIDENCE_RISE
+    ):
+        item.findings.append(
+            Finding(
+                "warning",
+                f"{who}: {recent:.0%} of answers have a confidence below "
+                f"{item.low_confidence_threshold:g}, against {expected:.0%} in the reference.",
+            )
+        )
+    levels = {f.level for f in item.findings}
+    item.status = "warning" if "warning" in levels else "notice" if levels else "ok"
+
+
+def monitoring_window(*, now: datetime | None = None) -> tuple[datetime, datetime]:
+    until = now or timezone.now()
+    return until - timedelta(minutes=settings.MONITORING_WINDOW_MINUTES), until
+
+
+def model_drift_current(*, now: datetime | None = None) -> list[ModelDrift]:
+    """Every production version's last MONITORING_WINDOW_MINUTES compared with its reference.
+
+    Three queries (the production versions, then model_drift_compare's two).
+    """
+    since, until = monitoring_window(now=now)
+    versions = list(
+        ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION).order_by("name")
+    )
+    return model_drift_compare(model_versions=versions, since=since, until=until)
+
+
+def model_monitoring_refresh(*, now: datetime | None = None) -> list[ModelDrift]:
+    """Build the reference profiles that are due, then compare (model_drift_current)."""
+    versions = list(
+        ModelVersion.objects.filter(
+            stage=ModelVersion.Stage.PRODUCTION, reference_profile__isnull=True
+        )
+    )
+    reference_profiles_ensure(model_versions=versions)
+    return model_drift_current(now=now)
