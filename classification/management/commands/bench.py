@@ -25,9 +25,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test import override_settings
 from PIL import Image
 
+from classification import selectors
 from classification.caching import ResultCache
 from classification.engine import get_runtime
 from classification.imaging import image_decode, image_preprocess
+from classification.models import ModelVersion
+from classification.store import artifact_path
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -109,6 +112,9 @@ class Command(BaseCommand):
             "p95": _ms(_percentile(invoke, 95)),
         }
         results["pipeline_ms_median"] = {k: _ms(statistics.median(v)) for k, v in stages.items()}
+        results["tensorflow_ms_median (why serving uses LiteRT)"] = self._tensorflow_figures(
+            batch, litert_ms=statistics.median(invoke) * 1000
+        )
 
         # 3. Over HTTP, through gunicorn as 'make run' starts it: uncached uploads.
         with self._server({}) as url:
@@ -139,6 +145,35 @@ class Command(BaseCommand):
         path.write_text(json.dumps(results, indent=2) + "\n")
         self.stdout.write(json.dumps(results, indent=2))
         self.stdout.write(f"Written to {path}")
+
+    @staticmethod
+    def _tensorflow_figures(batch: np.ndarray, *, litert_ms: float) -> dict[str, float]:
+        """The same model's source artifact in TensorFlow: tf.function and model.predict."""
+        model_version = selectors.model_version_production(name=get_runtime().serving_model().name)
+        if model_version is None or model_version.source_format != ModelVersion.Format.KERAS:
+            return {}
+        from classification.conversion import _tensorflow
+
+        tf = _tensorflow()
+        keras_model = tf.keras.models.load_model(
+            str(artifact_path(model_version.source_artifact)), compile=False
+        )
+        call = tf.function(lambda x: keras_model(x, training=False))
+        figures = {}
+        for name, run in {
+            "tf_function": lambda: call(batch),
+            "model_predict": lambda: keras_model.predict(batch, verbose=0),
+        }.items():
+            for _ in range(5):
+                run()
+            samples = []
+            for _ in range(50):
+                started = time.perf_counter()
+                run()
+                samples.append(time.perf_counter() - started)
+            figures[name] = _ms(statistics.median(samples))
+            figures[f"{name} / litert"] = round(figures[name] / litert_ms, 1)
+        return figures
 
     def _cache_figures(self, images: list[bytes]) -> dict:
         files = {f"/{i}.jpg": data for i, data in enumerate(images)}
