@@ -130,10 +130,17 @@ def test_cache_stats_match_the_requests_made(cache_backend, tiny_model):
     assert stats["backend"] == cache_backend
     assert stats["status"] == "up"
     assert stats["by_kind"]["url"] | {"ttl_seconds": 0} == {
-        "hits": 1, "misses": 1, "hit_rate": 0.5, "entries": 1, "ttl_seconds": 0,
+        "hits": 1,
+        "misses": 1,
+        "hit_rate": 0.5,
+        "entries": 1,
+        "ttl_seconds": 0,
     }
     assert stats["by_kind"]["image"] == {
-        "hits": 1, "misses": 2, "hit_rate": pytest.approx(1 / 3), "entries": 2,
+        "hits": 1,
+        "misses": 2,
+        "hit_rate": pytest.approx(1 / 3),
+        "entries": 2,
         "ttl_seconds": 3600,
     }
     assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (2, 3, 0.4)
