@@ -40,7 +40,12 @@ if os.environ.get("LOG_FORMAT", "json" if _production else "plain").strip().lowe
         "root": {"level": "INFO", "handlers": ["console"]},
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+            # A logging config turns gunicorn's access lines on; keep them as 'accesslog' says.
+            "gunicorn.access": {
+                "level": "INFO" if accesslog else "WARNING",
+                "handlers": ["console"],
+                "propagate": False,
+            },
         },
     }
 
