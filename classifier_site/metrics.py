@@ -26,6 +26,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from classification.services import ClassificationResult
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# No '_created' series: multiprocess mode has none either, so both modes expose the same names.
+disable_created_metrics()
 
 
 class Collector(Protocol):
