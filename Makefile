@@ -48,6 +48,7 @@ bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py fetch_model dog-breeds --if-no-production
 	$(PY) manage.py bench
+	$(PY) manage.py bench_observability
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting
 

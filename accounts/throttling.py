@@ -49,6 +49,7 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
         except _CACHE_ERRORS as exc:
             cache_breaker.record_fault(exc, what="throttling")
             return True
+        cache_breaker.record_success()
         if not allowed:
             logger.warning(
                 "Throttled %s %s for %s (scope %s, rate %s).",

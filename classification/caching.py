@@ -3,7 +3,7 @@
 Values are JSON (django-redis' JSON serializer, or plain dicts in local memory), never pickle.
 Keys carry the model name and version, so a promotion never serves an old answer. A Redis that
 is down, failing or hung costs at most one short socket timeout: a breaker then skips the
-cache for CACHE_BREAKER_SECONDS, and the fault is logged once per opening, not per request.
+cache for CACHE_BREAKER_SECONDS, and the outage is logged when it starts and ends, not per request.
 """
 
 import hashlib
@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.utils import timezone
 
+from classifier_site import metrics
 from classifier_site.cache_breaker import cache_breaker
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,10 @@ class ResultCache:
         except Exception as exc:
             self._fault(exc)
             return None
-        self._count(kind, "hits" if value is not None else "misses")
+        cache_breaker.record_success()
+        hit = value is not None
+        self._count(kind, "hits" if hit else "misses")
+        metrics.CACHE_LOOKUPS.labels(kind, "hit" if hit else "miss").inc()
         return value if isinstance(value, dict) else None
 
     def set(self, *, kind: str, key: str, value: dict) -> None:
@@ -219,6 +223,10 @@ class ResultCache:
             "by_kind": by_kind,
             "counters_started_at": started_at,
         }
+
+    def ping(self) -> bool:
+        """Whether the cache answers now (always, for local memory); a fault opens the breaker."""
+        return self._ping()
 
     def _ping(self) -> bool:
         if not self.shared:

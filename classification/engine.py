@@ -19,6 +19,7 @@ from classification import selectors
 from classification.exceptions import ModelNotReady, ModelRegistrationError, UnknownModel
 from classification.models import ModelVersion
 from classification.store import artifact_read_verified
+from classifier_site import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class ServingModel:
     load_seconds: float = 0.0
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        metrics.INFERENCE_BATCH_SIZE.labels(self.name).observe(len(batch))
         outputs = self.classifier.invoke(batch)[0]
         return softmax(outputs) if self.outputs_logits else outputs
 
@@ -154,13 +156,27 @@ class ModelRuntime:
         except ModelRegistrationError as exc:
             if production.pk not in self._failed_versions:  # log a lasting fault once
                 self._failed_versions.add(production.pk)
-                logger.error("Cannot load %s: %s", production, exc)
+                metrics.MODEL_LOAD_FAILURES.labels(name).inc()
+                logger.error(
+                    "Cannot load %s: %s",
+                    production,
+                    exc,
+                    extra={"model": name, "model_version": production.version},
+                )
             if loaded is not None:
                 return loaded  # keep answering with the version that works
             raise ModelNotReady(f"Model {name!r} could not be loaded.") from exc
         logger.info(
-            "Serving %s v%s (loaded in %.3f s)", model.name, model.version, model.load_seconds
+            "Serving %s v%s (loaded in %.3f s)",
+            model.name,
+            model.version,
+            model.load_seconds,
+            extra={"model": model.name, "model_version": model.version},
         )
+        metrics.MODEL_LOAD_SECONDS.labels(model.name).observe(model.load_seconds)
+        if loaded is not None:
+            metrics.MODEL_SERVED.labels(loaded.name, str(loaded.version)).set(0)
+        metrics.MODEL_SERVED.labels(model.name, str(model.version)).set(1)
         return model
 
 

@@ -24,6 +24,7 @@ from classification.fetching import image_fetch
 from classification.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 from classification.models import ModelVersion
 from classification.store import artifact_put_bytes, artifact_put_file
+from classifier_site import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -278,8 +279,16 @@ def image_source_classify(
     as base64 or downloaded from any URL) without decoding or inference. Identical concurrent
     misses compute once. Raises what ``image_classify`` raises and, for URLs, the fetch errors
     of ``image_fetch`` (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout,
-    ImageTooLarge). Errors are never cached.
+    ImageTooLarge). Errors are never cached. Each answer is counted in the metrics.
     """
+    result = _image_source_classify(source=source, top_k=top_k, model_name=model_name)
+    metrics.classification_observe(result)
+    return result
+
+
+def _image_source_classify(
+    *, source: ImageSource, top_k: int, model_name: str | None
+) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
     timings: dict[str, float] = {}
     if source.kind != "url":

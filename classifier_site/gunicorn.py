@@ -1,6 +1,15 @@
-"""gunicorn settings for 'make run': threaded workers, each loading the model once, lazily."""
+"""gunicorn settings for 'make run': threaded workers, each loading the model once, lazily.
+
+Metrics: prometheus-client's multiprocess mode needs a folder shared by the workers, named by
+PROMETHEUS_MULTIPROC_DIR before any worker starts. This file (run by the master) creates one
+(or empties the one given), and each worker that exits is marked dead so that its live gauges
+drop out while its counters keep adding up.
+"""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -8,8 +17,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
-accesslog = "-"
-# Workers start without the model; it loads on the first request after each (re)start.
+# Off by default: the service writes its own access line per request (classifier_site.access),
+# with the request id, route, cache kind and model that gunicorn's line cannot know. Set
+# GUNICORN_ACCESS_LOG=- to have gunicorn's as well.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# Each worker loads its model right after it starts (post_worker_init), never at import.
 preload_app = False
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 
@@ -46,3 +58,55 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
         from django.db import connections
 
         connections.close_all()  # request threads open their own
+
+
+# With LOG_FORMAT=json (the default when PRODUCTION=1) gunicorn's own lines are JSON too.
+_production = os.environ.get("PRODUCTION", "").strip().lower() in {"1", "true", "yes", "on"}
+if os.environ.get("LOG_FORMAT", "json" if _production else "plain").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "classifier_site.logs.JsonLineFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json"},
+        },
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            # A logging config turns gunicorn's access lines on; keep them as 'accesslog' says.
+            "gunicorn.access": {
+                "level": "INFO" if accesslog else "WARNING",
+                "handlers": ["console"],
+                "propagate": False,
+            },
+        },
+    }
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """The multiprocess metrics folder, emptied, and whether this master created it."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        path = Path(tempfile.mkdtemp(prefix="classifier-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+        return path, True
+    path = Path(given)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's figures would add to this run's
+        stale.unlink()
+    return path, False
+
+
+_METRICS_DIR, _METRICS_DIR_CREATED = _metrics_dir()
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, path=str(_METRICS_DIR))
+
+
+def on_exit(server) -> None:
+    if _METRICS_DIR_CREATED:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)

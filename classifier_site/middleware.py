@@ -1,9 +1,17 @@
+"""Middleware around every request: arrival time, request id, and the access log line."""
+
+import logging
 import re
 import time
 import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+
+from classifier_site import metrics
+from classifier_site.logs import request_id_bind, request_id_unbind
+
+access_logger = logging.getLogger("classifier_site.access")
 
 
 class RequestTimingMiddleware:
@@ -34,15 +42,23 @@ def request_id_clean(value: str | None) -> str:
 
 
 class RequestIdMiddleware:
-    """Gives each request an id (the client's ``X-Request-ID`` if usable) and echoes it back."""
+    """Gives each request an id (the client's ``X-Request-ID`` if usable) and echoes it back.
+
+    While the request is served, the id is in a context variable, so every log record carries it.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.request_id = request_id_clean(request.headers.get("X-Request-ID"))  # type: ignore[attr-defined]
-        response = self.get_response(request)
-        response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
+        value = request_id_clean(request.headers.get("X-Request-ID"))
+        request.request_id = value  # type: ignore[attr-defined]
+        token = request_id_bind(value)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_unbind(token)
+        response["X-Request-ID"] = value
         return response
 
 
@@ -53,3 +69,58 @@ def request_id(request: HttpRequest) -> str:
         value = request_id_clean(None)
         request.request_id = value  # type: ignore[attr-defined]
     return value
+
+
+# Routes that are probed or scraped every few seconds: neither logged nor counted.
+UNOBSERVED_ROUTES = frozenset({"metrics", "health-live", "health-ready"})
+
+
+def _route(request: HttpRequest) -> str:
+    match = request.resolver_match
+    if match is not None:
+        return match.view_name or "unnamed"
+    return "unmatched"
+
+
+class AccessLogMiddleware:
+    """One access log line and the request metrics for every request except probes and scrapes.
+
+    Placed right after RequestIdMiddleware, so the id is known and the duration covers the rest
+    of the stack. The endpoint is the route name (``classification:classify-image``), never the
+    raw path, so that metric labels stay few.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        route = _route(request)
+        if route in UNOBSERVED_ROUTES:
+            return response
+        duration = request_elapsed(request)
+        status = response.status_code
+        metrics.request_observe(
+            endpoint=route, method=request.method or "", status=status, seconds=duration
+        )
+        facts = request.__dict__.get("log_facts", {})
+        extra = {
+            "request_id": request_id(request),
+            "method": request.method,
+            "path": request.path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+            **facts,
+        }
+        details = "".join(f" {key}={value}" for key, value in facts.items() if value is not None)
+        access_logger.info(
+            "%s %s %s %.1f ms%s",
+            request.method,
+            request.path,
+            status,
+            duration * 1000,
+            details,
+            extra=extra,
+        )
+        return response

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "classifier_site.middleware.RequestTimingMiddleware",
     "classifier_site.middleware.RequestIdMiddleware",
+    "classifier_site.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -339,13 +340,43 @@ MONITORING_PSI_WARNING = env_float("MONITORING_PSI_WARNING", 0.25)
 # Seconds a worker reuses the comparison it computed for the Prometheus collector.
 MONITORING_METRICS_SECONDS = env_float("MONITORING_METRICS_SECONDS", 30.0)
 
+# --- Logs, metrics and health -------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# "json": one JSON object per line (the default when PRODUCTION=1); "plain": for people.
+LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "plain").strip().lower()
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'plain', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "classifier_site.logs.RequestIdFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s %(message)s"},
+        "json": {"()": "classifier_site.logs.JsonLineFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # The access log (one line per request) is AccessLogMiddleware's; Django's own request
+    # warnings (each 4xx) would only repeat it.
+    "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# GET /metrics answers clients from these networks, or any client that sends
+# 'Authorization: Bearer <METRICS_TOKEN>' (when a token is set). Others get 403 or 401.
+METRICS_ALLOWED_CIDRS = env_list("METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+for _cidr in METRICS_ALLOWED_CIDRS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_CIDRS: {_cidr!r} is not a CIDR like 10.0.0.0/8"
+        ) from _exc
+# Longest GET /health/ready waits for Redis or Elasticsearch (reported, not required).
+HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0)

@@ -23,6 +23,7 @@ from django.utils import timezone
 from elasticsearch import Elasticsearch
 from elasticsearch.dsl import Document
 
+from classifier_site import metrics
 from reporting.elastic import (
     ReportDocument,
     RequestEventDocument,
@@ -35,7 +36,7 @@ from reporting.services import FailureCounter
 
 logger = logging.getLogger(__name__)
 
-export_failures = FailureCounter("Exporting to Elasticsearch")
+export_failures = FailureCounter("Exporting to Elasticsearch", counter=metrics.EXPORT_FAILURES)
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,46 @@ def _send(*, outbox: Outbox, client: Elasticsearch, rows: list) -> int:
     documents = [outbox.to_document(row) for row in rows]
     row_by_id = {str(document.meta.id): row for document, row in zip(documents, rows, strict=True)}
     accepted, errors = documents_bulk_index(client=client, index=outbox.index, documents=documents)
+    dropped = {_item(error).get("_id") for error in errors if _refused_for_good(error)}
     if errors:
-        logger.error(
-            "Elasticsearch refused %d document(s) of %s; first: %s",
-            len(errors),
-            outbox.index,
-            errors[0],
+        # Logged once while it lasts (a refused batch would otherwise log at every poll).
+        refusals.failed(
+            DocumentsRefused(
+                f"Elasticsearch refused {len(errors)} document(s) of {outbox.index} "
+                f"({len(dropped)} for good, the rest to retry); first: {errors[0]}"
+            )
         )
+    else:
+        refusals.recovered()
     pks = [row_by_id[doc_id].pk for doc_id in accepted if doc_id in row_by_id]
-    outbox.model.objects.filter(pk__in=pks).update(exported_at=timezone.now())  # type: ignore[attr-defined]
+    # Documents refused for good (a mapping conflict, say) leave the outbox rather than block
+    # it; their rows stay in the database and 'reexport_events' can send them again later.
+    dropped_pks = [row_by_id[doc_id].pk for doc_id in dropped if doc_id in row_by_id]
+    outbox.model.objects.filter(pk__in=pks + dropped_pks).update(exported_at=timezone.now())  # type: ignore[attr-defined]
+    metrics.EXPORT_SENT.labels(outbox.index).inc(len(pks))
+    if dropped_pks:
+        metrics.EXPORT_DROPPED.labels(outbox.index).inc(len(dropped_pks))
     return len(pks)
+
+
+class DocumentsRefused(Exception):
+    """Elasticsearch answered the bulk request but refused some of its documents."""
+
+
+refusals = FailureCounter("Indexing documents in Elasticsearch")
+
+
+def _item(error: dict) -> dict:
+    return next(iter(error.values()), {}) if error else {}
+
+
+def _refused_for_good(error: dict) -> bool:
+    """A 4xx for the document itself (bad field, mapping conflict): sending again won't help.
+
+    429 (too many requests) and 5xx are Elasticsearch's own trouble: those rows are retried.
+    """
+    status = _item(error).get("status")
+    return isinstance(status, int) and 400 <= status < 500 and status != 429
 
 
 def outbox_drain_batch(*, outbox: Outbox, client: Elasticsearch, batch: int) -> tuple[int, int]:

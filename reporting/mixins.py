@@ -1,11 +1,14 @@
 """Request logging for DRF views, kept out of the views themselves."""
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.request import Empty, Request
 from rest_framework.response import Response
 
+from classifier_site import metrics
+from classifier_site.logs import request_annotate
 from classifier_site.middleware import request_elapsed, request_id
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_failures, request_log_record
@@ -48,10 +51,13 @@ class RequestLoggedMixin:
             outcome = request_outcome(
                 request, status_code=status_code, response=response, result=self.result
             )
+            request_annotate(request, **outcome.log_facts())
         except Exception as exc:  # logging must never break the answer
             request_log_failures.failed(exc)
             return
+        started = time.perf_counter()
         request_log_record(outcome=outcome)
+        metrics.STAGE_SECONDS.labels("log_write").observe(time.perf_counter() - started)
 
 
 def request_outcome(

@@ -2,11 +2,9 @@
 
 The figures come from the database (the request log and the registry), so every worker would
 report the same numbers: they are computed when the registry is scraped, by whichever process
-answers, and need no multiprocess files. Register the collector on the registry the /metrics
-view renders (also the one that holds the MultiProcessCollector):
-
-    from reporting.monitoring_metrics import monitoring_collector_register
-    monitoring_collector_register(registry)
+answers, and need no multiprocess files. ReportingConfig.ready() registers the process-wide
+``monitoring_collector`` with classifier_site.metrics.scrape_collector_register, so /metrics
+serves it in both single-process and multiprocess mode.
 
 A worker reuses its last comparison for MONITORING_METRICS_SECONDS, so frequent scrapes cost
 at most a few aggregate queries per interval. A failure is logged (sparingly) and yields no

@@ -18,6 +18,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils.crypto import salted_hmac
 
+from classifier_site import metrics
 from reporting.models import ReportCall, RequestLog
 
 if TYPE_CHECKING:
@@ -36,9 +37,10 @@ class FailureCounter:
     ``interval`` seconds says how many more happened.
     """
 
-    def __init__(self, what: str, *, interval: float = 60.0) -> None:
+    def __init__(self, what: str, *, interval: float = 60.0, counter: Any = None) -> None:
         self.what = what
         self.interval = interval
+        self.counter = counter  # a Prometheus counter to count failures in too, if given
         self.count = 0
         self._lock = threading.Lock()
         self._last_logged: float | None = None
@@ -46,6 +48,8 @@ class FailureCounter:
 
     def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
+        if self.counter is not None:
+            self.counter.inc()
         with self._lock:
             self.count += 1
             self._since_logged += 1
@@ -73,7 +77,9 @@ class FailureCounter:
             self._since_logged = 0
 
 
-request_log_failures = FailureCounter("Writing the request log")
+request_log_failures = FailureCounter(
+    "Writing the request log", counter=metrics.REQUEST_LOG_FAILURES
+)
 report_call_failures = FailureCounter("Recording a /report call")
 
 
@@ -107,6 +113,17 @@ class RequestOutcome:
     user: AbstractBaseUser | AnonymousUser | None = None
     client_address: str | None = None
     created_at: datetime | None = None
+
+    def log_facts(self) -> dict[str, Any]:
+        """What the access log line says about the request beyond method, path and status."""
+        result = self.result
+        if result is None:
+            return {"error_code": self.error_code or None}
+        return {
+            "model": result.model_name,
+            "model_version": result.model_version,
+            "cache": result.cache_kind if result.cached else "miss",
+        }
 
 
 def request_log_create(*, outcome: RequestOutcome) -> RequestLog:

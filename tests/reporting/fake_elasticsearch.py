@@ -23,6 +23,8 @@ class FakeElasticsearch:
         self._answering = threading.Event()
         self._answering.set()
         self.hung_requests = 0
+        # Document ids answered with a 400 mapping error, as a cluster refuses a bad document.
+        self.refuse_ids: set[str] = set()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -78,12 +80,17 @@ class FakeElasticsearch:
         for action, source in zip(lines[::2], lines[1::2], strict=True):
             ((op, meta),) = action.items()
             index, doc_id = meta["_index"], meta["_id"]
+            if doc_id in self.refuse_ids:
+                error = {"type": "document_parsing_exception", "reason": "failed to parse"}
+                items.append({op: {"_index": index, "_id": doc_id, "status": 400, "error": error}})
+                continue
             documents = self.indices.setdefault(index, {})
             result = "updated" if doc_id in documents else "created"
             documents[doc_id] = source
             self.received.append((index, doc_id, source))
             items.append({op: {"_index": index, "_id": doc_id, "status": 201, "result": result}})
-        return {"took": 1, "errors": False, "items": items}
+        errors = any("error" in next(iter(item.values())) for item in items)
+        return {"took": 1, "errors": errors, "items": items}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self

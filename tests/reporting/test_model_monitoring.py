@@ -345,3 +345,17 @@ def test_the_metrics_collector_exposes_the_comparison(settings, api_client, prof
     assert after[("classifier_model_monitoring_answers", *recent)] == 32
     low_share = ("classifier_model_low_confidence_share", *recent)
     assert after[low_share] > before[low_share]
+
+
+def test_metrics_endpoint_serves_the_drift_gauges(settings, api_client, profiled_model):
+    from reporting.monitoring_metrics import monitoring_collector
+
+    settings.MONITORING_METRICS_SECONDS = 0
+    monitoring_collector.reset()
+    for seed in range(20):
+        send(api_client, bluish(seed))
+    text = api_client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (alert,) = families["classifier_model_drift_alert_level"].samples
+    assert alert.labels == {"model": "tiny", "version": "1"}
+    assert alert.value == 2

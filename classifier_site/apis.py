@@ -1,0 +1,157 @@
+"""Operational endpoints: GET /metrics, GET /health/live and GET /health/ready.
+
+None of them is throttled or written to the access log (scrapers and probes call them every few
+seconds). /metrics is limited to METRICS_ALLOWED_CIDRS or a bearer METRICS_TOKEN; the health
+endpoints are open.
+"""
+
+import hmac
+import ipaddress
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from classifier_site import health, metrics
+
+
+class FixedContentNegotiation(BaseContentNegotiation):
+    """Always the view's first renderer: scrapers and probes send all kinds of Accept headers."""
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class MetricsTokenAuthentication(BaseAuthentication):
+    """'Authorization: Bearer <METRICS_TOKEN>'; used only when a token is configured."""
+
+    keyword = b"bearer"
+
+    def authenticate(self, request: Request) -> tuple[Any, str] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword:
+            return None
+        if len(parts) != 2 or not hmac.compare_digest(parts[1], settings.METRICS_TOKEN.encode()):
+            raise exceptions.AuthenticationFailed("The metrics token is not valid.")
+        from django.contrib.auth.models import AnonymousUser
+
+        return AnonymousUser(), "metrics-token"
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="metrics"'
+
+
+def client_in_networks(address: str | None, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in networks)
+
+
+class MetricsAccess(BasePermission):
+    """A valid metrics token, or a connecting address in METRICS_ALLOWED_CIDRS.
+
+    The connecting address (REMOTE_ADDR), never X-Forwarded-For: a proxy in front must not make
+    every client look allowed, so scrape the workers directly or use the token.
+    """
+
+    message = "Metrics are served only to allowed addresses or with the metrics token."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if request.auth == "metrics-token":
+            return True
+        return client_in_networks(request.META.get("REMOTE_ADDR"), settings.METRICS_ALLOWED_CIDRS)
+
+
+class _OperationalApi(APIView):
+    throttle_classes: list = []
+    content_negotiation_class = FixedContentNegotiation
+
+
+class MetricsApi(_OperationalApi):
+    """Prometheus metrics of every worker, in the Prometheus text format."""
+
+    permission_classes = [MetricsAccess]
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        # Without a token there is nothing to authenticate with: refusals are 403, not 401.
+        return [MetricsTokenAuthentication()] if settings.METRICS_TOKEN else []
+
+    @extend_schema(
+        operation_id="metrics",
+        responses={
+            (200, "text/plain"): OpenApiResponse(
+                response=OpenApiTypes.STR, description="Prometheus text exposition format."
+            ),
+            401: OpenApiResponse(description="A metrics token is needed, or the one sent is wrong"),
+            403: OpenApiResponse(description="Not an allowed address (and no token configured)."),
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
+
+
+class HealthLiveApi(_OperationalApi):
+    """The process answers."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="health_live",
+        responses={
+            200: inline_serializer(
+                name="HealthLive", fields={"status": serializers.ChoiceField(choices=["alive"])}
+            )
+        },
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"status": "alive"})
+
+
+class HealthReadyApi(_OperationalApi):
+    """Whether this worker can answer classifications: 200 when ready, 503 when not."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    CheckSerializer = inline_serializer(
+        name="HealthCheck",
+        fields={
+            "ok": serializers.BooleanField(allow_null=True, help_text="null: not configured"),
+            "required": serializers.BooleanField(),
+            "detail": serializers.CharField(),
+        },
+    )
+    OutputSerializer = inline_serializer(
+        name="HealthReady",
+        fields={
+            "status": serializers.ChoiceField(choices=["ready", "not_ready"]),
+            "checks": serializers.DictField(
+                child=CheckSerializer,
+                help_text="Keys: model, database (required); redis, elasticsearch (reported).",
+            ),
+        },
+    )
+
+    @extend_schema(
+        operation_id="health_ready", responses={200: OutputSerializer, 503: OutputSerializer}
+    )
+    def get(self, request: Request) -> Response:
+        report = health.readiness()
+        return Response(report, status=200 if report["status"] == "ready" else 503)

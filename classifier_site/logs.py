@@ -1,0 +1,60 @@
+"""Structured logs: the request id on every record, JSON lines in production, one access line.
+
+``LOGGING`` in settings.py wires these together: ``RequestIdFilter`` sits on the console handler
+so every record logged while a request is served carries its id (a context variable set by
+RequestIdMiddleware), and ``LOG_FORMAT=json`` swaps the human-readable formatter for
+python-json-logger's. AccessLogMiddleware (middleware.py) writes the one access line per request.
+"""
+
+import contextvars
+import logging
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+_current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+def request_id_bind(value: str) -> contextvars.Token:
+    """Make ``value`` the request id of every record logged in this context until reset."""
+    return _current_request_id.set(value)
+
+
+def request_id_unbind(token: contextvars.Token) -> None:
+    _current_request_id.reset(token)
+
+
+def current_request_id() -> str | None:
+    return _current_request_id.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts ``request_id`` on every record ("-" outside a request); never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _current_request_id.get() or "-"
+        return True
+
+
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line: time, level, logger, message, process, request id, extras."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s %(process)d %(request_id)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+            **kwargs,
+        )
+
+
+def request_annotate(request: Any, **facts: Any) -> None:
+    """Add facts about the request to its access log line (e.g. cache kind, model, error code).
+
+    ``request`` is Django's HttpRequest or DRF's Request (which wraps one).
+    """
+    http_request = getattr(request, "_request", request)
+    http_request.__dict__.setdefault("log_facts", {}).update(facts)

@@ -1,0 +1,46 @@
+"""Figures about the Elasticsearch export, computed when /metrics is scraped."""
+
+from collections.abc import Iterator
+
+from django.conf import settings
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from reporting.services import FailureCounter
+
+outbox_failures = FailureCounter("Counting the export outbox for /metrics")
+
+
+class ExportQueueCollector:
+    """``classifier_elasticsearch_queue_length{index}``: rows not exported yet.
+
+    Counted in the database at scrape time (the outbox has a partial index on unexported rows),
+    so it is right whichever worker or process does the sending. Absent when export is off.
+    """
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "classifier_elasticsearch_queue_length",
+            "Rows waiting to be exported to Elasticsearch, by index.",
+            labels=["index"],
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        if not settings.ELASTICSEARCH_URL:
+            return
+        from reporting.export import outbox_backlog
+
+        try:
+            backlog = outbox_backlog()
+        except Exception as exc:  # a scrape must answer even when the database does not
+            outbox_failures.failed(exc)
+            return
+        outbox_failures.recovered()
+        family = self._family()
+        for index, count in backlog.items():
+            family.add_metric([index], count)
+        yield family

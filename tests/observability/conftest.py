@@ -1,0 +1,61 @@
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from rest_framework.test import APIClient
+
+from classifier_site.logs import JsonLineFormatter, RequestIdFilter
+from classifier_site.metrics import samples_sum
+from tests.images import encode, noise_image
+
+CLASSIFY = "classification:classify-image"
+
+
+def scrape(client: APIClient | None = None, **extra: str) -> str:
+    response = (client or APIClient()).get("/metrics", **extra)
+    assert response.status_code == 200, response.content
+    return response.content.decode()
+
+
+def value(text: str, name: str, **labels: object) -> float:
+    """A sample's value in the exposition text (summed over labels not given; 0 if absent)."""
+    return samples_sum(text, name, labels)
+
+
+def upload(client: APIClient, *, seed: int = 0, **extra: str):
+    file = io.BytesIO(encode(noise_image(size=(32, 32), seed=seed), "PNG"))
+    file.name = "photo.png"
+    return client.post("/classify-image", {"image": file}, format="multipart", **extra)
+
+
+class JsonLines(logging.Handler):
+    """Formats records as the console handler does with LOG_FORMAT=json, and keeps the lines."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(JsonLineFormatter())
+        self.addFilter(RequestIdFilter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines]
+
+    def access(self) -> list[dict]:
+        return [r for r in self.records() if r["logger"] == "classifier_site.access"]
+
+
+@pytest.fixture
+def json_log() -> Iterator[JsonLines]:
+    handler = JsonLines()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(previous)
