@@ -110,8 +110,13 @@ def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
     return DecodedImage(image=image, format=image.format or "", width=width, height=height)
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def _exif_transposed(image: Image.Image) -> Image.Image:
     try:
+        if image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+            return image  # nothing to turn: skip exif_transpose's copy of every pixel
         return ImageOps.exif_transpose(image)
     except Exception:  # malformed EXIF: keep the pixels as stored
         logger.debug("Ignoring malformed EXIF orientation", exc_info=True)

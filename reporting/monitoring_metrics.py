@@ -42,6 +42,10 @@ class ModelMonitoringCollector(Collector):
         with self._lock:
             self._cached = None
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Names only: registering the collector (at start-up) must not query the database.
+        yield from monitoring_metric_families([])
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
             drifts = self.drifts()
