@@ -1,5 +1,6 @@
 """Small server-rendered SVG charts for the admin statistics page (no JavaScript, no CDN)."""
 
+import math
 from collections.abc import Sequence
 
 from django.utils.html import format_html
@@ -9,13 +10,14 @@ _COLORS = ["#417690", "#e6a23c", "#79aec8", "#ba2121"]
 
 
 def _nice_max(value: float) -> float:
+    """The smallest round number (1, 2, 2.5 or 5 times a power of ten) at or above ``value``."""
     if value <= 0:
         return 1.0
-    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000):
-        for scale in (1e-3, 1e-2, 1e-1, 1, 1e3, 1e6):
-            if step * scale >= value:
-                return step * scale
-    return value
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value * (1 - 1e-9):
+            return step * magnitude
+    return 10 * magnitude
 
 
 def _n(value: float) -> str:
