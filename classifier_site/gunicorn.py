@@ -40,15 +40,22 @@ def when_ready(server) -> None:  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
-    """Load and warm the production model as each worker starts, not on its first request.
+    """Ready each worker as it starts, so that its first request is not its slowest.
 
-    The runtime stays lazy and import-free; this only asks for it early. Without a model yet,
-    the worker starts anyway and loads one when it is promoted.
+    Imports every view (the URLconf), loads and warms the production model, and starts the
+    Elasticsearch sender when export is on. The runtime stays lazy and import-free; this only
+    asks for it early. Without a model yet, the worker starts anyway and loads one when it is
+    promoted.
     """
+    from django.urls import get_resolver
+
     from classification.engine import get_runtime
     from classification.exceptions import ModelNotReady, UnknownModel
+    from reporting.services import export_sender_wake
 
     try:
+        get_resolver().url_patterns  # noqa: B018 (imports the views now)
+        export_sender_wake()
         get_runtime().serving_model()
     except (ModelNotReady, UnknownModel) as exc:
         worker.log.warning("No model loaded at start: %s", exc)

@@ -192,7 +192,7 @@ def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:
         request_log_failures.failed(exc)
         return None
     request_log_failures.recovered()
-    _sender_wake()
+    export_sender_wake()
     return row
 
 
@@ -227,11 +227,14 @@ def report_call_record(
         report_call_failures.failed(exc)
         return None
     report_call_failures.recovered()
-    _sender_wake()
+    export_sender_wake()
     return call
 
 
-def _sender_wake() -> None:
+def export_sender_wake() -> None:
+    """Start this process's Elasticsearch sender thread if export is on (cheap when it runs)."""
+    if not (settings.ELASTICSEARCH_URL and settings.ELASTICSEARCH_EXPORT_IN_WORKERS):
+        return  # export off: the Elasticsearch client is never even imported
     from reporting.export import sender_ensure_started
 
     sender_ensure_started()
