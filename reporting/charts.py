@@ -20,6 +20,12 @@ def _nice_max(value: float) -> float:
     return 10 * magnitude
 
 
+def _fit(label: str, *, chars: int) -> str:
+    """``label`` shortened with an ellipsis to about ``chars`` characters (10 px font)."""
+    chars = max(chars, 4)
+    return label if len(label) <= chars else label[: chars - 1] + "\u2026"
+
+
 def _n(value: float) -> str:
     return f"{value:.1f}"
 
@@ -102,7 +108,7 @@ def bar_chart(
                     '<text x="{}" y="{}" font-size="10" text-anchor="middle">{}</text>',
                     _n(left + (i + 0.5) * group_w),
                     top + plot_h + 14,
-                    label[:18],
+                    _fit(label, chars=int(group_w * label_every / 6)),
                 )
             )
     if len(series) > 1:
