@@ -1,3 +1,6 @@
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -25,13 +28,14 @@ from classifier_site.openapi import error_response as _error
 class _FixedContentNegotiation(BaseContentNegotiation):
     """Ignore Accept: /secret answers text/plain, and its errors are always JSON."""
 
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class SecretApi(APIView):
@@ -50,7 +54,9 @@ class SecretApi(APIView):
         },
     )
     def get(self, request: Request) -> HttpResponse:
-        greeting = selectors.user_greeting(user=request.user)
+        user = request.user
+        assert not isinstance(user, AnonymousUser)  # IsAuthenticated let only signed-in users in
+        greeting = selectors.user_greeting(user=user)
         return HttpResponse(greeting, content_type="text/plain; charset=utf-8")
 
 

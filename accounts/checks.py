@@ -12,6 +12,7 @@ _MIN_SIGNING_KEY_LENGTH = 32
 @register(Tags.security, deploy=True)
 def check_jwt_signing_key(app_configs: Any, **kwargs: Any) -> list[Error]:
     key = settings.SIMPLE_JWT.get("SIGNING_KEY") or ""
+    assert isinstance(key, str)  # settings.py reads it from the environment
     hint = "Set JWT_SIGNING_KEY to a long random value of its own (README.md)."
     if not key:
         return [Error("No JWT signing key is set.", hint=hint, id="accounts.E001")]

@@ -34,12 +34,13 @@ _CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
 class _SharedCacheRateThrottle(SimpleRateThrottle):
     """A rate throttle that reads its rate at request time and fails open without its cache."""
 
-    def get_rate(self) -> str:
+    def get_rate(self) -> str | None:
         # DRF's own reads a class attribute frozen at import; this follows settings changes.
-        try:
-            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
-        except KeyError as exc:
-            raise ImproperlyConfigured(f"No throttle rate set for scope {self.scope!r}.") from exc
+        rates = api_settings.DEFAULT_THROTTLE_RATES
+        if self.scope not in rates:
+            raise ImproperlyConfigured(f"No throttle rate set for scope {self.scope!r}.")
+        # A rate is "<count>/<period>" or None (unthrottled); the stubs say a number.
+        return rates[self.scope]  # type: ignore[return-value]
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         if not cache_breaker.available():

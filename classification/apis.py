@@ -25,11 +25,15 @@ from reporting.mixins import RequestLoggedMixin
 class Base64ImageField(serializers.CharField):
     """Base64 image bytes; a ``data:image/...;base64,`` prefix is accepted and dropped."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(trim_whitespace=True, allow_blank=True, **kwargs)
+    def __init__(self, *, required: bool | None = None, help_text: str | None = None) -> None:
+        super().__init__(
+            required=required, help_text=help_text, trim_whitespace=True, allow_blank=True
+        )
 
-    def to_internal_value(self, data: object) -> bytes:
-        text = super().to_internal_value(data)
+    # A CharField on the wire, bytes once valid: the stubs type a CharField's value as str only,
+    # and its input as str although DRF's CharField takes (and refuses) any primitive.
+    def to_internal_value(self, data: object) -> bytes:  # type: ignore[override]
+        text = super().to_internal_value(data)  # type: ignore[arg-type]
         if text.startswith("data:") and "," in text:
             text = text.split(",", 1)[1]
         if len(text) > settings.IMAGE_MAX_BYTES * 4 // 3 + 4:
@@ -100,7 +104,9 @@ class ClassifyImageApi(RequestLoggedMixin, APIView):
     @extend_schema_serializer(component_name="Classification")
     class OutputSerializer(serializers.Serializer):
         class PredictionSerializer(serializers.Serializer):
-            label = serializers.CharField()
+            # DRF's metaclass takes declared fields off the class, so this does not replace
+            # Field.label (a field's title); the stubs cannot see that.
+            label = serializers.CharField()  # type: ignore[assignment]
             confidence = serializers.FloatField(min_value=0.0, max_value=1.0)
 
         @extend_schema_serializer(component_name="ClassificationModel")

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -191,7 +192,10 @@ class ResultCache:
     def stats(self) -> dict[str, Any]:
         """Hits, misses and hit rates (overall and per kind), entries, TTLs and status."""
         status = "up" if self._ping() else "down"
-        counts, started_at, entries = self._local_counts.copy(), self._local_started, {}
+        counts = self._local_counts.copy()
+        # A datetime here, an ISO string from Redis: the output serializer takes either.
+        started_at: datetime | str | None = self._local_started
+        entries: dict[str, int | None] = {}
         if self.shared and status == "up":
             try:
                 counts, started_at = self._shared_counts()

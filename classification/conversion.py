@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from classification.models import ModelVersion
 Reference = Callable[[np.ndarray], np.ndarray]
 
 
-def _tensorflow():  # type: ignore[no-untyped-def]
+def _tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

@@ -26,6 +26,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 
@@ -115,7 +116,7 @@ def _allowlist() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 
 
 def address_is_refused(
-    address: IPAddress, *, allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+    address: IPAddress, *, allowlist: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
 ) -> bool:
     """Whether the fetcher must not connect to ``address``.
 
@@ -262,7 +263,8 @@ def _checked_addresses(target: _Target) -> list[IPAddress]:
         for family, _, _, _, sockaddr in infos:
             if family not in (socket.AF_INET, socket.AF_INET6):
                 continue
-            address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+            host = str(sockaddr[0])  # an AF_INET/AF_INET6 sockaddr starts with the address text
+            address = ipaddress.ip_address(host.split("%", 1)[0])
             if address not in addresses:
                 addresses.append(address)
     allowlist = _allowlist()
@@ -347,7 +349,7 @@ class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
 def _connect(target: _Target, address: IPAddress, deadline: _Deadline) -> HTTPConnection:
     """A connection to ``address`` itself; TLS still names and verifies ``target.host``."""
     timeout = max(deadline.remaining(), 0.001)
-    connection: HTTPConnection
+    connection: _WatchedHTTPConnection | _WatchedHTTPSConnection
     if target.scheme == "https":
         connection = _WatchedHTTPSConnection(
             str(address),
@@ -360,7 +362,7 @@ def _connect(target: _Target, address: IPAddress, deadline: _Deadline) -> HTTPCo
         )
     else:
         connection = _WatchedHTTPConnection(str(address), target.port, timeout=timeout)
-    connection.deadline = deadline  # type: ignore[attr-defined]
+    connection.deadline = deadline
     try:
         connection.connect()
     except BaseException:

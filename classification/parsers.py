@@ -2,15 +2,21 @@
 
 import codecs
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
+from django.http import HttpRequest
+from django.utils.datastructures import MultiValueDict
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import DataAndFiles, JSONParser, MultiPartParser
 
 from classification.exceptions import InvalidClassificationRequest
 from classifier_site.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from django.http.request import _ImmutableQueryDict  # a name of django-stubs only
 
 # Room for the JSON or multipart framing around the image itself.
 _FRAMING_ALLOWANCE = 64 * 1024
@@ -21,8 +27,10 @@ def json_body_limit() -> int:
     return settings.IMAGE_MAX_BYTES * 4 // 3 + _FRAMING_ALLOWANCE
 
 
-def _declared_length(parser_context: dict[str, Any] | None) -> int | None:
+def _declared_length(parser_context: Mapping[str, Any] | None) -> int | None:
     request = (parser_context or {}).get("request")
+    if request is None:
+        return None
     try:
         return int(request.META.get("CONTENT_LENGTH") or 0) or None
     except (AttributeError, ValueError):
@@ -56,7 +64,12 @@ class BoundedJSONParser(JSONParser):
     """DRF's JSON parser with a body size limit and a nesting limit (deep nesting is a 500 in
     the stock parser, through RecursionError)."""
 
-    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:  # any JSON value: the body may be an array or a scalar, not only an object
         limit = json_body_limit()
         declared = _declared_length(parser_context)
         if declared is not None and declared > limit:
@@ -85,13 +98,13 @@ class _SizeLimitedUploadHandler(FileUploadHandler):
     """Stops a multipart upload as soon as its files pass the image size limit, or at the start
     of a second file part (one image per request)."""
 
-    def __init__(self, request=None, *, limit: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, request: HttpRequest | None = None, *, limit: int) -> None:
         super().__init__(request)
         self.limit = limit
         self.received = 0
         self.files = 0
 
-    def new_file(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def new_file(self, *args: Any, **kwargs: Any) -> None:  # passed on unchanged
         self.files += 1
         if self.files > 1:
             raise InvalidClassificationRequest("Send one file part only.")
@@ -108,11 +121,17 @@ class _SizeLimitedUploadHandler(FileUploadHandler):
 
 
 class BoundedMultiPartParser(MultiPartParser):
-    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> "DataAndFiles[_ImmutableQueryDict, MultiValueDict]":
         limit = settings.IMAGE_MAX_BYTES
         declared = _declared_length(parser_context)
         if declared is not None and declared > limit + _FRAMING_ALLOWANCE:
             raise PayloadTooLarge(f"The upload is larger than {limit:,} bytes.")
+        assert parser_context is not None  # DRF's Request always passes its context
         request = parser_context["request"]
         handlers = list(request.upload_handlers)
         request.upload_handlers = [_SizeLimitedUploadHandler(request, limit=limit), *handlers]

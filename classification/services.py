@@ -23,7 +23,7 @@ from classification.exceptions import ModelRegistrationError
 from classification.fetching import image_fetch
 from classification.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 from classification.models import ModelVersion
-from classification.store import artifact_put_bytes, artifact_put_file
+from classification.store import StoredArtifact, artifact_put_bytes, artifact_put_file
 from classifier_site import metrics
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ PARITY_TOLERANCE = 1e-4
 # --- The registry -------------------------------------------------------------------------
 
 
-def _source_put(*, path: Path, source_format: str):  # type: ignore[no-untyped-def]
+def _source_put(*, path: Path, source_format: str) -> StoredArtifact:
     if source_format != ModelVersion.Format.SAVED_MODEL:
         return artifact_put_file(path=path, suffix=path.suffix.lower())
     with tempfile.NamedTemporaryFile(suffix=".tar") as archive:
@@ -303,20 +303,21 @@ def _image_source_classify(
         )
 
     assert source.url is not None
+    url = source.url  # a str from here on, in the nested functions too
     cache = get_result_cache()
     url_key = cache.key(
-        kind="url", model_name=model.name, model_version=model.version, identity=source.url
+        kind="url", model_name=model.name, model_version=model.version, identity=url
     )
-    entry = _timed(timings, "cache_lookup", lambda: cache.get(kind="url", key=url_key))
-    if entry is not None:
+    cached = _timed(timings, "cache_lookup", lambda: cache.get(kind="url", key=url_key))
+    if cached is not None:
         return _result_from_entry(
-            entry, model=model, top_k=top_k, cache_kind="url", timings=timings
+            cached, model=model, top_k=top_k, cache_kind="url", timings=timings
         )
 
     content_hit: list[str | None] = [None]
 
     def fetch_and_classify() -> dict:
-        fetched = _timed(timings, "fetch", lambda: image_fetch(url=source.url))
+        fetched = _timed(timings, "fetch", lambda: image_fetch(url=url))
         found, content_hit[0] = _classify_bytes_cached(
             model=model, data=fetched.data, timings=timings
         )

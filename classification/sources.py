@@ -115,6 +115,7 @@ def label_encoder_classes(data: bytes) -> list[str]:
         elif isinstance(arg, int) and opcode.name.startswith("BININT") and "shape" in strings:
             ints.append(arg)
         if seen_wrapper and opcode.name == "BUILD" and previous == "SETITEMS":
+            assert position is not None  # genops knows every position in a BytesIO
             array_start = position + 1
             break
         previous = opcode.name

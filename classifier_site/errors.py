@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 class ServiceError(Exception):
     """A failure a client can be told about: a status, a stable code and a sentence."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    # Annotated: DRF's status constants are Literal types, and subclasses set other statuses.
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "invalid_request"
     default_message = "The request is not valid."
 
@@ -67,7 +68,7 @@ _DRF_CODES: dict[type[drf_exceptions.APIException], str] = {
 def _drf_code(exc: drf_exceptions.APIException) -> str:
     for exc_type in type(exc).__mro__:
         if exc_type in _DRF_CODES:
-            return _DRF_CODES[exc_type]  # type: ignore[index]
+            return _DRF_CODES[exc_type]
     return "error"
 
 
@@ -87,8 +88,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = Response(
         error_body(_drf_code(exc), _first_message(exc.detail)), status=exc.status_code
     )
-    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-        response["Retry-After"] = str(int(exc.wait) + 1)
+    if isinstance(exc, drf_exceptions.Throttled):
+        # DRF's Throttled.__init__ sets ``wait``; djangorestframework-stubs do not declare it.
+        wait = exc.wait  # type: ignore[attr-defined]
+        if wait is not None:
+            response["Retry-After"] = str(int(wait) + 1)
     auth_header = getattr(exc, "auth_header", None)
     if auth_header:
         response["WWW-Authenticate"] = auth_header

@@ -10,6 +10,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # gunicorn ships no type information: these document the hooks' arguments
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -26,7 +31,7 @@ preload_app = False
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 
 
-def when_ready(server) -> None:  # type: ignore[no-untyped-def]
+def when_ready(server: "Arbiter") -> None:
     """Say at start which result cache the workers share (or do not share)."""
     from urllib.parse import urlsplit
 
@@ -39,7 +44,7 @@ def when_ready(server) -> None:  # type: ignore[no-untyped-def]
         server.log.info("Result cache and throttles: local memory, one per worker (no REDIS_URL)")
 
 
-def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
+def post_worker_init(worker: "Worker") -> None:
     """Ready each worker as it starts, so that its first request is not its slowest.
 
     Imports every view (the URLconf), loads and warms the production model, and starts the
@@ -108,12 +113,12 @@ def _metrics_dir() -> tuple[Path, bool]:
 _METRICS_DIR, _METRICS_DIR_CREATED = _metrics_dir()
 
 
-def child_exit(server, worker) -> None:
+def child_exit(server: "Arbiter", worker: "Worker") -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, path=str(_METRICS_DIR))
 
 
-def on_exit(server) -> None:
+def on_exit(server: "Arbiter") -> None:
     if _METRICS_DIR_CREATED:
         shutil.rmtree(_METRICS_DIR, ignore_errors=True)

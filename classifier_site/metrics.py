@@ -195,7 +195,7 @@ def scrape_collector_register(collector: Collector) -> None:
         if any(existing is collector for existing in _scrape_collectors):
             return
         _scrape_collectors.append(collector)
-        REGISTRY.register(collector)  # type: ignore[arg-type]
+        REGISTRY.register(collector)
 
 
 def exposition() -> bytes:
@@ -208,7 +208,7 @@ def exposition() -> bytes:
     with _scrape_lock:
         collectors = list(_scrape_collectors)
     for collector in collectors:
-        registry.register(collector)  # type: ignore[arg-type]
+        registry.register(collector)
     return generate_latest(registry)
 
 

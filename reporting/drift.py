@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 
 PROFILE_FORMAT = 1
 
@@ -69,6 +70,10 @@ def histogram(values: Iterable[float], edges: Sequence[float]) -> list[int]:
     return counts
 
 
+@overload
+def shares(counts: Mapping[str, int]) -> dict[str, float]: ...
+@overload
+def shares(counts: Sequence[int]) -> list[float]: ...
 def shares(counts: Mapping[str, int] | Sequence[int]) -> dict[str, float] | list[float]:
     """Counts as fractions of their total (all zero when the total is zero)."""
     if isinstance(counts, Mapping):
@@ -103,7 +108,7 @@ def psi(
     if sum(expected) == 0 or sum(actual) == 0:
         return None
     total = 0.0
-    for e, a in zip(shares(expected), shares(actual), strict=True):  # type: ignore[arg-type]
+    for e, a in zip(shares(expected), shares(actual), strict=True):
         e, a = max(e, PSI_EPSILON), max(a, PSI_EPSILON)
         total += (a - e) * math.log(a / e)
     return total

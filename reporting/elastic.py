@@ -101,7 +101,7 @@ class RequestEventDocument(Document):
             cache_kind=row.cache_kind,
             status_code=row.status_code,
             error_code=row.error_code or None,
-            user=row.user.get_username() if row.user_id else None,
+            user=row.user.get_username() if row.user is not None else None,
             client_hash=row.client_hash or None,
         )
 
@@ -135,7 +135,7 @@ class ReportDocument(Document):
             since=row.since,
             until=row.until,
             limit=row.limit,
-            caller=row.user.get_username() if row.user_id else "anonymous",
+            caller=row.user.get_username() if row.user is not None else "anonymous",
             client_hash=row.client_hash or None,
             top=row.top,
         )

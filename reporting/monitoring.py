@@ -9,7 +9,7 @@ the share of low-confidence answers and plain warnings when a threshold is cross
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import reduce
@@ -293,7 +293,7 @@ def model_drift_compare(
         created_at__gte=since,
         created_at__lt=until,
     )
-    bins = {
+    bins: dict[str, tuple[str, Sequence[float]]] = {
         "confidence": ("confidence", drift.CONFIDENCE_EDGES),
         "brightness": ("image_brightness", drift.BRIGHTNESS_EDGES),
         "image_size": ("pixels", drift.IMAGE_SIZE_EDGES),
@@ -307,7 +307,8 @@ def model_drift_compare(
     }
     for name, (column, edges) in bins.items():
         aggregates.update(_bin_counts(column, edges, f"{name}_"))
-    totals = {
+    # One row of aggregates per version: counts, bin counts and means under dynamic names.
+    totals: dict[tuple[str, int | None], Mapping[str, Any]] = {
         (entry["model_name"], entry["model_version"]): entry
         for entry in rows.annotate(
             # A bigint product: width * height of two integers could overflow on PostgreSQL.
@@ -317,7 +318,7 @@ def model_drift_compare(
         .annotate(**aggregates)
         .order_by()
     }
-    labels: dict[tuple[str, int], dict[str, int]] = {}
+    labels: dict[tuple[str, int | None], dict[str, int]] = {}
     for name, version, label, n in (
         rows.values("model_name", "model_version", "top_label")
         .annotate(n=Count("id"))

@@ -82,8 +82,9 @@ def monitoring_metric_families(drifts: list[ModelDrift]) -> list[GaugeMetricFami
     for drift in drifts:
         ids = [drift.model_name, str(drift.model_version)]
         for name in DISTRIBUTIONS:
-            if drift.psi.get(name) is not None:
-                psi.add_metric([*ids, name], drift.psi[name])
+            value = drift.psi.get(name)
+            if value is not None:
+                psi.add_metric([*ids, name], value)
         for population, share in (
             ("recent", drift.recent_low_confidence_share),
             ("reference", drift.reference_low_confidence_share),

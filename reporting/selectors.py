@@ -180,7 +180,7 @@ def request_statistics(*, days: int = 7, now: datetime | None = None) -> Statist
         answered=totals["n_answered"],
         cached=totals["n_cached"],
         cached_by_kind={"url": totals["n_cached_url"], "image": totals["n_cached_image"]},
-        percentiles=percentiles,  # type: ignore[arg-type]
+        percentiles=percentiles,
         top_labels=top_labels,
         confidence_histogram=histogram,
         errors=errors,

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils.crypto import salted_hmac
 
@@ -110,7 +110,7 @@ class RequestOutcome:
     image_url: str = ""
     error_code: str = ""
     result: "ClassificationResult | None" = None
-    user: AbstractBaseUser | AnonymousUser | None = None
+    user: User | AnonymousUser | None = None
     client_address: str | None = None
     created_at: datetime | None = None
 
@@ -126,13 +126,19 @@ class RequestOutcome:
         }
 
 
+def _signed_in_user(user: User | AnonymousUser | None) -> User | None:
+    """The user a row records: None for an anonymous caller."""
+    # AnonymousUser is the one user whose is_authenticated is False; isinstance narrows the type.
+    return None if user is None or isinstance(user, AnonymousUser) else user
+
+
 def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
     """Insert the log row of one request. Raises database errors (see request_log_record)."""
     image_url = outcome.image_url[:IMAGE_URL_MAX_CHARS]
     result = outcome.result
     top = result.predictions[0] if result is not None and result.predictions else None
     image_url_sha256 = url_sha256(image_url) if image_url else None
-    user = outcome.user if outcome.user is not None and outcome.user.is_authenticated else None
+    user = _signed_in_user(outcome.user)
     input_stats = result.input_stats if result is not None else {}
     row = RequestLog(
         request_id=outcome.request_id,
@@ -153,7 +159,7 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
         image_brightness=_float_or_none(input_stats.get("brightness")),
         status_code=outcome.status_code,
         error_code=outcome.error_code[:64],
-        user=user,  # type: ignore[misc]
+        user=user,
         client_hash=client_address_hash(address=outcome.client_address),
     )
     if outcome.created_at is not None:
@@ -203,7 +209,7 @@ def report_call_record(
     limit: int,
     top: list[dict[str, Any]],
     created_at: datetime,
-    user: AbstractBaseUser | AnonymousUser | None,
+    user: User | AnonymousUser | None,
     client_address: str | None,
 ) -> ReportCall | None:
     """Keep one /report answer for the Elasticsearch report index; never raises.
@@ -220,7 +226,7 @@ def report_call_record(
             until=until,
             limit=limit,
             top=top,
-            user=user if user is not None and user.is_authenticated else None,
+            user=_signed_in_user(user),
             client_hash=client_address_hash(address=client_address),
         )
     except Exception as exc:

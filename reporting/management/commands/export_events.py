@@ -1,7 +1,7 @@
 import contextlib
 import signal
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from elasticsearch import ApiError, TransportError
 
 from reporting.export import outbox_backlog, sender
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         "--follow, keep sending as they arrive (run this when ELASTICSEARCH_EXPORT_IN_WORKERS=0)."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--follow", action="store_true", help="Keep running until stopped.")
 
     def handle(self, *args: object, follow: bool = False, **options: object) -> None:

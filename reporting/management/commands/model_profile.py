@@ -41,6 +41,7 @@ class Command(BaseCommand):
         model_version = model_version_get(name=name, version=version)
         if model_version is None:
             raise CommandError(f"No version {version} of {name!r} is registered.")
+        profile: dict | None  # None: too few answers yet
         if images is not None:
             try:
                 profile, skipped = reference_profile_from_images(
