@@ -55,6 +55,7 @@ bench: $(VENV)/.requirements-test
 lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Re-pin requirements.txt after editing requirements.in (in a scratch virtual environment).
 lock:
