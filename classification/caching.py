@@ -194,7 +194,7 @@ class ResultCache:
         status = "up" if self._ping() else "down"
         counts = self._local_counts.copy()
         # A datetime here, an ISO string from Redis: the output serializer takes either.
-        started_at: datetime | str | None = self._local_started
+        started_at: datetime | None = self._local_started
         entries: dict[str, int | None] = {}
         if self.shared and status == "up":
             try:
@@ -244,12 +244,14 @@ class ResultCache:
             self._fault(exc)
             return False
 
-    def _shared_counts(self) -> tuple[Counter[str], str | None]:
+    def _shared_counts(self) -> tuple[Counter[str], datetime | None]:
         client = self.cache.client.get_client(write=False)  # type: ignore[attr-defined]
         raw = client.hgetall(self.cache.make_key(_STATS_KEY))
         decoded = {k.decode(): v.decode() for k, v in raw.items()}
         started_at = decoded.pop("started_at", None)
-        return Counter({k: int(v) for k, v in decoded.items()}), started_at
+        # A datetime, as with local memory, so that both backends render it the same way.
+        started = datetime.fromisoformat(started_at) if started_at else None
+        return Counter({k: int(v) for k, v in decoded.items()}), started
 
     def _count_entries(self, kind: str) -> int:
         client = self.cache.client.get_client(write=False)  # type: ignore[attr-defined]
