@@ -1,5 +1,3 @@
-from collections.abc import Iterable
-
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -9,10 +7,7 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
     extend_schema_view,
 )
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.serializers import ValidationError
 from rest_framework.views import APIView
@@ -22,27 +17,15 @@ from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts import selectors
 from accounts.throttling import TokenObtainThrottle
+from classifier_site.negotiation import FixedContentNegotiation
 from classifier_site.openapi import error_response as _error
-
-
-class _FixedContentNegotiation(BaseContentNegotiation):
-    """Ignore Accept: /secret answers text/plain, and its errors are always JSON."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, renderer.media_type
 
 
 class SecretApi(APIView):
     """Greet the signed-in caller (JWT bearer token or browser session)."""
 
     permission_classes = [IsAuthenticated]
-    content_negotiation_class = _FixedContentNegotiation
+    content_negotiation_class = FixedContentNegotiation
 
     @extend_schema(
         operation_id="secret",

@@ -7,7 +7,6 @@ endpoints are open.
 
 import hmac
 import ipaddress
-from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -16,28 +15,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny, BasePermission
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from classifier_site import health, metrics
-
-
-class FixedContentNegotiation(BaseContentNegotiation):
-    """Always the view's first renderer: scrapers and probes send all kinds of Accept headers."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, renderer.media_type
+from classifier_site.negotiation import FixedContentNegotiation
 
 
 class MetricsTokenAuthentication(BaseAuthentication):
