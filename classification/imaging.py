@@ -149,10 +149,20 @@ def image_preprocess(
     """The model input for ``image``: a float32 array of shape (1, input_size, input_size, 3).
 
     EXIF orientation applied, RGB, resized to a square regardless of aspect ratio, and pixel
-    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet).
+    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet). A
+    ``crop`` option in (0, 1] first keeps that central fraction of the width and of the height
+    (absent: the whole image).
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     rgb = _to_rgb(_exif_transposed(image))
+    crop = float(options.get("crop", 1.0))
+    if not 0.0 < crop <= 1.0:
+        raise ValueError(f"The crop fraction must be in (0, 1], not {crop}.")
+    if crop < 1.0:
+        width, height = rgb.size
+        keep_width, keep_height = max(1, round(width * crop)), max(1, round(height * crop))
+        left, top = (width - keep_width) // 2, (height - keep_height) // 2
+        rgb = rgb.crop((left, top, left + keep_width, top + keep_height))
     if rgb.size != (input_size, input_size):
         rgb = rgb.resize((input_size, input_size), resample=_RESAMPLING[options["resample"]])
     low, high = (float(bound) for bound in options["scale"])
