@@ -2,8 +2,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from classification import services
 from classification.models import ModelVersion
+from classification.registry import services
 
 
 @admin.register(ModelVersion)

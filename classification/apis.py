@@ -13,10 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.throttling import CLASSIFY_THROTTLES
-from classification import selectors, services
+from classification import selectors
 from classification.caching import get_result_cache
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
+from classification.serving import services
+from classification.serving.results import ImageSource
 from classifier_site.middleware import request_elapsed
 from classifier_site.openapi import error_response
 from reporting.mixins import RequestLoggedMixin
@@ -93,12 +95,12 @@ class ClassifyImageApi(RequestLoggedMixin, APIView):
             if upload is not None:
                 if upload.size == 0:
                     raise EmptyImage()
-                attrs["source"] = services.ImageSource(kind="upload", data=upload.read())
+                attrs["source"] = ImageSource(kind="upload", data=upload.read())
             elif "image_base64" in attrs:
                 image_bytes = attrs.pop("image_base64") or b""  # blank: an empty image
-                attrs["source"] = services.ImageSource(kind="base64", data=image_bytes)
+                attrs["source"] = ImageSource(kind="base64", data=image_bytes)
             else:
-                attrs["source"] = services.ImageSource(kind="url", url=attrs.pop("image_url"))
+                attrs["source"] = ImageSource(kind="url", url=attrs.pop("image_url"))
             return attrs
 
     @extend_schema_serializer(component_name="Classification")

@@ -54,8 +54,8 @@ def post_worker_init(worker: "Worker") -> None:
     """
     from django.urls import get_resolver
 
-    from classification.engine import get_runtime
     from classification.exceptions import ModelNotReady, UnknownModel
+    from classification.serving.engine import get_runtime
     from reporting.services import export_sender_wake
 
     try:

@@ -24,7 +24,7 @@ class Check:
 
 
 def _model_check() -> Check:
-    from classification.engine import get_runtime
+    from classification.serving.engine import get_runtime
 
     try:
         # Loads the model on a worker's first probe, so a worker becomes ready by itself.

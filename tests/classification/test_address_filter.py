@@ -9,7 +9,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from classification.fetching import address_is_refused
+from classification.intake.fetching import address_is_refused
 
 REFUSED_V4 = [
     ipaddress.IPv4Network(cidr)

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from classification.services import ImageSource, image_source_classify
+from classification.serving.services import ImageSource, image_source_classify
 from tests.conftest import free_port
 from tests.fetch_support import gzip_bomb
 from tests.images import image_bytes

@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import GifImagePlugin, Image
 
-from classification.imaging import image_decode
+from classification.serving.imaging import image_decode
 from tests.classification.hostile_images import (
     CORPUS,
     eps_file,

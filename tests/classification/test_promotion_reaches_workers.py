@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from classification.services import model_version_promote
+from classification.registry.services import model_version_promote
 from tests.images import image_bytes
 from tests.models import TINY_LABELS
 
@@ -30,7 +30,9 @@ def classify(url: str) -> dict:
 def workers_serving(server, version: int) -> set[str]:
     """Process ids of the workers that logged loading ``version`` of the tiny model."""
     return set(
-        re.findall(rf"\[(\d+)\] classification\.engine Serving tiny v{version} ", server.log())
+        re.findall(
+            rf"\[(\d+)\] classification\.serving\.engine Serving tiny v{version} ", server.log()
+        )
     )
 
 

@@ -11,9 +11,9 @@ import pytest
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
-from classification import engine
 from classification.caching import ResultCache, get_result_cache
-from classification.services import model_version_promote
+from classification.registry.services import model_version_promote
+from classification.serving import engine
 from tests.images import encode, noise_image
 from tests.models import TINY_LABELS
 from tests.redis_support import local_cache_settings, redis_cache_settings, shared_redis_url

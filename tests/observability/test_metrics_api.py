@@ -4,7 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from classification.models import ModelVersion
-from classification.services import model_version_promote
+from classification.registry.services import model_version_promote
 from tests.observability.conftest import CLASSIFY, scrape, upload, value
 
 pytestmark = pytest.mark.django_db

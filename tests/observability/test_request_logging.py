@@ -48,7 +48,7 @@ def test_errors_carry_their_code(api_client, tiny_model, json_log):
 
 def test_every_record_logged_during_a_request_carries_its_id(api_client, tiny_model, json_log):
     upload(api_client, seed=3, HTTP_X_REQUEST_ID="load-id")  # the first request loads the model
-    serving = [r for r in json_log.records() if r["logger"] == "classification.engine"]
+    serving = [r for r in json_log.records() if r["logger"] == "classification.serving.engine"]
     assert serving and {r["request_id"] for r in serving} == {"load-id"}
 
     logging.getLogger("elsewhere").warning("outside any request")

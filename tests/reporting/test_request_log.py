@@ -146,7 +146,7 @@ def test_a_throttled_request_is_logged(api_client, tiny_model, monkeypatch):
 def test_an_unexpected_failure_is_logged_as_500(tiny_model, monkeypatch):
     from rest_framework.test import APIClient
 
-    from classification import services
+    from classification.serving import services
 
     def broken(**kwargs):
         raise RuntimeError("a bug")

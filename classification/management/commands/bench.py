@@ -27,10 +27,10 @@ from PIL import Image
 
 from classification import selectors
 from classification.caching import ResultCache
-from classification.engine import get_runtime
-from classification.imaging import image_decode, image_preprocess
 from classification.models import ModelVersion
-from classification.store import artifact_path
+from classification.registry.store import artifact_path
+from classification.serving.engine import get_runtime
+from classification.serving.imaging import image_decode, image_preprocess
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -152,7 +152,7 @@ class Command(BaseCommand):
         model_version = selectors.model_version_production(name=get_runtime().serving_model().name)
         if model_version is None or model_version.source_format != ModelVersion.Format.KERAS:
             return {}
-        from classification.conversion import _tensorflow
+        from classification.registry.conversion import _tensorflow
 
         tf = _tensorflow()
         keras_model = tf.keras.models.load_model(

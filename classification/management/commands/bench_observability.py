@@ -20,7 +20,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from classification.services import ClassificationResult, Prediction
+from classification.serving.results import ClassificationResult, Prediction
 from classifier_site import metrics
 from classifier_site.logs import JsonLineFormatter, RequestIdFilter
 

@@ -3,11 +3,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classification import sources
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
+from classification.registry.services import model_version_register
+from classification.registry.sources import dog_breeds, keras_imagenet
 from classification.selectors import model_default_name
-from classification.services import model_version_register
 
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
@@ -40,9 +40,9 @@ class Command(BaseCommand):
         try:
             with tempfile.TemporaryDirectory() as workdir:
                 if model == "dog-breeds":
-                    source = sources.dog_breeds_source(workdir=Path(workdir))
+                    source = dog_breeds.dog_breeds_source(workdir=Path(workdir))
                 else:
-                    source = sources.imagenet_source(
+                    source = keras_imagenet.imagenet_source(
                         workdir=Path(workdir), accept_unverified=bool(options["accept_unverified"])
                     )
                 model_version = model_version_register(

@@ -3,8 +3,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classification.exceptions import ModelRegistrationError
+from classification.registry.services import model_version_promote
 from classification.selectors import model_version_get
-from classification.services import model_version_promote
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
-from classification.services import model_version_register
+from classification.registry.services import model_version_register
 
 
 def read_labels(path: Path) -> list[str]:

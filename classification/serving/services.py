@@ -1,193 +1,21 @@
-"""Writes and orchestration: registering and promoting models, and classifying an image."""
+"""Classifying an image: the request pipeline from bytes or URL to predictions, cached."""
 
 import hashlib
-import logging
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Max
-from django.utils import timezone
 
 from classification.caching import get_result_cache
-from classification.conversion import artifact_format, model_convert, parity_check
-from classification.engine import ServingModel, get_runtime
-from classification.exceptions import ModelRegistrationError
-from classification.fetching import image_fetch
-from classification.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
-from classification.models import ModelVersion
-from classification.store import StoredArtifact, artifact_put_bytes, artifact_put_file
+from classification.intake.fetching import image_fetch
+from classification.serving.engine import ServingModel, get_runtime
+from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
+from classification.serving.results import ClassificationResult, ImageSource, Prediction
 from classifier_site import metrics
 
-logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
-
-PARITY_TOLERANCE = 1e-4
-
-
-# --- The registry -------------------------------------------------------------------------
-
-
-def _source_put(*, path: Path, source_format: str) -> StoredArtifact:
-    if source_format != ModelVersion.Format.SAVED_MODEL:
-        return artifact_put_file(path=path, suffix=path.suffix.lower())
-    with tempfile.NamedTemporaryFile(suffix=".tar") as archive:
-        with tarfile.open(archive.name, "w") as tar:
-            tar.add(path, arcname="saved_model")
-        return artifact_put_file(path=Path(archive.name), suffix=".saved_model.tar")
-
-
-def model_version_register(
-    *,
-    artifact_path: Path,
-    name: str,
-    labels: list[str],
-    input_size: int | None = None,
-    stage: str = ModelVersion.Stage.STAGING,
-    source: str = "",
-    tag_labels: list[str] | None = None,
-    preprocessing: dict | None = None,
-    tolerance: float = PARITY_TOLERANCE,
-) -> ModelVersion:
-    """Store, convert and register a model artifact as the next version of ``name``.
-
-    Keras and SavedModel artifacts are converted to LiteRT; the conversion must agree with
-    TensorFlow within ``tolerance`` on the probabilities of random inputs. Raises
-    ModelRegistrationError when the artifact cannot be used (nothing is registered then).
-    """
-    artifact_path = Path(artifact_path)
-    if not artifact_path.exists():
-        raise ModelRegistrationError(f"{artifact_path} does not exist.")
-    source_format = artifact_format(artifact_path)
-    converted = model_convert(path=artifact_path, source_format=source_format)
-    if input_size is not None and input_size != converted.input_size:
-        raise ModelRegistrationError(
-            f"The model takes {converted.input_size}x{converted.input_size} images, "
-            f"not {input_size}."
-        )
-    if converted.num_outputs != len(labels):
-        raise ModelRegistrationError(
-            f"The model has {converted.num_outputs} outputs but {len(labels)} labels were given."
-        )
-    report = parity_check(converted=converted)
-    if report.max_abs_diff is not None and report.max_abs_diff >= tolerance:
-        raise ModelRegistrationError(
-            f"LiteRT and TensorFlow disagree by {report.max_abs_diff:.2e} on the probabilities "
-            f"(the limit is {tolerance:.0e}); the model was not registered."
-        )
-
-    stored_source = _source_put(path=artifact_path, source_format=source_format)
-    stored_tflite = artifact_put_bytes(data=converted.tflite, suffix=".tflite")
-    metrics = {
-        "parity_max_abs_diff": report.max_abs_diff,
-        "litert_invoke_ms_median": round(report.invoke_ms_median, 3),
-        "outputs": "logits" if report.outputs_logits else "probabilities",
-    }
-    model_version = model_version_create(
-        name=name,
-        source_format=source_format,
-        source_artifact=stored_source.name,
-        source_sha256=stored_source.sha256,
-        artifact=stored_tflite.name,
-        artifact_sha256=stored_tflite.sha256,
-        artifact_size=stored_tflite.size,
-        labels=list(labels),
-        tag_labels=tag_labels,
-        input_size=converted.input_size,
-        preprocessing={**DEFAULT_PREPROCESSING, **(preprocessing or {})},
-        metrics=metrics,
-        source=source,
-    )
-    logger.info("Registered %s (parity %s)", model_version, report.max_abs_diff)
-    if stage == ModelVersion.Stage.PRODUCTION:
-        model_version = model_version_promote(model_version=model_version)
-    elif stage == ModelVersion.Stage.ARCHIVED:
-        model_version = model_version_archive(model_version=model_version)
-    return model_version
-
-
-def model_version_create(*, name: str, **fields: object) -> ModelVersion:
-    """Create the next version of ``name`` from artifact fields that are already stored."""
-    # Two registrations of one name at once: the unique constraint picks a winner, retry the other.
-    for _attempt in range(5):
-        try:
-            with transaction.atomic():
-                latest = ModelVersion.objects.filter(name=name).aggregate(v=Max("version"))["v"]
-                model_version = ModelVersion(name=name, version=(latest or 0) + 1, **fields)
-                model_version.full_clean()
-                model_version.save()
-                return model_version
-        except IntegrityError:
-            continue
-    raise ModelRegistrationError(f"Could not allocate a version number for {name!r}.")
-
-
-@transaction.atomic
-def model_version_promote(*, model_version: ModelVersion) -> ModelVersion:
-    """Make ``model_version`` the production version of its name; the previous one is archived.
-
-    Running workers pick the change up within MODEL_REFRESH_SECONDS.
-    """
-    # Lock the name's rows so that two promotions cannot both leave a production version.
-    versions = ModelVersion.objects.select_for_update().filter(name=model_version.name)
-    list(versions)
-    versions.filter(stage=ModelVersion.Stage.PRODUCTION).exclude(pk=model_version.pk).update(
-        stage=ModelVersion.Stage.ARCHIVED
-    )
-    model_version.stage = ModelVersion.Stage.PRODUCTION
-    model_version.promoted_at = timezone.now()
-    model_version.save(update_fields=["stage", "promoted_at"])
-    logger.info("Promoted %s", model_version)
-    return model_version
-
-
-def model_version_archive(*, model_version: ModelVersion) -> ModelVersion:
-    model_version.stage = ModelVersion.Stage.ARCHIVED
-    model_version.save(update_fields=["stage"])
-    logger.info("Archived %s", model_version)
-    return model_version
-
-
-# --- Classification -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-
-
-@dataclass
-class ClassificationResult:
-    predictions: list[Prediction]
-    model_name: str
-    model_version: int
-    image_sha256: str
-    cached: bool = False
-    cache_kind: str | None = None  # "url" or "image" when the answer came from the cache
-    processing_time: float = 0.0
-    # Seconds spent in each stage, for benchmarks and metrics.
-    timings: dict[str, float] = field(default_factory=dict)
-    # For model monitoring: "width" and "height" of the decoded image, "brightness" (mean luma,
-    # 0-255) of the pixels the model saw. Kept in cache entries, so cached answers carry them.
-    input_stats: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def classification(self) -> str:
-        return self.predictions[0].label
-
-    @property
-    def confidence(self) -> float:
-        return self.predictions[0].confidence
-
 
 # Entries keep the 10 best predictions, so one entry answers any top_k.
 CACHED_PREDICTIONS = 10
@@ -263,15 +91,6 @@ def _classify(
             "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
         },
     )
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """Where a request's image comes from: bytes it carried, or a URL to fetch."""
-
-    kind: Literal["upload", "base64", "url"]
-    data: bytes | None = None
-    url: str | None = None
 
 
 def image_source_classify(

@@ -18,7 +18,7 @@ from django.conf import settings
 from classification import selectors
 from classification.exceptions import ModelNotReady, ModelRegistrationError, UnknownModel
 from classification.models import ModelVersion
-from classification.store import artifact_read_verified
+from classification.registry.store import artifact_read_verified
 from classifier_site import metrics
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from types import ModuleType
 
 import numpy as np
 
-from classification.engine import LiteRTClassifier, softmax
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
+from classification.serving.engine import LiteRTClassifier, softmax
 
 Reference = Callable[[np.ndarray], np.ndarray]
 
