@@ -8,12 +8,13 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
+from PIL import Image
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.conversion import artifact_format, model_convert, parity_check
 from classification.registry.store import StoredArtifact, artifact_put_bytes, artifact_put_file
-from classification.serving.imaging import DEFAULT_PREPROCESSING
+from classification.serving.imaging import DEFAULT_PREPROCESSING, image_preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,16 @@ def _source_put(*, path: Path, source_format: str) -> StoredArtifact:
         with tarfile.open(archive.name, "w") as tar:
             tar.add(path, arcname="saved_model")
         return artifact_put_file(path=Path(archive.name), suffix=".saved_model.tar")
+
+
+def _preprocessing_check(preprocessing: dict) -> None:
+    """Refuse options serving cannot apply: every request to the version would fail."""
+    try:
+        image_preprocess(image=Image.new("RGB", (2, 2)), input_size=1, preprocessing=preprocessing)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelRegistrationError(
+            f"The preprocessing {preprocessing} cannot be applied: {exc}"
+        ) from exc
 
 
 def model_version_register(
@@ -50,6 +61,8 @@ def model_version_register(
     artifact_path = Path(artifact_path)
     if not artifact_path.exists():
         raise ModelRegistrationError(f"{artifact_path} does not exist.")
+    preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    _preprocessing_check(preprocessing)
     source_format = artifact_format(artifact_path)
     converted = model_convert(path=artifact_path, source_format=source_format)
     if input_size is not None and input_size != converted.input_size:
@@ -86,7 +99,7 @@ def model_version_register(
         labels=list(labels),
         tag_labels=tag_labels,
         input_size=converted.input_size,
-        preprocessing={**DEFAULT_PREPROCESSING, **(preprocessing or {})},
+        preprocessing=preprocessing,
         metrics=metrics,
         source=source,
     )
