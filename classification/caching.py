@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.utils import timezone
 
-from classifier_site import metrics
+from classification import metrics
 from classifier_site.cache_breaker import cache_breaker
 
 logger = logging.getLogger(__name__)

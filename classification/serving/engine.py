@@ -15,11 +15,10 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from django.conf import settings
 
-from classification import selectors
+from classification import metrics, selectors
 from classification.exceptions import ModelNotReady, ModelRegistrationError, UnknownModel
 from classification.models import ModelVersion
 from classification.registry.store import artifact_read_verified
-from classifier_site import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reporting.drift import (
+from reporting.monitoring.drift import (
     CONFIDENCE_EDGES,
     IMAGE_SIZE_EDGES,
     PSI_EPSILON,

@@ -19,8 +19,9 @@ from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from reporting.monitoring import DISTRIBUTIONS, ModelDrift, model_monitoring_refresh
-from reporting.services import FailureCounter
+from classifier_site.failures import FailureCounter
+from reporting.monitoring.selectors import DISTRIBUTIONS, ModelDrift
+from reporting.monitoring.services import model_monitoring_refresh
 
 monitoring_metric_failures = FailureCounter("Computing the model monitoring metrics")
 
