@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from classifier_site.failures import FailureCounter
 from reporting.monitoring.selectors import DISTRIBUTIONS, ModelDrift
@@ -100,9 +100,3 @@ def monitoring_metric_families(drifts: list[ModelDrift]) -> list[GaugeMetricFami
 
 
 monitoring_collector = ModelMonitoringCollector()
-
-
-def monitoring_collector_register(registry: CollectorRegistry) -> ModelMonitoringCollector:
-    """Add the (process-wide) collector to ``registry``; safe to call once per registry."""
-    registry.register(monitoring_collector)
-    return monitoring_collector
