@@ -9,7 +9,6 @@ max((out - 1) * stride + kernel - in, 0), the smaller half before. That is exact
 """
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,20 +108,14 @@ def _slots() -> list[_WeightSlot]:
     return slots
 
 
-def _keras() -> Any:
-    # TensorFlow is imported only when a model is built: serving never loads it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf.keras
-
-
 def efficientnet_lite0_keras() -> Any:
     """The Keras functional model, untrained: (N, 224, 224, 3) in (x - 127) / 128 -> softmax.
 
     The dense layer is named ``logits``; a softmax layer ``probabilities`` follows it.
     """
-    keras = _keras()
+    from classification.registry.conversion import _tensorflow  # TensorFlow only when building
+
+    keras = _tensorflow().keras
     layers = keras.layers
 
     def conv_bn(x: Any, *, filters: int, kernel: int, stride: int, name: str, relu: bool) -> Any:
