@@ -12,6 +12,7 @@ from classification.selectors import model_default_name
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
     "imagenet": "Keras MobileNetV2 with ImageNet weights (1000 classes, 224 x 224), downloads",
+    "mobilenet": "Keras MobileNet v1 with ImageNet weights (1000 classes, 224 x 224), downloads",
     "birds": "TF Hub AIY birds V1 (964 species and background, 224 x 224), downloads",
 }
 
@@ -65,4 +66,6 @@ def _source(model: str, *, workdir: Path, accept_unverified: bool) -> ModelSourc
         return dog_breeds.dog_breeds_source(workdir=workdir)
     if model == "birds":
         return birds.birds_source(workdir=workdir, accept_unverified=accept_unverified)
+    if model == "mobilenet":
+        return keras_imagenet.mobilenet_source(workdir=workdir, accept_unverified=accept_unverified)
     return keras_imagenet.imagenet_source(workdir=workdir, accept_unverified=accept_unverified)
