@@ -56,6 +56,7 @@ lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Re-pin requirements.txt after editing requirements.in (in a scratch virtual environment).
 lock:

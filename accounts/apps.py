@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
-    """JWT token endpoints, /secret and the throttling policy (issue 6)."""
+    """JWT token endpoints, /secret and the throttling policy."""
 
     name = "accounts"
 

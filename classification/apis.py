@@ -19,9 +19,9 @@ from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassifi
 from classification.models import ModelVersion
 from classification.serving import services
 from classification.serving.results import ImageSource
+from classification.signals import AnswerSignalMixin
 from classifier_site.middleware import request_elapsed
 from classifier_site.openapi import error_response
-from reporting.mixins import RequestLoggedMixin
 
 
 class Base64ImageField(serializers.CharField):
@@ -58,7 +58,7 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class ClassifyImageApi(RequestLoggedMixin, APIView):
+class ClassifyImageApi(AnswerSignalMixin, APIView):
     """Classify one image given by URL, as an upload or as base64 bytes."""
 
     permission_classes = [AllowAny]
@@ -162,7 +162,7 @@ class ClassifyImageApi(RequestLoggedMixin, APIView):
             model_name=serializer.validated_data.get("model"),
         )
         result.processing_time = round(request_elapsed(request), 6)
-        self.result = result  # for the request log (RequestLoggedMixin)
+        self.result = result  # sent with classify_request_answered (the request log)
         return Response(self.OutputSerializer(result).data)
 
 

@@ -6,7 +6,20 @@ class ClassificationConfig(AppConfig):
     verbose_name = "Classification"
 
     def ready(self) -> None:
+        from classification.health import model_check, redis_check
         from classification.metrics import ProductionModelCollector
+        from classifier_site.health import health_check_register
+        from classifier_site.lifecycle import worker_start_hook_register
         from classifier_site.metrics import scrape_collector_register
 
         scrape_collector_register(ProductionModelCollector())
+        health_check_register("model", model_check)
+        health_check_register("redis", redis_check)
+        worker_start_hook_register(serving_model_warm)
+
+
+def serving_model_warm() -> None:
+    """Load and warm up the default production model (raises ModelNotReady without one)."""
+    from classification.serving.engine import get_runtime
+
+    get_runtime().serving_model()

@@ -21,8 +21,9 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.utils import timezone
 
-from classifier_site import metrics
+from classification import metrics
 from classifier_site.cache_breaker import cache_breaker
+from classifier_site.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
 
@@ -280,20 +281,13 @@ class ResultCache:
             self.cache.delete(_STATS_KEY)
 
 
-_result_cache: ResultCache | None = None
-_result_cache_lock = threading.Lock()
+_result_cache = ProcessSingleton(ResultCache)
 
 
 def get_result_cache() -> ResultCache:
-    global _result_cache
-    if _result_cache is None:
-        with _result_cache_lock:
-            if _result_cache is None:
-                _result_cache = ResultCache()
-    return _result_cache
+    """The process-wide result cache, created on first use."""
+    return _result_cache.get()
 
 
 def reset_result_cache() -> None:
-    global _result_cache
-    with _result_cache_lock:
-        _result_cache = None
+    _result_cache.reset()

@@ -1,12 +1,102 @@
-"""Figures about the model registry, computed when /metrics is scraped."""
+"""Prometheus metrics of classification: stages, cache, models and answers.
+
+Defined on the site's registry (classifier_site.metrics), so both the single-process and the
+multiprocess exposition include them.
+"""
 
 from collections.abc import Iterator
 
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from classification.models import ModelVersion
-from reporting.services import FailureCounter
+from classification.serving.results import ClassificationResult
+from classifier_site.failures import FailureCounter
+from classifier_site.metrics import REGISTRY
+
+_STAGE_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+STAGE_SECONDS = Histogram(
+    "classifier_stage_duration_seconds",
+    "Time spent in each stage of POST /classify-image.",
+    ["stage"],
+    buckets=_STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+CACHE_LOOKUPS = Counter(
+    "classifier_cache_lookups",
+    "Result cache lookups, by key kind (url, image) and result (hit, miss).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+PREDICTIONS = Counter(
+    "classifier_predictions",
+    "Answers given (cached ones included), by model name and top-1 label.",
+    ["model", "label"],
+    registry=REGISTRY,
+)
+CONFIDENCE = Histogram(
+    "classifier_prediction_confidence",
+    "Top-1 confidence of the answers given (cached ones included), by model name.",
+    ["model"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+    registry=REGISTRY,
+)
+INFERENCE_BATCH_SIZE = Histogram(
+    "classifier_inference_batch_size",
+    "Images per inference call, by model name.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "classifier_model_load_seconds",
+    "Time to load, verify and warm up a model version in a worker, by model name.",
+    ["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+MODEL_LOAD_FAILURES = Counter(
+    "classifier_model_load_failures",
+    "Model versions a worker could not load, by model name.",
+    ["model"],
+    registry=REGISTRY,
+)
+# 1 for the version a live worker serves, 0 for one it served before; the highest over the
+# live workers, so a version any worker still serves shows 1.
+MODEL_SERVED = Gauge(
+    "classifier_model_served",
+    "Model versions served by live workers (1) or served before and replaced (0).",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+
+
+def classification_observe(result: ClassificationResult) -> None:
+    """Stage timings, top-1 label and confidence of one answer."""
+    for stage, seconds in result.timings.items():
+        STAGE_SECONDS.labels(stage).observe(seconds)
+    if result.predictions:
+        top = result.predictions[0]
+        PREDICTIONS.labels(result.model_name, top.label).inc()
+        CONFIDENCE.labels(result.model_name).observe(top.confidence)
+
 
 registry_failures = FailureCounter("Reading the model registry for /metrics")
 

@@ -10,6 +10,10 @@ class ModelVersion(models.Model):
         PRODUCTION = "production", "Production"
         ARCHIVED = "archived", "Archived"
 
+    class Kind(models.TextChoices):
+        # Each kind is implemented once in classification.serving.engine (MODEL_KINDS).
+        CLASSIFIER = "classifier", "Classifier (softmax over labels)"
+
     class Format(models.TextChoices):
         KERAS = "keras", "Keras (.keras / .h5)"
         SAVED_MODEL = "saved_model", "TensorFlow SavedModel"
@@ -17,6 +21,7 @@ class ModelVersion(models.Model):
 
     name = models.SlugField(max_length=100)
     version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CLASSIFIER)
     source_format = models.CharField(max_length=20, choices=Format.choices)
     # The artifact as registered (Keras, SavedModel archive or .tflite), kept for retraining.
     source_artifact = models.CharField(max_length=300)
@@ -38,7 +43,8 @@ class ModelVersion(models.Model):
     promoted_at = models.DateTimeField(null=True, blank=True)
     # What this version answered on its reference traffic (a reference image set, or its first
     # production requests): the baseline that model monitoring compares recent traffic with.
-    # Written by reporting.monitoring; format in reporting/drift.py.
+    # Written by reporting's model monitoring through the registry's services (format in
+    # reporting/monitoring/drift.py).
     reference_profile = models.JSONField(null=True, blank=True)
 
     class Meta:

@@ -11,11 +11,6 @@ from django.views.decorators.http import require_safe
 UPLOAD_PAGE_TOP_K = 5
 
 
-def admin_statistics_url() -> str:
-    """Where signed-in staff find the statistics (the admin index until its own page exists)."""
-    return reverse("admin:index")
-
-
 @require_safe
 @ensure_csrf_cookie
 def upload_page(request: HttpRequest) -> HttpResponse:
@@ -23,6 +18,7 @@ def upload_page(request: HttpRequest) -> HttpResponse:
         "classify_url": reverse("classification:classify-image"),
         "top_k": min(UPLOAD_PAGE_TOP_K, settings.CLASSIFY_MAX_TOP_K),
         "max_bytes": settings.IMAGE_MAX_BYTES,
-        "admin_statistics_url": admin_statistics_url(),
+        # Staff see a link to the request statistics (an admin page of the reporting app).
+        "admin_statistics_url": reverse("admin:reporting_requestlog_statistics"),
     }
     return render(request, "classification/upload.html", context)

@@ -1,5 +1,6 @@
 """Tiny typed readers for settings that come from environment variables."""
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -46,3 +47,44 @@ def env_float(name: str, default: float) -> float:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str, default: str = "") -> list[str]:
+    """A comma-separated list of CIDRs (``10.0.0.0/8,::1/128``), each checked to be one."""
+    networks = env_list(name, default)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"{name}: {network!r} is not a CIDR like 10.0.0.0/8"
+            ) from exc
+    return networks
+
+
+def cache_settings(
+    *, redis_url: str, key_prefix: str, socket_timeout: float, location: str = ""
+) -> dict:
+    """Django's CACHES: django-redis at ``redis_url`` (JSON values, never pickle, bounded
+    socket waits), or the in-process local-memory cache when ``redis_url`` is empty."""
+    if not redis_url:
+        local: dict = {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": key_prefix,
+        }
+        if location:
+            local["LOCATION"] = location
+        return {"default": local}
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": key_prefix,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+                "SOCKET_CONNECT_TIMEOUT": socket_timeout,
+                "SOCKET_TIMEOUT": socket_timeout,
+            },
+        }
+    }

@@ -1,6 +1,6 @@
 """The one error shape of the API, and the DRF exception handler that produces it.
 
-Every error is ``{"error": {"code": "<snake_case>", "message": "<sentence>"}}`` (DESIGN.md).
+Every error is ``{"error": {"code": "<snake_case>", "message": "<sentence>"}}``.
 Services raise a ``ServiceError`` subclass; nothing else builds error bodies by hand.
 """
 

@@ -47,28 +47,26 @@ def when_ready(server: "Arbiter") -> None:
 def post_worker_init(worker: "Worker") -> None:
     """Ready each worker as it starts, so that its first request is not its slowest.
 
-    Imports every view (the URLconf), loads and warms the production model, and starts the
-    Elasticsearch sender when export is on. The runtime stays lazy and import-free; this only
-    asks for it early. Without a model yet, the worker starts anyway and loads one when it is
-    promoted.
+    Imports every view (the URLconf), then runs the apps' worker-start hooks (loading and
+    warming the production model, starting the Elasticsearch sender). A hook that fails is
+    logged and the worker starts anyway: without a model yet, it loads one when promoted.
     """
+    from django.db import connections
     from django.urls import get_resolver
 
-    from classification.exceptions import ModelNotReady, UnknownModel
-    from classification.serving.engine import get_runtime
-    from reporting.services import export_sender_wake
+    from classifier_site.errors import ServiceError
+    from classifier_site.lifecycle import worker_start_hooks
 
     try:
         get_resolver().url_patterns  # noqa: B018 (imports the views now)
-        export_sender_wake()
-        get_runtime().serving_model()
-    except (ModelNotReady, UnknownModel) as exc:
-        worker.log.warning("No model loaded at start: %s", exc)
-    except Exception:  # a database not migrated yet, say: never stop the worker for it
-        worker.log.exception("Could not load the model at start")
+        for hook in worker_start_hooks():
+            try:
+                hook()
+            except ServiceError as exc:  # no model in production yet, say
+                worker.log.warning("Not ready at start: %s", exc)
+            except Exception:  # a database not migrated yet, say: never stop the worker for it
+                worker.log.exception("A worker start hook failed: %s", hook.__qualname__)
     finally:
-        from django.db import connections
-
         connections.close_all()  # request threads open their own
 
 

@@ -26,10 +26,6 @@ def request_id_unbind(token: contextvars.Token) -> None:
     _current_request_id.reset(token)
 
 
-def current_request_id() -> str | None:
-    return _current_request_id.get()
-
-
 class RequestIdFilter(logging.Filter):
     """Puts ``request_id`` on every record ("-" outside a request); never drops a record."""
 

@@ -4,7 +4,6 @@ Every knob is an environment variable with a safe default (README.md lists them)
 give a laptop setup: SQLite, the in-process cache and the offline model in ./var.
 """
 
-import ipaddress
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from classifier_site.env import env_bool, env_float, env_int, env_list, env_str
+from classifier_site.env import (
+    cache_settings,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -144,15 +151,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES * 4 // 3 + 64 * 1024
 # deployments), and a CA bundle file for https (empty: the system's certificates).
 IMAGE_FETCH_TIMEOUT = env_float("IMAGE_FETCH_TIMEOUT", 10.0)
 IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3)
-IMAGE_FETCH_PRIVATE_ALLOWLIST = env_list("IMAGE_FETCH_PRIVATE_ALLOWLIST")
+IMAGE_FETCH_PRIVATE_ALLOWLIST = env_networks("IMAGE_FETCH_PRIVATE_ALLOWLIST")
 IMAGE_FETCH_CA_BUNDLE = env_str("IMAGE_FETCH_CA_BUNDLE", "")
-for _cidr in IMAGE_FETCH_PRIVATE_ALLOWLIST:
-    try:
-        ipaddress.ip_network(_cidr, strict=False)
-    except ValueError as _exc:
-        raise ImproperlyConfigured(
-            f"IMAGE_FETCH_PRIVATE_ALLOWLIST: {_cidr!r} is not a CIDR like 10.0.0.0/8"
-        ) from _exc
 
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))
@@ -236,27 +236,9 @@ REDIS_URL = env_str("REDIS_URL")
 # Prefix of every cache key: deployments sharing one Redis database keep apart by it.
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "classifier")
 CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.25)
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
-                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
-            },
-        }
-    }
-else:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-        }
-    }
+CACHES = cache_settings(
+    redis_url=REDIS_URL, key_prefix=CACHE_KEY_PREFIX, socket_timeout=CACHE_SOCKET_TIMEOUT
+)
 
 # Result cache: how long answers live, by key kind (seconds).
 CACHE_URL_TTL = env_int("CACHE_URL_TTL", 3600)
@@ -388,14 +370,7 @@ LOGGING = {
 
 # GET /metrics answers clients from these networks, or any client that sends
 # 'Authorization: Bearer <METRICS_TOKEN>' (when a token is set). Others get 403 or 401.
-METRICS_ALLOWED_CIDRS = env_list("METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
+METRICS_ALLOWED_CIDRS = env_networks("METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
 METRICS_TOKEN = env_str("METRICS_TOKEN")
-for _cidr in METRICS_ALLOWED_CIDRS:
-    try:
-        ipaddress.ip_network(_cidr, strict=False)
-    except ValueError as _exc:
-        raise ImproperlyConfigured(
-            f"METRICS_ALLOWED_CIDRS: {_cidr!r} is not a CIDR like 10.0.0.0/8"
-        ) from _exc
 # Longest GET /health/ready waits for Redis or Elasticsearch (reported, not required).
 HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0)

@@ -7,8 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from reporting import charts, monitoring, selectors
+from reporting import charts, selectors
 from reporting.models import ReportCall, RequestLog
+from reporting.monitoring.selectors import DISTRIBUTION_NAMES, DISTRIBUTIONS, ModelDrift
+from reporting.monitoring.services import model_monitoring_refresh
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):
@@ -108,7 +110,7 @@ class RequestLogAdmin(_ReadOnlyAdmin):
                     title="Errors by code",
                 ),
             ],
-            "monitoring": _monitoring_context(monitoring.model_monitoring_refresh()),
+            "monitoring": _monitoring_context(model_monitoring_refresh()),
             "monitoring_window_minutes": settings.MONITORING_WINDOW_MINUTES,
             "psi_notice": settings.MONITORING_PSI_NOTICE,
             "psi_warning": settings.MONITORING_PSI_WARNING,
@@ -128,15 +130,19 @@ def _psi_reading(value: float | None) -> str:
     return "stable"
 
 
-def _monitoring_context(drifts: list[monitoring.ModelDrift]) -> list[dict[str, Any]]:
+def _monitoring_context(drifts: list[ModelDrift]) -> list[dict[str, Any]]:
     """Per production model: the comparison, its table rows and a reference-vs-recent chart."""
     sections = []
     for drift in drifts:
         reference = drift.reference or {}
         ref_means = reference.get("means", {})
         rows = [
-            (monitoring.DISTRIBUTION_NAMES[name], drift.psi[name], _psi_reading(drift.psi[name]))
-            for name in monitoring.DISTRIBUTIONS
+            (
+                DISTRIBUTION_NAMES[name],
+                drift.psi[name],
+                _psi_reading(drift.psi[name]),
+            )
+            for name in DISTRIBUTIONS
         ]
         labels = drift.label_rows()
         sections.append(

@@ -2,14 +2,25 @@ from django.apps import AppConfig
 
 
 class ReportingConfig(AppConfig):
-    """Request log, /report, the Elasticsearch export and admin statistics (issue 5)."""
+    """Request log, /report, the Elasticsearch export, model monitoring and admin statistics."""
 
     name = "reporting"
 
     def ready(self) -> None:
+        from classification.signals import classify_request_answered
+        from classifier_site.health import health_check_register
+        from classifier_site.lifecycle import worker_start_hook_register
         from classifier_site.metrics import scrape_collector_register
+        from reporting.health import elasticsearch_check
         from reporting.metrics import ExportQueueCollector
-        from reporting.monitoring_metrics import monitoring_collector
+        from reporting.monitoring.metrics import monitoring_collector
+        from reporting.request_logging import request_log_on_answer
+        from reporting.services import export_sender_wake
 
         scrape_collector_register(ExportQueueCollector())
         scrape_collector_register(monitoring_collector)
+        health_check_register("elasticsearch", elasticsearch_check)
+        worker_start_hook_register(export_sender_wake)
+        classify_request_answered.connect(
+            request_log_on_answer, dispatch_uid="reporting.request_log"
+        )

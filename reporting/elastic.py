@@ -197,7 +197,3 @@ def documents_bulk_index(
     )
     failed = {str(next(iter(item.values())).get("_id")) for item in errors}  # type: ignore[union-attr]
     return {i for i in ids if i not in failed}, list(errors)  # type: ignore[arg-type]
-
-
-def index_document_count(*, client: Elasticsearch, index: str) -> int:
-    return int(client.count(index=index)["count"])

@@ -23,7 +23,8 @@ from django.utils import timezone
 from elasticsearch import Elasticsearch
 from elasticsearch.dsl import Document
 
-from classifier_site import metrics
+from classifier_site.failures import FailureCounter
+from reporting import metrics
 from reporting.elastic import (
     ReportDocument,
     RequestEventDocument,
@@ -32,7 +33,6 @@ from reporting.elastic import (
     index_templates_put,
 )
 from reporting.models import ReportCall, RequestLog
-from reporting.services import FailureCounter
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,37 @@
-"""Figures about the Elasticsearch export, computed when /metrics is scraped."""
+"""Prometheus metrics of the request log and the Elasticsearch export."""
 
 from collections.abc import Iterator
 
 from django.conf import settings
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from reporting.services import FailureCounter
+from classifier_site.failures import FailureCounter
+from classifier_site.metrics import REGISTRY
+
+EXPORT_SENT = Counter(
+    "classifier_elasticsearch_documents_sent",
+    "Documents Elasticsearch accepted, by index.",
+    ["index"],
+    registry=REGISTRY,
+)
+EXPORT_DROPPED = Counter(
+    "classifier_elasticsearch_documents_dropped",
+    "Documents Elasticsearch refused for good (kept in the database, not sent again), by index.",
+    ["index"],
+    registry=REGISTRY,
+)
+EXPORT_FAILURES = Counter(
+    "classifier_elasticsearch_export_failures",
+    "Export rounds that failed (Elasticsearch unreachable, slow or erroring).",
+    registry=REGISTRY,
+)
+REQUEST_LOG_FAILURES = Counter(
+    "classifier_request_log_failures",
+    "Request log rows that could not be written.",
+    registry=REGISTRY,
+)
 
 outbox_failures = FailureCounter("Counting the export outbox for /metrics")
 

@@ -11,34 +11,25 @@ from pathlib import Path
 
 import pytest
 
+from classifier_site.env import cache_settings
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def redis_cache_settings(url: str, *, timeout: float = 0.25) -> dict:
     """CACHES for django-redis at ``url`` with a key prefix of the test's own."""
-    return {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": url,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-                "SOCKET_CONNECT_TIMEOUT": timeout,
-                "SOCKET_TIMEOUT": timeout,
-            },
-        }
-    }
+    return cache_settings(
+        redis_url=url, key_prefix=f"test-{uuid.uuid4().hex[:12]}", socket_timeout=timeout
+    )
 
 
 def local_cache_settings() -> dict:
-    return {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": f"test-{uuid.uuid4().hex[:12]}",
-            "KEY_PREFIX": "classifier",
-        }
-    }
+    return cache_settings(
+        redis_url="",
+        key_prefix="classifier",
+        socket_timeout=0.25,
+        location=f"test-{uuid.uuid4().hex[:12]}",
+    )
 
 
 def shared_redis_url() -> str:

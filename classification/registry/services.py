@@ -149,3 +149,20 @@ def model_version_archive(*, model_version: ModelVersion) -> ModelVersion:
     model_version.save(update_fields=["stage"])
     logger.info("Archived %s", model_version)
     return model_version
+
+
+def model_version_reference_profile_set(
+    *, model_version: ModelVersion, profile: dict | None, keep_existing: bool = False
+) -> bool:
+    """Store (or, with None, clear) the model-monitoring reference profile of ``model_version``.
+
+    With ``keep_existing``, a profile stored meanwhile (by another worker) is kept. Returns
+    whether ``profile`` was stored; ``model_version`` is updated in memory when it was.
+    """
+    versions = ModelVersion.objects.filter(pk=model_version.pk)
+    if keep_existing:
+        versions = versions.filter(reference_profile__isnull=True)
+    stored = bool(versions.update(reference_profile=profile))
+    if stored:
+        model_version.reference_profile = profile
+    return stored

@@ -9,17 +9,19 @@ each loaded model serialises its invocations behind its own lock.
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from django.conf import settings
 
-from classification import selectors
+from classification import metrics, selectors
 from classification.exceptions import ModelNotReady, ModelRegistrationError, UnknownModel
 from classification.models import ModelVersion
 from classification.registry.store import artifact_read_verified
-from classifier_site import metrics
+from classifier_site.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,52 @@ class LiteRTClassifier:
             return self._interpreter.get_tensor(self._output_index).copy()
 
 
+class Servable(Protocol):
+    """What the engine asks of a loaded model, whatever its kind: one interface, several kinds.
+
+    A kind loads its flat buffer, checks it against the registry's record, warms up, and turns
+    one preprocessed batch into the answer's scores.
+    """
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Scores of the first (only) image in ``batch``, one per label, in [0, 1]."""
+        ...
+
+    def warm_up(self) -> None: ...
+
+
+class ClassifierServable:
+    """The ``classifier`` kind: a softmax over labels (logit outputs are softmaxed here)."""
+
+    def __init__(self, *, model_version: ModelVersion, content: bytes) -> None:
+        self.name = model_version.name
+        self.interpreter = LiteRTClassifier(
+            model_content=content, num_threads=settings.LITERT_NUM_THREADS
+        )
+        self.input_size = size = model_version.input_size
+        shape, outputs = self.interpreter.input_shape, self.interpreter.output_size
+        if shape != (1, size, size, 3) or outputs != len(model_version.labels):
+            raise ModelRegistrationError(
+                f"{model_version} takes {shape} and gives {outputs} outputs, but the registry "
+                f"says {size}x{size} and {len(model_version.labels)} labels."
+            )
+        self.outputs_logits = model_version.metrics.get("outputs") == "logits"
+
+    def warm_up(self) -> None:
+        size = self.input_size
+        self.interpreter.invoke(np.zeros((1, size, size, 3), dtype=np.float32))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        outputs = self.interpreter.invoke(batch)[0]
+        return softmax(outputs) if self.outputs_logits else outputs
+
+
+# Every kind the registry can record, implemented once each.
+MODEL_KINDS: dict[str, Callable[..., Servable]] = {
+    ModelVersion.Kind.CLASSIFIER: ClassifierServable,
+}
+
+
 @dataclass(frozen=True)
 class ServingModel:
     """A production model version, loaded and ready to answer."""
@@ -59,44 +107,43 @@ class ServingModel:
     version_id: int
     name: str
     version: int
+    kind: str
     labels: list[str]
     input_size: int
     preprocessing: dict
-    outputs_logits: bool
-    classifier: LiteRTClassifier = field(repr=False)
+    servable: Servable = field(repr=False)
     load_seconds: float = 0.0
+
+    @property
+    def classifier(self) -> LiteRTClassifier:
+        """The LiteRT interpreter itself (benchmarks and health probes call it directly)."""
+        return self.servable.interpreter  # type: ignore[attr-defined]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         metrics.INFERENCE_BATCH_SIZE.labels(self.name).observe(len(batch))
-        outputs = self.classifier.invoke(batch)[0]
-        return softmax(outputs) if self.outputs_logits else outputs
+        return self.servable.run(batch)
 
 
 def serving_model_load(model_version: ModelVersion) -> ServingModel:
     """Load, check and warm up one registered version. Raises ModelRegistrationError."""
     started = time.perf_counter()
+    kind = MODEL_KINDS.get(model_version.kind)
+    if kind is None:
+        raise ModelRegistrationError(f"{model_version} is of unknown kind {model_version.kind!r}.")
     content = artifact_read_verified(
         name=model_version.artifact, sha256=model_version.artifact_sha256
     )
-    classifier = LiteRTClassifier(model_content=content, num_threads=settings.LITERT_NUM_THREADS)
-    size = model_version.input_size
-    if classifier.input_shape != (1, size, size, 3) or classifier.output_size != len(
-        model_version.labels
-    ):
-        raise ModelRegistrationError(
-            f"{model_version} takes {classifier.input_shape} and gives {classifier.output_size} "
-            f"outputs, but the registry says {size}x{size} and {len(model_version.labels)} labels."
-        )
-    classifier.invoke(np.zeros((1, size, size, 3), dtype=np.float32))  # warm-up
+    servable = kind(model_version=model_version, content=content)
+    servable.warm_up()
     return ServingModel(
         version_id=model_version.pk,
         name=model_version.name,
         version=model_version.version,
+        kind=model_version.kind,
         labels=list(model_version.labels),
-        input_size=size,
+        input_size=model_version.input_size,
         preprocessing=dict(model_version.preprocessing),
-        outputs_logits=model_version.metrics.get("outputs") == "logits",
-        classifier=classifier,
+        servable=servable,
         load_seconds=time.perf_counter() - started,
     )
 
@@ -180,22 +227,14 @@ class ModelRuntime:
         return model
 
 
-_runtime: ModelRuntime | None = None
-_runtime_lock = threading.Lock()
+_runtime = ProcessSingleton(lambda: ModelRuntime(refresh_seconds=settings.MODEL_REFRESH_SECONDS))
 
 
 def get_runtime() -> ModelRuntime:
     """The process-wide runtime, created on first use."""
-    global _runtime
-    if _runtime is None:
-        with _runtime_lock:
-            if _runtime is None:
-                _runtime = ModelRuntime(refresh_seconds=settings.MODEL_REFRESH_SECONDS)
-    return _runtime
+    return _runtime.get()
 
 
 def reset_runtime() -> None:
     """Forget every loaded model (tests, and after settings change)."""
-    global _runtime
-    with _runtime_lock:
-        _runtime = None
+    _runtime.reset()

@@ -1,4 +1,4 @@
-"""Decode, validate and preprocess images: the preprocessing contract of DESIGN.md.
+"""Decode, validate and preprocess images: the preprocessing contract of the models.
 
 Only JPEG, PNG, GIF and WebP are opened, so no other Pillow plugin ever parses client bytes.
 The pixel limit is checked from the header, before any pixel is decoded.

@@ -8,12 +8,12 @@ from typing import TypeVar
 import numpy as np
 from django.conf import settings
 
+from classification import metrics
 from classification.caching import get_result_cache
 from classification.intake.fetching import image_fetch
 from classification.serving.engine import ServingModel, get_runtime
 from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 from classification.serving.results import ClassificationResult, ImageSource, Prediction
-from classifier_site import metrics
 
 T = TypeVar("T")
 

@@ -3,8 +3,6 @@ and the worker still answers afterwards."""
 
 import contextlib
 import io
-import statistics
-import time
 
 import pytest
 from PIL import GifImagePlugin, Image
@@ -132,26 +130,14 @@ def test_the_frame_spy_sees_a_walk_through_the_frames(gif_frames_sought):
 def test_a_later_frame_that_enlarges_the_canvas_is_never_read(gif_frames_sought):
     decoded = image_decode(data=gif_whose_later_frame_enlarges_the_canvas(), max_pixels=10**6)
     assert (decoded.width, decoded.height) == (4, 4)
-    assert decoded.image.getpixel((1, 1)) is not None
+    assert decoded.image.convert("RGB").getpixel((1, 1)) == (0, 255, 0)  # the first frame
     assert gif_frames_sought == [0]
 
 
-def test_decoding_time_does_not_grow_with_the_number_of_frames(capsys):
-    """A benchmark, not an assertion on time: it prints the numbers."""
-    timings = {}
-    for count in (1, 10_000):
-        data = gif_with_frames(count) if count > 1 else image_bytes(format="GIF", size=(32, 32))
-        samples = []
-        for _ in range(5):
-            started = time.perf_counter()
-            image_decode(data=data, max_pixels=10**6)
-            samples.append(time.perf_counter() - started)
-        timings[count] = statistics.median(samples)
-    with capsys.disabled():
-        print(
-            f"\nGIF decode, median of 5: 1 frame {timings[1] * 1e3:.3f} ms, "
-            f"10,000 frames {timings[10_000] * 1e3:.3f} ms"
-        )
+def test_a_10000_frame_gif_decodes_to_its_first_frames_pixels():
+    # How long that takes against a one-frame GIF is measured by 'make bench', not here.
+    decoded = image_decode(data=gif_with_frames(10_000), max_pixels=10**6)
+    assert decoded.image.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_pillows_bomb_warning_is_an_error_even_below_our_own_limit(settings, classify):

@@ -1,4 +1,4 @@
-"""The preprocessing contract of DESIGN.md, pixel by pixel."""
+"""The preprocessing contract (README: Models), pixel by pixel."""
 
 import io
 

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.sources import dog_breeds, keras_imagenet
-from tests.static_server import serve_files
+from classifier_site.loopback import serve_files
 
 pytestmark = pytest.mark.django_db
 

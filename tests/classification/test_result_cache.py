@@ -14,10 +14,10 @@ from rest_framework.test import APIClient
 from classification.caching import ResultCache, get_result_cache
 from classification.registry.services import model_version_promote
 from classification.serving import engine
+from classifier_site.loopback import serve_files
 from tests.images import encode, noise_image
 from tests.models import TINY_LABELS
 from tests.redis_support import local_cache_settings, redis_cache_settings, shared_redis_url
-from tests.static_server import serve_files
 
 
 @pytest.fixture(params=["local-memory", "redis"])

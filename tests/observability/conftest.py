@@ -7,8 +7,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from classifier_site.logs import JsonLineFormatter, RequestIdFilter
-from classifier_site.metrics import samples_sum
 from tests.images import encode, noise_image
+from tests.metrics_support import samples_sum
 
 CLASSIFY = "classification:classify-image"
 

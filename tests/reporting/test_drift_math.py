@@ -5,18 +5,38 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reporting.drift import (
+from reporting.monitoring.drift import (
+    BIN_EDGES,
     CONFIDENCE_EDGES,
     IMAGE_SIZE_EDGES,
     PSI_EPSILON,
     Observation,
     bin_index,
-    bin_labels,
     profile_build,
     psi,
     share_below,
     sorted_sample,
 )
+
+
+def bin_labels(name: str) -> list[str]:
+    """Readable names of the bins of ``name`` ("0.1-0.2", "<10k px", ...)."""
+    edges = BIN_EDGES[name]
+
+    def show(edge: float) -> str:
+        if name == "image_size":
+            return f"{edge / 1e6:g}M" if edge >= 1e6 else f"{edge / 1e3:g}k"
+        return f"{edge:g}"
+
+    if name == "confidence":
+        bounds = [0.0, *edges, 1.0]
+        return [f"{bounds[i]:.1f}-{bounds[i + 1]:.1f}" for i in range(len(bounds) - 1)]
+    labels = [f"<{show(edges[0])}"]
+    labels += [f"{show(edges[i])}-{show(edges[i + 1])}" for i in range(len(edges) - 1)]
+    labels.append(f">={show(edges[-1])}")
+    if name == "image_size":
+        labels = [f"{label} px" for label in labels]
+    return labels
 
 
 def test_identical_distributions_have_zero_psi():

@@ -15,13 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from classification.models import ModelVersion
 from reporting.models import RequestLog
-from reporting.monitoring import (
+from reporting.monitoring.metrics import ModelMonitoringCollector
+from reporting.monitoring.selectors import (
     model_drift_compare,
     model_drift_current,
-    model_monitoring_refresh,
     monitoring_window,
 )
-from reporting.monitoring_metrics import ModelMonitoringCollector
+from reporting.monitoring.services import model_monitoring_refresh
 from tests.images import encode, image_bytes, noise_image
 from tests.models import TINY_LABELS
 from tests.reporting.conftest import log_row
@@ -348,7 +348,7 @@ def test_the_metrics_collector_exposes_the_comparison(settings, api_client, prof
 
 
 def test_metrics_endpoint_serves_the_drift_gauges(settings, api_client, profiled_model):
-    from reporting.monitoring_metrics import monitoring_collector
+    from reporting.monitoring.metrics import monitoring_collector
 
     settings.MONITORING_METRICS_SECONDS = 0
     monitoring_collector.reset()

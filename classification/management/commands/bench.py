@@ -11,12 +11,10 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from classification.models import ModelVersion
 from classification.registry.store import artifact_path
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
+from classifier_site.loopback import serve_files
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -187,7 +186,8 @@ class Command(BaseCommand):
             },
         }
         figures: dict[str, dict] = {"counter_cost_us_median": self._counter_cost(backends)}
-        with _serve_files({**files, **copies}) as base:
+        with serve_files({**files, **copies}, content_type="image/jpeg") as server:
+            base = server.url
             for backend, env in backends.items():
                 env = {**env, "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8"}
                 runs: dict[str, list[tuple[float, float]]] = {
@@ -316,31 +316,3 @@ class Command(BaseCommand):
         request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310 (loopback)
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.load(response)
-
-
-@contextlib.contextmanager
-def _serve_files(files: dict[str, bytes]) -> Iterator[str]:
-    """A loopback HTTP server for the cache benchmark's image URLs."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -20,15 +20,16 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from classification import metrics as classification_metrics
 from classification.serving.results import ClassificationResult, Prediction
 from classifier_site import metrics
 from classifier_site.logs import JsonLineFormatter, RequestIdFilter
 
 
 def _one_request(logger: logging.Logger, result: ClassificationResult, index: int) -> None:
-    metrics.CACHE_LOOKUPS.labels("image", "miss").inc()
-    metrics.classification_observe(result)
-    metrics.STAGE_SECONDS.labels("log_write").observe(0.0004)
+    classification_metrics.CACHE_LOOKUPS.labels("image", "miss").inc()
+    classification_metrics.classification_observe(result)
+    classification_metrics.STAGE_SECONDS.labels("log_write").observe(0.0004)
     metrics.request_observe(
         endpoint="classification:classify-image", method="POST", status=200, seconds=0.012
     )

@@ -2,13 +2,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classification.exceptions import ModelRegistrationError
+from classification.registry.services import model_version_reference_profile_set
 from classification.selectors import model_version_get
-from reporting.monitoring import (
-    ReferenceProfileError,
-    reference_profile_from_images,
-    reference_profile_from_requests,
-)
+from reporting.management.commands._profiles import profile_from_images_or_fail
+from reporting.monitoring.services import reference_profile_from_requests
 
 
 class Command(BaseCommand):
@@ -43,20 +40,14 @@ class Command(BaseCommand):
             raise CommandError(f"No version {version} of {name!r} is registered.")
         profile: dict | None  # None: too few answers yet
         if images is not None:
-            try:
-                profile, skipped = reference_profile_from_images(
-                    model_version=model_version, images_dir=images
-                )
-            except (ReferenceProfileError, ModelRegistrationError) as exc:
-                raise CommandError(str(exc)) from exc
-            for path in skipped:
-                self.stderr.write(f"Skipped {path}: not an image the service accepts.")
+            profile = profile_from_images_or_fail(
+                self, model_version=model_version, images_dir=images
+            )
         else:
             assert from_requests is not None
             if from_requests < 1:
                 raise CommandError("--from-requests needs a positive number of answers.")
-            model_version.reference_profile = None
-            model_version.save(update_fields=["reference_profile"])
+            model_version_reference_profile_set(model_version=model_version, profile=None)
             profile = reference_profile_from_requests(
                 model_version=model_version, requests=from_requests
             )

@@ -6,14 +6,14 @@ from django.utils import timezone
 
 from classification.models import ModelVersion
 from reporting.management.commands._common import iso_datetime
-from reporting.monitoring import (
+from reporting.monitoring.selectors import (
     DISTRIBUTION_NAMES,
     DISTRIBUTIONS,
     ModelDrift,
     model_drift_compare,
     monitoring_window,
-    reference_profiles_ensure,
 )
+from reporting.monitoring.services import reference_profiles_ensure
 
 
 class Command(BaseCommand):

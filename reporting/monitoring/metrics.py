@@ -17,10 +17,11 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
-from reporting.monitoring import DISTRIBUTIONS, ModelDrift, model_monitoring_refresh
-from reporting.services import FailureCounter
+from classifier_site.failures import FailureCounter
+from reporting.monitoring.selectors import DISTRIBUTIONS, ModelDrift
+from reporting.monitoring.services import model_monitoring_refresh
 
 monitoring_metric_failures = FailureCounter("Computing the model monitoring metrics")
 
@@ -99,9 +100,3 @@ def monitoring_metric_families(drifts: list[ModelDrift]) -> list[GaugeMetricFami
 
 
 monitoring_collector = ModelMonitoringCollector()
-
-
-def monitoring_collector_register(registry: CollectorRegistry) -> ModelMonitoringCollector:
-    """Add the (process-wide) collector to ``registry``; safe to call once per registry."""
-    registry.register(monitoring_collector)
-    return monitoring_collector

@@ -1,12 +1,4 @@
-"""Model monitoring: reference profiles of model versions, and recent traffic compared with them.
-
-A version's reference profile (``ModelVersion.reference_profile``, format in reporting/drift.py)
-comes from a reference image set given to ``manage.py model_profile`` / ``promote_model
---reference-images``, or else from its first MONITORING_REFERENCE_REQUESTS answers in
-production. The comparison counts the answers of a time window into the profile's bins in the
-database (two aggregate queries however many models) and reports population stability indexes,
-the share of low-confidence answers and plain warnings when a threshold is crossed.
-"""
+"""Comparing recent traffic with each version's reference profile (reads)."""
 
 import logging
 from collections.abc import Mapping, Sequence
@@ -14,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -29,8 +20,8 @@ from classification.exceptions import (
     UnsupportedImageType,
 )
 from classification.models import ModelVersion
-from reporting import drift
 from reporting.models import RequestLog
+from reporting.monitoring import drift
 
 logger = logging.getLogger(__name__)
 
@@ -50,127 +41,6 @@ DISTRIBUTION_NAMES = {
 
 class ReferenceProfileError(Exception):
     """A reference profile cannot be built from what was given."""
-
-
-# --- Building reference profiles (services) -----------------------------------------------
-
-
-def reference_profile_save(*, model_version: ModelVersion, profile: dict) -> ModelVersion:
-    model_version.reference_profile = profile
-    model_version.save(update_fields=["reference_profile"])
-    logger.info(
-        "Reference profile of %s from %s (%d answers)",
-        model_version,
-        profile["description"],
-        profile["count"],
-    )
-    return model_version
-
-
-def reference_profile_from_images(
-    *, model_version: ModelVersion, images_dir: Path, now: datetime | None = None
-) -> tuple[dict, list[str]]:
-    """Classify every image under ``images_dir`` with ``model_version`` (any stage) and store
-    the profile of its answers on the version.
-
-    Returns the profile and the files that were skipped (not an accepted image). Raises
-    ReferenceProfileError when the folder holds no image the model could classify, and
-    ModelRegistrationError when the version's artifact cannot be loaded.
-    """
-    from classification.serving.engine import serving_model_load
-    from classification.serving.services import serving_model_classify
-
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise ReferenceProfileError(f"{images_dir} is not a folder.")
-    model = serving_model_load(model_version)
-    observations: list[drift.Observation] = []
-    skipped: list[str] = []
-    for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(str(path))
-            continue
-        try:
-            result = serving_model_classify(model=model, image_bytes=path.read_bytes(), top_k=1)
-        except _IMAGE_ERRORS:
-            skipped.append(str(path))
-            continue
-        observations.append(_observation(result.classification, result.confidence, result))
-    if not observations:
-        raise ReferenceProfileError(f"No image under {images_dir} could be classified.")
-    profile = drift.profile_build(
-        observations,
-        source="images",
-        description=f"{len(observations)} reference images in {images_dir}",
-        built_at=now or timezone.now(),
-    )
-    reference_profile_save(model_version=model_version, profile=profile)
-    return profile, skipped
-
-
-def _observation(label: str, confidence: float, result: Any) -> drift.Observation:
-    stats = result.input_stats
-    return drift.Observation(
-        label=label,
-        confidence=confidence,
-        width=stats.get("width"),
-        height=stats.get("height"),
-        brightness=stats.get("brightness"),
-    )
-
-
-def reference_profile_from_requests(
-    *, model_version: ModelVersion, requests: int | None = None, now: datetime | None = None
-) -> dict | None:
-    """Store the profile of the first ``requests`` (MONITORING_REFERENCE_REQUESTS) answers
-    ``model_version`` gave after its promotion, once that many exist; one query until then.
-
-    Returns the profile, or None when there are not enough answers yet (nothing is stored).
-    A profile stored meanwhile by another worker is kept.
-    """
-    wanted = requests or settings.MONITORING_REFERENCE_REQUESTS
-    rows = _answers(model_version.name, model_version.version)
-    if model_version.promoted_at is not None:
-        rows = rows.filter(created_at__gte=model_version.promoted_at)
-    first = list(
-        rows.order_by("created_at", "id").values_list(
-            "top_label", "confidence", "image_width", "image_height", "image_brightness"
-        )[:wanted]
-    )
-    if len(first) < wanted:
-        return None
-    profile = drift.profile_build(
-        [
-            drift.Observation(label, confidence or 0.0, width, height, brightness)
-            for label, confidence, width, height, brightness in first
-        ],
-        source="requests",
-        description=f"the first {wanted} answers in production",
-        built_at=now or timezone.now(),
-    )
-    stored = ModelVersion.objects.filter(
-        pk=model_version.pk, reference_profile__isnull=True
-    ).update(reference_profile=profile)
-    if stored:
-        model_version.reference_profile = profile
-        logger.info("Reference profile of %s from its first %d answers", model_version, wanted)
-    return profile
-
-
-def reference_profiles_ensure(*, model_versions: Sequence[ModelVersion]) -> None:
-    """Build the missing reference profiles of production versions that have enough answers.
-
-    Costs one query per production version still without a profile, none otherwise.
-    """
-    for model_version in model_versions:
-        if (
-            model_version.reference_profile is None
-            and model_version.stage == ModelVersion.Stage.PRODUCTION
-        ):
-            reference_profile_from_requests(model_version=model_version)
-
-
-# --- The comparison (selectors) -----------------------------------------------------------
 
 
 @dataclass
@@ -256,7 +126,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _answers(name: str, version: int) -> QuerySet[RequestLog]:
+def model_version_answers(name: str, version: int) -> QuerySet[RequestLog]:
     return RequestLog.objects.filter(status_code=200, model_name=name, model_version=version)
 
 
@@ -434,14 +304,3 @@ def model_drift_current(*, now: datetime | None = None) -> list[ModelDrift]:
         ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION).order_by("name")
     )
     return model_drift_compare(model_versions=versions, since=since, until=until)
-
-
-def model_monitoring_refresh(*, now: datetime | None = None) -> list[ModelDrift]:
-    """Build the reference profiles that are due, then compare (model_drift_current)."""
-    versions = list(
-        ModelVersion.objects.filter(
-            stage=ModelVersion.Stage.PRODUCTION, reference_profile__isnull=True
-        )
-    )
-    reference_profiles_ensure(model_versions=versions)
-    return model_drift_current(now=now)

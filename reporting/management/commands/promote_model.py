@@ -2,11 +2,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classification.exceptions import ModelRegistrationError
 from classification.registry.services import model_version_promote
 from classification.selectors import model_version_get
+from reporting.management.commands._profiles import profile_from_images_or_fail
 
 
+# It lives in reporting, not beside the registry it writes to, because --reference-images
+# builds a model-monitoring profile: reporting may use classification, never the reverse.
 class Command(BaseCommand):
     help = "Put a registered model version in production; running workers switch within seconds."
 
@@ -31,20 +33,16 @@ class Command(BaseCommand):
         reference_images: Path | None,
         **options: object,
     ) -> None:
-        from reporting.monitoring import ReferenceProfileError, reference_profile_from_images
-
         model_version = model_version_get(name=name, version=version)
         if model_version is None:
             raise CommandError(f"No version {version} of {name!r} is registered.")
         if reference_images is not None:
-            try:
-                profile, skipped = reference_profile_from_images(
-                    model_version=model_version, images_dir=reference_images
-                )
-            except (ReferenceProfileError, ModelRegistrationError) as exc:
-                raise CommandError(f"{exc} {name} v{version} was not promoted.") from exc
-            for path in skipped:
-                self.stderr.write(f"Skipped {path}: not an image the service accepts.")
+            profile = profile_from_images_or_fail(
+                self,
+                model_version=model_version,
+                images_dir=reference_images,
+                failure_note=f" {name} v{version} was not promoted.",
+            )
             self.stdout.write(f"Reference profile: {profile['description']}.")
         model_version_promote(model_version=model_version)
         self.stdout.write(self.style.SUCCESS(f"{name} v{version} is in production."))

@@ -1,13 +1,15 @@
-"""Request logging for DRF views, kept out of the views themselves."""
+"""The request log's side of classification: a row for every answer the API gives.
+
+Connected to ``classification.signals.classify_request_answered`` in ``ReportingConfig.ready``.
+"""
 
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.request import Empty, Request
-from rest_framework.response import Response
 
-from classifier_site import metrics
+from classification.metrics import STAGE_SECONDS
 from classifier_site.logs import request_annotate
 from classifier_site.middleware import request_elapsed, request_id
 from reporting.models import RequestLog
@@ -21,43 +23,21 @@ _INPUT_FIELDS = [
 ]
 
 
-class RequestLoggedMixin:
-    """Writes one RequestLog row for every POST the view answers, success or error.
-
-    ``finalize_response`` sees every answer DRF renders (including errors raised before the
-    handler, such as throttling); ``handle_exception`` catches the unhandled ones that become
-    500s. A view that classified stores its ClassificationResult in ``self.result``.
-    """
-
-    result: Any = None
-
-    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        if request.method == "POST":
-            self._request_log_write(request, status_code=response.status_code, response=response)
-        return response
-
-    def handle_exception(self, exc: Exception) -> Response:
-        try:
-            return super().handle_exception(exc)  # type: ignore[misc]
-        except Exception:
-            request = getattr(self, "request", None)
-            if request is not None and request.method == "POST":
-                self._request_log_write(request, status_code=500, response=None)
-            raise
-
-    def _request_log_write(self, request: Request, *, status_code: int, response: Any) -> None:
-        try:
-            outcome = request_outcome(
-                request, status_code=status_code, response=response, result=self.result
-            )
-            request_annotate(request, **outcome.log_facts())
-        except Exception as exc:  # logging must never break the answer
-            request_log_failures.failed(exc)
-            return
-        started = time.perf_counter()
-        request_log_record(outcome=outcome)
-        metrics.STAGE_SECONDS.labels("log_write").observe(time.perf_counter() - started)
+def request_log_on_answer(
+    sender: object, *, request: Request, status_code: int, response: Any, result: Any, **_: Any
+) -> None:
+    """Receiver of classify_request_answered: one RequestLog row per answer; never raises."""
+    try:
+        outcome = request_outcome(
+            request, status_code=status_code, response=response, result=result
+        )
+        request_annotate(request, **outcome.log_facts())
+    except Exception as exc:  # logging must never break the answer
+        request_log_failures.failed(exc)
+        return
+    started = time.perf_counter()
+    request_log_record(outcome=outcome)
+    STAGE_SECONDS.labels("log_write").observe(time.perf_counter() - started)
 
 
 def request_outcome(

@@ -1,4 +1,8 @@
-"""A real HTTP server on loopback that serves fixed files, counting the requests it gets."""
+"""A real HTTP server on loopback that serves fixed files, counting the requests it gets.
+
+Product code on purpose: ``make bench`` serves its image URLs with it, and the tests their
+model downloads and images, so both exercise the same server.
+"""
 
 import threading
 from collections import Counter
@@ -16,7 +20,10 @@ class StaticServer:
 
 
 @contextmanager
-def serve_files(files: dict[str, bytes]) -> Iterator[StaticServer]:
+def serve_files(
+    files: dict[str, bytes], *, content_type: str | None = None
+) -> Iterator[StaticServer]:
+    """Serve ``files`` (path -> body) on 127.0.0.1 at a free port until the block ends."""
     served = StaticServer(files=files)
 
     class Handler(BaseHTTPRequestHandler):
@@ -27,6 +34,8 @@ def serve_files(files: dict[str, bytes]) -> Iterator[StaticServer]:
                 self.send_error(404)
                 return
             self.send_response(200)
+            if content_type:
+                self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

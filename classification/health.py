@@ -1,0 +1,44 @@
+"""The classification app's readiness checks: the default model answers, Redis answers."""
+
+import time
+
+import numpy as np
+
+from classifier_site.errors import ServiceError
+from classifier_site.health import Check
+
+
+def model_check() -> Check:
+    # Imported here: the engine pulls in LiteRT, which a management command may never need.
+    from classification.serving.engine import get_runtime
+
+    try:
+        # Loads the model on a worker's first probe, so a worker becomes ready by itself.
+        model = get_runtime().serving_model()
+        started = time.perf_counter()
+        size = model.input_size
+        # The interpreter itself, so that probes stay out of the inference metrics.
+        outputs = model.classifier.invoke(np.zeros((1, size, size, 3), dtype=np.float32))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    except ServiceError as exc:
+        return Check(ok=False, required=True, detail=exc.message)
+    except Exception as exc:
+        return Check(ok=False, required=True, detail=f"{type(exc).__name__}: {exc}")
+    if not np.all(np.isfinite(outputs)):
+        return Check(ok=False, required=True, detail=f"{model.name} v{model.version}: NaN out")
+    return Check(
+        ok=True,
+        required=True,
+        detail=f"{model.name} v{model.version} answered a warm-up inference in {elapsed_ms:.1f} ms",
+    )
+
+
+def redis_check() -> Check:
+    from classification.caching import get_result_cache
+
+    cache = get_result_cache()
+    if not cache.shared:
+        return Check(ok=None, required=False, detail="not configured (local-memory cache)")
+    if cache.ping():
+        return Check(ok=True, required=False, detail="answers")
+    return Check(ok=False, required=False, detail="unreachable; answers are computed uncached")

@@ -1,0 +1,52 @@
+"""What classification tells the apps above it, without knowing them.
+
+The request log (reporting) listens to ``classify_request_answered``; classification never
+imports reporting.
+"""
+
+from typing import Any
+
+from django.dispatch import Signal
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+# Sent once for every POST the classification API answers, success or error, before the answer
+# leaves. Arguments: request (the DRF request), status_code, response (None for an unhandled
+# error, which becomes a 500), result (the ClassificationResult, or None). Receivers must not
+# raise: a listener's failure would become the client's.
+classify_request_answered = Signal()
+
+
+class AnswerSignalMixin:
+    """Sends ``classify_request_answered`` for every POST the view answers.
+
+    ``finalize_response`` sees every answer DRF renders (including errors raised before the
+    handler, such as throttling); ``handle_exception`` catches the unhandled ones that become
+    500s. A view that classified stores its ClassificationResult in ``self.result``.
+    """
+
+    result: Any = None
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if request.method == "POST":
+            self._answered(request, status_code=response.status_code, response=response)
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        try:
+            return super().handle_exception(exc)  # type: ignore[misc]
+        except Exception:
+            request = getattr(self, "request", None)
+            if request is not None and request.method == "POST":
+                self._answered(request, status_code=500, response=None)
+            raise
+
+    def _answered(self, request: Request, *, status_code: int, response: Any) -> None:
+        classify_request_answered.send(
+            sender=type(self),
+            request=request,
+            status_code=status_code,
+            response=response,
+            result=self.result,
+        )
