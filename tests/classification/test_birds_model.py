@@ -16,8 +16,8 @@ from django.core.management import CommandError, call_command
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.sources import birds
+from classifier_site.loopback import serve_files
 from tests.images import image_bytes
-from tests.static_server import serve_files
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from classification.models import ModelVersion
-from tests.static_server import serve_files
+from classifier_site.loopback import serve_files
 
 pytestmark = pytest.mark.django_db
 
