@@ -27,6 +27,13 @@ def model_default_name() -> str | None:
     return latest
 
 
+def model_production_versions() -> list[ModelVersion]:
+    """The production version of every name, the default model's first, then by name."""
+    versions = list(ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION))
+    default = model_default_name()
+    return sorted(versions, key=lambda version: (version.name != default, version.name))
+
+
 def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.order_by("name", "-version")
 

@@ -7,6 +7,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
+from classification import selectors
+
 # How many predictions the page asks for and draws as bars.
 UPLOAD_PAGE_TOP_K = 5
 
@@ -18,6 +20,9 @@ def upload_page(request: HttpRequest) -> HttpResponse:
         "classify_url": reverse("classification:classify-image"),
         "top_k": min(UPLOAD_PAGE_TOP_K, settings.CLASSIFY_MAX_TOP_K),
         "max_bytes": settings.IMAGE_MAX_BYTES,
+        # A person may choose among the production models; the default one comes first.
+        "models": selectors.model_production_versions(),
+        "default_model": selectors.model_default_name(),
         # Staff see a link to the request statistics (an admin page of the reporting app).
         "admin_statistics_url": reverse("admin:reporting_requestlog_statistics"),
     }

@@ -1,6 +1,5 @@
 """Comparing recent traffic with each version's reference profile (reads)."""
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,21 +12,9 @@ from django.db.models import Avg, BigIntegerField, Count, F, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from classification.exceptions import (
-    EmptyImage,
-    TooManyPixels,
-    UndecodableImage,
-    UnsupportedImageType,
-)
 from classification.models import ModelVersion
 from reporting.models import RequestLog
 from reporting.monitoring import drift
-
-logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
-# What a reference image can fail with: it is skipped, and the command says so.
-_IMAGE_ERRORS = (EmptyImage, TooManyPixels, UndecodableImage, UnsupportedImageType, OSError)
 
 # Distributions compared with the PSI, in the order they are shown.
 DISTRIBUTIONS = ["labels", "confidence", "brightness", "image_size"]
@@ -37,10 +24,6 @@ DISTRIBUTION_NAMES = {
     "brightness": "image brightness",
     "image_size": "image size",
 }
-
-
-class ReferenceProfileError(Exception):
-    """A reference profile cannot be built from what was given."""
 
 
 @dataclass

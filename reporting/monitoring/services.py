@@ -26,15 +26,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
 # What a reference image can fail with: it is skipped, and the command says so.
 _IMAGE_ERRORS = (EmptyImage, TooManyPixels, UndecodableImage, UnsupportedImageType, OSError)
 
-# Distributions compared with the PSI, in the order they are shown.
-DISTRIBUTIONS = ["labels", "confidence", "brightness", "image_size"]
-DISTRIBUTION_NAMES = {
-    "labels": "label distribution",
-    "confidence": "top-1 confidence distribution",
-    "brightness": "image brightness",
-    "image_size": "image size",
-}
-
 
 class ReferenceProfileError(Exception):
     """A reference profile cannot be built from what was given."""

@@ -348,7 +348,9 @@ def test_signed_in_staff_see_the_statistics_link_and_classify_with_the_csrf_toke
     page = context.new_page()
     try:
         page.goto(home)
-        expect(page.get_by_role("link", name="Statistics")).to_have_attribute("href", "/admin/")
+        expect(page.get_by_role("link", name="Statistics")).to_have_attribute(
+            "href", "/admin/reporting/requestlog/statistics/"
+        )
         # A signed-in session makes the API check CSRF: the page sends the token.
         _choose(page, photo("staff.jpg"))
         _expect_result(page)
@@ -364,3 +366,27 @@ def test_anonymous_visitors_get_the_page_without_the_statistics_link(client, db)
     assert "csrftoken" in response.cookies
     assert "Statistics" not in body
     assert re.findall(r'(?:src|href)="(https?:)?//', body) == []  # nothing from elsewhere
+
+
+def test_a_person_can_choose_among_the_production_models(
+    page, home, photo, register_model, tiny_keras_path
+):
+    # A second production model under another name; 'tiny' was promoted first.
+    register_model(tiny_keras_path, name="tiny-copy", labels=TINY_LABELS)
+    page.goto(home)
+    choice = page.get_by_label("Model")
+    expect(choice.locator("option")).to_have_count(2)
+    expect(choice).to_have_value("tiny-copy")  # the default (most recently promoted) is chosen
+
+    choice.select_option("tiny")
+    _choose(page, photo())
+    _expect_result(page)  # says "Model tiny v1"
+
+    choice.select_option("tiny-copy")
+    _choose(page, photo())
+    expect(page.locator("#result-model")).to_have_text("Model tiny-copy v1")
+
+
+def test_with_one_production_model_the_page_offers_no_choice(page, home):
+    page.goto(home)
+    expect(page.locator("#model-choice")).to_have_count(0)

@@ -9,6 +9,7 @@
   const $ = (id) => document.getElementById(id);
   const fileInput = $("image-file");
   const urlInput = $("image-url");
+  const modelChoice = $("model-choice"); // only when several models are in production
   const dropzone = $("dropzone");
   const errorBox = $("intake-error");
   const outcome = $("outcome");
@@ -270,6 +271,7 @@
     const data = new FormData();
     data.append("image", file, file.name || "pasted-image");
     data.append("top_k", String(topK));
+    if (modelChoice) data.append("model", modelChoice.value);
     classify({
       body: data,
       isJson: false,
@@ -297,7 +299,11 @@
       return;
     }
     classify({
-      body: JSON.stringify({ image_url: address, top_k: topK }),
+      body: JSON.stringify({
+        image_url: address,
+        top_k: topK,
+        ...(modelChoice ? { model: modelChoice.value } : {}),
+      }),
       isJson: true,
       thumbnail: address,
       name: address,
