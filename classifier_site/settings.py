@@ -177,6 +177,25 @@ IMAGENET_CLASS_INDEX_URL = env_str(
     "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
 )
 IMAGENET_CLASS_INDEX_SHA256 = env_str("IMAGENET_CLASS_INDEX_SHA256", "")
+# Keras MobileNet v1 (alpha 1.0, 224), registered as 'mobilenet'; it shares the class index.
+MOBILENET_WEIGHTS_URL = env_str(
+    "MOBILENET_WEIGHTS_URL",
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+    "mobilenet_1_0_224_tf.h5",
+)
+MOBILENET_WEIGHTS_SHA256 = env_str("MOBILENET_WEIGHTS_SHA256", "")
+# The AIY birds model from TF Hub, which now redirects to Kaggle Models: the SavedModel as
+# TF Hub's compressed tarball, and its label map.
+BIRDS_MODEL_URL = env_str(
+    "BIRDS_MODEL_URL",
+    "https://www.kaggle.com/models/google/aiy/tensorFlow1/vision-classifier-birds-v1/1"
+    "?tf-hub-format=compressed",
+)
+BIRDS_MODEL_SHA256 = env_str("BIRDS_MODEL_SHA256", "")
+BIRDS_LABELS_URL = env_str(
+    "BIRDS_LABELS_URL", "https://www.gstatic.com/aihub/tfhub/labelmaps/aiy_birds_V1_labelmap.csv"
+)
+BIRDS_LABELS_SHA256 = env_str("BIRDS_LABELS_SHA256", "")
 MODEL_DOWNLOAD_TIMEOUT = env_float("MODEL_DOWNLOAD_TIMEOUT", 30.0)
 
 

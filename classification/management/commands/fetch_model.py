@@ -6,13 +6,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.services import model_version_register
-from classification.registry.sources import dog_breeds, efficientnet_lite, keras_imagenet
+from classification.registry.sources import (
+    ModelSource,
+    birds,
+    dog_breeds,
+    efficientnet_lite,
+    keras_imagenet,
+)
 from classification.selectors import model_default_name
 
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
     "imagenet": "Keras MobileNetV2 with ImageNet weights (1000 classes, 224 x 224), downloads",
     "imagenet-lite0": "EfficientNet-Lite0, ImageNet (1000 classes, 224 x 224), works offline",
+    "mobilenet": "Keras MobileNet v1 with ImageNet weights (1000 classes, 224 x 224), downloads",
+    "birds": "TF Hub AIY birds V1 (964 species and background, 224 x 224), downloads",
 }
 
 
@@ -30,7 +38,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--accept-unverified",
             action="store_true",
-            help="imagenet: download even when no SHA-256 is configured, and record the one found.",
+            help="Models that download: download even when no SHA-256 is configured, and "
+            "record the one found.",
         )
 
     def handle(self, *args: object, model: str, **options: object) -> None:
@@ -40,14 +49,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
         try:
             with tempfile.TemporaryDirectory() as workdir:
-                if model == "dog-breeds":
-                    source = dog_breeds.dog_breeds_source(workdir=Path(workdir))
-                elif model == "imagenet-lite0":
-                    source = efficientnet_lite.efficientnet_lite0_source(workdir=Path(workdir))
-                else:
-                    source = keras_imagenet.imagenet_source(
-                        workdir=Path(workdir), accept_unverified=bool(options["accept_unverified"])
-                    )
+                source = _source(
+                    model,
+                    workdir=Path(workdir),
+                    accept_unverified=bool(options["accept_unverified"]),
+                )
                 model_version = model_version_register(
                     artifact_path=source.artifact_path,
                     name=model,
@@ -60,3 +66,15 @@ class Command(BaseCommand):
         except ModelRegistrationError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Registered {model_version}."))
+
+
+def _source(model: str, *, workdir: Path, accept_unverified: bool) -> ModelSource:
+    if model == "dog-breeds":
+        return dog_breeds.dog_breeds_source(workdir=workdir)
+    if model == "imagenet-lite0":
+        return efficientnet_lite.efficientnet_lite0_source(workdir=workdir)
+    if model == "birds":
+        return birds.birds_source(workdir=workdir, accept_unverified=accept_unverified)
+    if model == "mobilenet":
+        return keras_imagenet.mobilenet_source(workdir=workdir, accept_unverified=accept_unverified)
+    return keras_imagenet.imagenet_source(workdir=workdir, accept_unverified=accept_unverified)
