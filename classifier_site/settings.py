@@ -157,7 +157,9 @@ IMAGE_FETCH_CA_BUNDLE = env_str("IMAGE_FETCH_CA_BUNDLE", "")
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))
 # Model name answered when a request names none; empty means the latest promoted model.
-DEFAULT_MODEL = env_str("DEFAULT_MODEL")
+# The model that answers requests naming none, while it has a production version; otherwise
+# the most recently promoted model answers ('make run' registers imagenet-lite0 offline).
+DEFAULT_MODEL = env_str("DEFAULT_MODEL", "imagenet-lite0")
 # How often a worker asks the registry whether the production version changed.
 MODEL_REFRESH_SECONDS = env_float("MODEL_REFRESH_SECONDS", 2.0)
 # Threads one LiteRT interpreter uses for one inference.

@@ -13,7 +13,7 @@ from classification.registry.sources import (
     efficientnet_lite,
     keras_imagenet,
 )
-from classification.selectors import model_default_name
+from classification.selectors import model_default_name, model_name_exists
 
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
@@ -36,6 +36,11 @@ class Command(BaseCommand):
             help="Do nothing when some model is already in production (used by 'make run').",
         )
         parser.add_argument(
+            "--if-missing",
+            action="store_true",
+            help="Do nothing when a model of this name is registered (used by 'make run').",
+        )
+        parser.add_argument(
             "--accept-unverified",
             action="store_true",
             help="Models that download: download even when no SHA-256 is configured, and "
@@ -45,6 +50,9 @@ class Command(BaseCommand):
     def handle(self, *args: object, model: str, **options: object) -> None:
         if options["if_no_production"] and model_default_name() is not None:
             self.stdout.write(f"A model is already in production ({model_default_name()}).")
+            return
+        if options["if_missing"] and model_name_exists(name=model):
+            self.stdout.write(f"{model} is already registered.")
             return
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
         try:
