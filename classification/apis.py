@@ -62,6 +62,20 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class LabelListField(serializers.ListField):
+    """A list of label texts whose errors name the label, counting from 1 as people do."""
+
+    def run_child_validation(self, data: list) -> list:
+        labels = []
+        for number, item in enumerate(data, start=1):
+            try:
+                labels.append(self.child.run_validation(item))
+            except serializers.ValidationError as exc:
+                detail = exc.detail[0] if isinstance(exc.detail, list) else exc.detail
+                raise serializers.ValidationError(f"label {number}: {detail}") from exc
+        return labels
+
+
 class ClassifyImageApi(AnswerSignalMixin, APIView):
     """Classify one image given by URL, as an upload or as base64 bytes."""
 
@@ -88,7 +102,7 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             default=settings.CLASSIFY_DEFAULT_TOP_K,
         )
         model = serializers.SlugField(required=False, help_text="A registered model name.")
-        labels = serializers.ListField(
+        labels = LabelListField(
             child=StrictCharField(max_length=ZERO_SHOT_LABEL_MAX_CHARS),
             required=False,
             allow_empty=False,
