@@ -23,10 +23,14 @@ $(VENV)/.requirements-test: requirements-test.txt requirements-test-nodeps.txt $
 
 install: $(VENV)/.requirements
 
+# The two offline models: the dog breeds, then the 1000-class ImageNet model (the default).
+OFFLINE_MODELS = $(PY) manage.py fetch_model dog-breeds --if-missing && \
+	$(PY) manage.py fetch_model imagenet-lite0 --if-missing
+
 run: $(VENV)/.requirements
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
-	$(PY) manage.py fetch_model dog-breeds --if-no-production
+	$(OFFLINE_MODELS)
 	PORT=$(PORT) $(VENV)/bin/gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
 
 test: $(VENV)/.requirements-test chromium
@@ -48,7 +52,7 @@ chromium:
 
 bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py fetch_model dog-breeds --if-no-production
+	$(OFFLINE_MODELS)
 	$(PY) manage.py bench
 	$(PY) manage.py bench_observability
 	$(PY) manage.py bench_zero_shot

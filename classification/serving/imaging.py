@@ -149,13 +149,23 @@ def image_preprocess(
     """The model input for ``image``: a float32 array of shape (1, input_size, input_size, 3).
 
     EXIF orientation applied, RGB, resized to a square regardless of aspect ratio, and pixel
-    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet). Options
-    a version may record besides: ``resize: "shorter_side"`` keeps the aspect ratio and takes
-    the central square instead of stretching; ``mean`` and ``std`` (three numbers each)
-    standardise each channel after scaling (CLIP: scale [0, 1], then OpenAI's mean and std).
+    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet). A
+    ``crop`` option in (0, 1] first keeps that central fraction of the width and of the height
+    (absent: the whole image). Options a version may record besides: ``resize:
+    "shorter_side"`` keeps the aspect ratio and takes the central square instead of
+    stretching; ``mean`` and ``std`` (three numbers each) standardise each channel after
+    scaling (CLIP: scale [0, 1], then OpenAI's mean and std).
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     rgb = _to_rgb(_exif_transposed(image))
+    crop = float(options.get("crop", 1.0))
+    if not 0.0 < crop <= 1.0:
+        raise ValueError(f"The crop fraction must be in (0, 1], not {crop}.")
+    if crop < 1.0:
+        width, height = rgb.size
+        keep_width, keep_height = max(1, round(width * crop)), max(1, round(height * crop))
+        left, top = (width - keep_width) // 2, (height - keep_height) // 2
+        rgb = rgb.crop((left, top, left + keep_width, top + keep_height))
     resample = _RESAMPLING[options["resample"]]
     if options.get("resize", "square") == "shorter_side":
         rgb = _shorter_side_center_cropped(rgb, size=input_size, resample=resample)

@@ -45,6 +45,34 @@ def test_resizes_to_square_input_regardless_of_aspect_ratio():
     assert batch.shape == (1, 32, 32, 3)
 
 
+def test_crop_keeps_the_central_fraction_of_each_side_before_resizing():
+    # 16 x 8: a 2-pixel red frame left and right, 1-pixel frame top and bottom, blue inside.
+    pixels = np.zeros((8, 16, 3), dtype=np.uint8)
+    pixels[...] = (255, 0, 0)
+    pixels[1:7, 2:14] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+
+    cropped = image_preprocess(image=image, input_size=12, preprocessing={"crop": 0.75})
+    whole = image_preprocess(image=image, input_size=12)
+
+    # 0.75 keeps the central 12 x 6: all blue, resized to 12 x 12 without a red pixel left.
+    assert (cropped[0, ..., 0] == -1.0).all() and (cropped[0, ..., 2] == 1.0).all()
+    assert (whole[0, ..., 0] > 0).any()
+
+
+def test_no_crop_unless_asked():
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    full = image_preprocess(image=image, input_size=4, preprocessing={"crop": 1.0})
+    assert np.array_equal(full, image_preprocess(image=image, input_size=4))
+
+
+@pytest.mark.parametrize("crop", [0.0, -0.5, 1.5])
+def test_crop_outside_zero_to_one_is_refused(crop):
+    image = Image.new("RGB", (4, 4))
+    with pytest.raises(ValueError, match="crop"):
+        image_preprocess(image=image, input_size=4, preprocessing={"crop": crop})
+
+
 @pytest.mark.parametrize("format", ["JPEG", "PNG", "GIF", "WEBP"])
 def test_each_accepted_format_decodes(format):
     data = image_bytes(format=format, size=(10, 10), color=(255, 0, 0))
