@@ -42,13 +42,16 @@ def image_classify(
 
 
 def serving_model_classify(
-    *, model: ServingModel, image_bytes: bytes, top_k: int
+    *, model: ServingModel, image_bytes: bytes, top_k: int, labels: list[str] | None = None
 ) -> ClassificationResult:
     """Classify ``image_bytes`` with an already loaded ``model`` (any stage), uncached.
 
-    For reference profiles of a version before it serves; raises the errors of ``image_decode``.
+    For reference profiles of a version before it serves, and benchmarks; raises the errors of
+    ``image_decode`` and, for ``labels``, those of ``ServingModel.labels_check``.
     """
-    return _classify(model=model, image_bytes=image_bytes, top_k=top_k)
+    if labels is not None:
+        model.labels_check(labels)
+    return _classify(model=model, image_bytes=image_bytes, top_k=top_k, labels=labels)
 
 
 # ITU-R BT.601 luma weights, as Pillow's convert("L").

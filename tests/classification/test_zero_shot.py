@@ -191,3 +191,15 @@ def test_an_unavailable_preset_name_fails_with_advice(tripwire):
 
     with pytest.raises(ModelRegistrationError, match="needs internet"):
         clip_checkpoint_load(preset="clip_vit_base_patch32")
+
+
+def test_the_admin_shows_a_zero_shot_versions_labels_and_template(client, zero_shot_model):
+    from django.contrib.auth import get_user_model
+
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin)
+    page = client.get(f"/admin/classification/modelversion/{zero_shot_model.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Zero-shot prompt template" in text and "a photo of a {}" in text
+    assert "red square, green square, blue square" in text
