@@ -65,10 +65,17 @@ class ResultCache:
         return _is_redis(self.cache)
 
     @staticmethod
-    def key(*, kind: str, model_name: str, model_version: int, identity: str) -> str:
-        """``identity`` is the exact image URL (hashed here) or the image's SHA-256."""
+    def key(
+        *, kind: str, model_name: str, model_version: int, identity: str, labels_digest: str = ""
+    ) -> str:
+        """``identity`` is the exact image URL (hashed here) or the image's SHA-256.
+
+        ``labels_digest`` names a request's own label set (zero-shot models): answers to other
+        label sets, or to the version's own labels (no digest), are other entries.
+        """
         digest = hashlib.sha256(identity.encode()).hexdigest() if kind == "url" else identity
-        return f"result:{kind}:{model_name}:{model_version}:{digest}"
+        key = f"result:{kind}:{model_name}:{model_version}:{digest}"
+        return f"{key}:labels-{labels_digest}" if labels_digest else key
 
     def ttl(self, kind: str) -> int:
         return settings.CACHE_URL_TTL if kind == "url" else settings.CACHE_IMAGE_TTL
