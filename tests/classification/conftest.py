@@ -120,7 +120,7 @@ def classify(db, api_client, tiny_model) -> Callable[..., Response]:
 
 @pytest.fixture(scope="session")
 def tiny_clip_preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.clip_models import build_tiny_clip_preset
+    from classification.registry.sources.tiny_clip import build_tiny_clip_preset
 
     return build_tiny_clip_preset(tmp_path_factory.mktemp("tiny-clip") / "preset")
 
@@ -136,7 +136,7 @@ def register_zero_shot(tiny_clip_preset: Path, _zero_shot_registrations: dict) -
     from classification.models import ModelVersion
     from classification.registry.clip import zero_shot_register
     from classification.registry.services import model_version_create, model_version_promote
-    from tests.clip_models import TINY_CLIP_LABELS, TINY_CLIP_TEMPLATE
+    from classification.registry.sources.tiny_clip import TINY_CLIP_LABELS, TINY_CLIP_TEMPLATE
 
     def register(
         *, name: str = "clip", labels: list[str] | None = None, stage: str = "production"

@@ -8,9 +8,13 @@ import pytest
 
 from classification.models import ModelVersion
 from classification.registry.clip import CLIP_PREPROCESSING, cifar100_labels
+from classification.registry.sources.tiny_clip import (
+    TINY_CLIP_LABELS,
+    TINY_CLIP_TEMPLATE,
+    square_image,
+)
 from classification.serving.engine import get_runtime
 from reporting.models import RequestLog
-from tests.clip_models import TINY_CLIP_LABELS, TINY_CLIP_TEMPLATE, square_image
 from tests.images import encode
 
 pytestmark = pytest.mark.django_db

@@ -3,8 +3,8 @@
 import pytest
 from playwright.sync_api import expect
 
+from classification.registry.sources.tiny_clip import square_image
 from tests.classification.test_upload_page import browser, page  # noqa: F401 (fixtures)
-from tests.clip_models import square_image
 
 
 @pytest.fixture

@@ -38,7 +38,11 @@ def _median_ms(call: Callable[[], object], runs: int) -> float:
 
 def _tiny_clip_version() -> ModelVersion:
     from classification.registry.clip import zero_shot_register
-    from tests.clip_models import TINY_CLIP_LABELS, TINY_CLIP_TEMPLATE, build_tiny_clip_preset
+    from classification.registry.sources.tiny_clip import (
+        TINY_CLIP_LABELS,
+        TINY_CLIP_TEMPLATE,
+        build_tiny_clip_preset,
+    )
 
     with tempfile.TemporaryDirectory() as workdir:
         preset = build_tiny_clip_preset(Path(workdir) / "preset")
