@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import elasticsearch
+import yaml
 
 from reporting.elastic import RequestEventDocument
 
@@ -60,6 +61,39 @@ def test_visualizations_use_fields_the_events_mapping_has():
 def test_compose_pins_elasticsearch_and_kibana_to_the_client_major_version():
     compose = (DEPLOY / "docker-compose.yml").read_text()
     versions = re.findall(r"image: docker\.elastic\.co/(?:elasticsearch|kibana)/\w+:(\S+)", compose)
-    assert len(versions) == 2 and versions[0] == versions[1]
+    # Elasticsearch, Kibana, and the Kibana image again for the saved-objects import job.
+    assert len(versions) >= 2 and len(set(versions)) == 1
     assert versions[0].split(".")[0] == str(elasticsearch.__versionstr__.split(".")[0])
     assert re.fullmatch(r"\d+\.\d+\.\d+", versions[0])
+
+
+def compose_services() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+
+
+def test_compose_runs_the_whole_stack_with_health_gates():
+    services = compose_services()
+    assert set(services) >= {
+        "setup",
+        "web",
+        "sender",
+        "postgres",
+        "redis",
+        "elasticsearch",
+        "kibana",
+        "kibana-import",
+    }
+    web = services["web"]
+    assert web["deploy"]["replicas"] == 2
+    assert web["environment"]["ELASTICSEARCH_EXPORT_IN_WORKERS"] == "0"
+    assert web["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    for name in ("postgres", "redis"):
+        assert web["depends_on"][name]["condition"] == "service_healthy"
+    assert services["sender"]["command"] == ["sender"]
+    assert services["sender"]["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
+    assert services["kibana-import"]["depends_on"]["kibana"]["condition"] == "service_healthy"
+    assert "classifier-dashboard.ndjson" in " ".join(services["kibana-import"]["entrypoint"])
+    for name in ("web", "postgres", "redis", "elasticsearch", "kibana"):
+        assert "healthcheck" in services[name], name
+    volumes = " ".join(web["volumes"] + services["postgres"]["volumes"])
+    assert "models:/var/lib/classifier/models" in volumes and "pgdata:" in volumes
