@@ -71,4 +71,5 @@ lock:
 	.venv-lock/bin/pip install -q -r requirements.in
 	(echo "# Generated from requirements.in by 'make lock': every runtime dependency pinned."; \
 	 .venv-lock/bin/pip freeze) > requirements.txt
+	.venv-lock/bin/python deploy/image/serve_requirements.py  # the image's runtime list
 	rm -rf .venv-lock
