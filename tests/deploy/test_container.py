@@ -77,9 +77,9 @@ def _free_port() -> int:
 def container(image: str) -> Iterator[tuple[str, int]]:
     name = f"classifier-test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
+    publish = f"127.0.0.1:{port}:8000"
     subprocess.run(
-        ["podman", "run", "-d", "--name", name, *RUN_OPTIONS, "--cpus", "1"]
-        + ["-p", f"127.0.0.1:{port}:8000", image],
+        ["podman", "run", "-d", "--name", name, *RUN_OPTIONS, "--cpus", "1", "-p", publish, image],
         check=True,
         capture_output=True,
     )
@@ -131,7 +131,9 @@ def _classify(port: int, image: bytes, **fields: str) -> dict:
     ]
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="cat.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n".encode() + image + b"\r\n"
+        "Content-Type: image/jpeg\r\n\r\n".encode()
+        + image
+        + b"\r\n"
     )
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/classify-image",
