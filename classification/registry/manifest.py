@@ -21,29 +21,20 @@ from classification.registry.store import artifact_read_verified
 MANIFEST_FORMAT = 1
 # The PostgreSQL advisory lock that serializes imports (any fixed 64-bit number).
 _LOCK_KEY = 0x6D6F64656C73
-# Everything that describes a version except its database identity and timestamps.
-FIELDS = (
-    "kind",
-    "source_format",
-    "source_artifact",
-    "source_sha256",
-    "artifact",
-    "artifact_sha256",
-    "artifact_size",
-    "labels",
-    "tag_labels",
-    "input_size",
-    "preprocessing",
-    "metrics",
-    "source",
-)
+# Everything that describes a version but its identity, its stage (kept beside) and what the
+# database or monitoring wrote later: every other field of ModelVersion, new ones included.
+_NOT_EXPORTED = {"id", "name", "version", "stage", "created_at", "promoted_at", "reference_profile"}
+
+
+def _fields() -> list[str]:
+    return [f.name for f in ModelVersion._meta.concrete_fields if f.name not in _NOT_EXPORTED]
 
 
 def manifest_export(*, path: Path) -> int:
     """Write every registered version to ``path``; returns how many."""
     versions = [
         {"name": v.name, "version": v.version, "stage": v.stage}
-        | {field: getattr(v, field) for field in FIELDS}
+        | {field: getattr(v, field) for field in _fields()}
         for v in ModelVersion.objects.order_by("name", "version")
     ]
     path.write_text(json.dumps({"format": MANIFEST_FORMAT, "versions": versions}, indent=1))
@@ -78,9 +69,9 @@ def manifest_import(*, path: Path) -> list[str]:
             if ModelVersion.objects.filter(name=name).exists():
                 continue
             for entry in sorted(entries, key=lambda e: e["version"]):
-                version = model_version_create(
-                    name=name, stage=entry["stage"], **{f: entry[f] for f in FIELDS}
-                )
+                # A field the manifest lacks (written before the field existed) keeps its default.
+                fields = {f: entry[f] for f in _fields() if f in entry}
+                version = model_version_create(name=name, stage=entry["stage"], **fields)
                 if version.stage == ModelVersion.Stage.PRODUCTION:
                     version.promoted_at = timezone.now()
                     version.save(update_fields=["promoted_at"])
