@@ -123,8 +123,10 @@ def _uuids_check(values: list, *, path: Path) -> list[str]:
     unsafe = [value for value in uuids if not _SAFE_UUID.match(value) or ".." in value]
     if unsafe:
         raise DatasetError(f"{path} has uuids that cannot name an image file: {_listed(unsafe)}.")
-    seen: set[str] = set()
-    duplicates = sorted({value for value in uuids if value in seen or seen.add(value)})
+    counts: dict[str, int] = {}
+    for value in uuids:
+        counts[value] = counts.get(value, 0) + 1
+    duplicates = sorted(value for value, count in counts.items() if count > 1)
     if duplicates:
         raise DatasetError(f"{path} repeats the uuids {_listed(duplicates)}.")
     return uuids
@@ -371,7 +373,7 @@ def _garment_image(
 ) -> Image.Image:
     width, height = size
     background = tuple(int(v) for v in rng.integers(200, 246, 3))
-    image = Image.new("RGB", size, background)  # type: ignore[arg-type]
+    image = Image.new("RGB", size, background)
     # The garment's polygon, scaled, shifted and turned a little as a photo would be.
     scale = rng.uniform(0.82, 1.0)
     angle = rng.uniform(-0.14, 0.14)
@@ -391,7 +393,7 @@ def _garment_image(
         step = int(rng.integers(6, 14))
         for top in range(0, height, step):
             stripe = tuple(int(v) for v in rng.integers(0, 256, 3))
-            stripes.rectangle((0, top, width, top + step), fill=stripe)  # type: ignore[arg-type]
+            stripes.rectangle((0, top, width, top + step), fill=stripe)
     base = COLOURS[colour] if colour != "VARIOUS" else (128, 128, 128)
     painters = {"checker": _checker, "polka dot": _polka_dots, "floral": _florals}
     for tag in ("checker", "polka dot", "floral"):  # a checker under dots under flowers

@@ -74,7 +74,7 @@ def _state_write(run_dir: Path, state: dict) -> None:
 def _epoch_logger(*, run_dir: Path, state: dict, phase: str, epochs: int, echo: Any) -> Any:
     keras = _tensorflow().keras
 
-    class EpochLine(keras.callbacks.Callback):
+    class EpochLine(keras.callbacks.Callback):  # type: ignore[name-defined]
         """One line per epoch, and the epoch's figures kept in the run's state (a resumed
         run keeps the curves of the epochs before the interruption)."""
 
@@ -167,7 +167,7 @@ def model_train(
     tf = _tensorflow()
     keras = tf.keras
     keras.utils.set_random_seed(config.seed)
-    common = {
+    common: dict[str, Any] = {
         "labels": labels,
         "images_dir": Path(images_dir),
         "input_size": config.input_size,
@@ -250,7 +250,7 @@ def model_train(
     model_path = run_dir / MODEL_FILE
     # An uncompiled model over the same layers: it loads back with keras.models.load_model
     # alone (no custom loss to import) and carries no optimizer state.
-    keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
+    keras.Model(model.inputs, model.output, name=model.name).save(model_path)
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     for phase in PHASES:
         shutil.rmtree(run_dir / f"backup-{phase}", ignore_errors=True)

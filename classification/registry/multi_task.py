@@ -42,8 +42,7 @@ def multi_task_convert(*, path: Path) -> tuple[bytes, int, object]:
         tflite = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     except Exception as exc:
         raise ModelRegistrationError(f"TensorFlow could not load or convert {path}: {exc}") from exc
-    names = sorted(model.output_names) if isinstance(model.output, dict) else []
-    if names != sorted(HEADS):
+    if sorted(model.output_names) != sorted(HEADS):
         raise ModelRegistrationError(
             f"{path} must answer a dict with the heads {HEADS}, not {model.output_names}."
         )
@@ -51,6 +50,13 @@ def multi_task_convert(*, path: Path) -> tuple[bytes, int, object]:
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not shape[1]:
         raise ModelRegistrationError(f"{path} takes {shape}; only square RGB images are served.")
     return tflite, int(shape[1]), model
+
+
+def heads_by_name(*, model: object, outputs: object) -> dict:
+    """A Keras model's outputs by head name, whether it answers a dict or a list."""
+    if isinstance(outputs, dict):
+        return outputs
+    return dict(zip(model.output_names, outputs, strict=True))  # type: ignore[attr-defined, call-overload]
 
 
 def multi_task_parity(
@@ -68,7 +74,7 @@ def multi_task_parity(
     rng = np.random.default_rng(seed)
     low, high = input_range
     batch = rng.uniform(low, high, size=(samples, size, size, 3)).astype(np.float32)
-    reference = model(batch, training=False)  # type: ignore[operator]
+    reference = heads_by_name(model=model, outputs=model(batch, training=False))  # type: ignore[operator]
     differences = {}
     for head in HEADS:
         litert = np.concatenate(
