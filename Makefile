@@ -11,12 +11,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.3
 
-$(VENV)/.requirements: requirements.txt | $(PY)
+$(VENV)/.requirements: requirements.txt requirements-nodeps.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-$(VENV)/.requirements-test: requirements-test.txt $(VENV)/.requirements
+$(VENV)/.requirements-test: requirements-test.txt requirements-test-nodeps.txt $(VENV)/.requirements
 	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
 install: $(VENV)/.requirements
@@ -53,6 +55,7 @@ bench: $(VENV)/.requirements-test
 	$(OFFLINE_MODELS)
 	$(PY) manage.py bench
 	$(PY) manage.py bench_observability
+	$(PY) manage.py bench_zero_shot
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting
 

@@ -14,6 +14,7 @@ class ModelVersion(models.Model):
         # Each kind is implemented once in classification.serving.engine (MODEL_KINDS).
         CLASSIFIER = "classifier", "Classifier (softmax over labels)"
         MULTI_TASK = "multi_task", "Multi-task (category softmax and tag sigmoids)"
+        ZERO_SHOT = "zero_shot", "Zero-shot (image embedding against text embeddings)"
 
     class Format(models.TextChoices):
         KERAS = "keras", "Keras (.keras / .h5)"
@@ -50,6 +51,10 @@ class ModelVersion(models.Model):
     # Written by reporting's model monitoring through the registry's services (format in
     # reporting/monitoring/drift.py).
     reference_profile = models.JSONField(null=True, blank=True)
+    # A zero-shot version's text side (format in classification/serving/zero_shot.py): the
+    # prompt template, the logit scale, and the stored text encoder, tokenizer and label
+    # embeddings. Empty for classifiers.
+    zero_shot = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "-version"]

@@ -179,3 +179,31 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(TooManyPixels):
         image_decode(data=data, max_pixels=200 * 100 - 1)
     assert image_decode(data=data, max_pixels=200 * 100).width == 200
+
+
+def test_shorter_side_resize_keeps_the_aspect_and_takes_the_central_square():
+    from PIL import Image
+
+    from classification.serving.imaging import image_preprocess
+
+    # 40 x 20: left half red, right half blue, a green column in the middle 20 pixels.
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = (255, 0, 0)
+    pixels[:, 20:] = (0, 0, 255)
+    pixels[:, 10:30, 1] = 255
+    options = {"resample": "nearest", "resize": "shorter_side", "scale": [0.0, 1.0]}
+    batch = image_preprocess(image=Image.fromarray(pixels), input_size=10, preprocessing=options)
+    assert batch.shape == (1, 10, 10, 3)
+    assert (batch[0, :, :, 1] == 1.0).all()  # only the central, green-lit square is kept
+
+
+def test_mean_and_std_standardise_each_channel_after_scaling():
+    from PIL import Image
+
+    from classification.registry.clip import CLIP_MEAN, CLIP_PREPROCESSING, CLIP_STD
+    from classification.serving.imaging import image_preprocess
+
+    image = Image.new("RGB", (8, 8), (255, 0, 128))
+    batch = image_preprocess(image=image, input_size=8, preprocessing=CLIP_PREPROCESSING)
+    expected = (np.array([255, 0, 128]) / 255.0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+    np.testing.assert_allclose(batch[0, 3, 3], expected, rtol=1e-5)
