@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from classification.registry.multi_task import heads_by_name
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
 from reporting.models import RequestLog
@@ -92,8 +93,7 @@ def test_litert_and_keras_agree_on_both_heads(garment_model, garment_run, garmen
     batch = image_preprocess(
         image=image.image, input_size=64, preprocessing=garment_model.preprocessing
     )
-    expected = keras_model(batch)
-    expected = expected if isinstance(expected, dict) else dict(zip(["category", "tags"], expected))
+    expected = heads_by_name(model=keras_model, outputs=keras_model(batch))
     served = get_runtime().serving_model("garments")
     category, tags = served.heads(batch)
     assert np.abs(category - np.asarray(expected["category"])[0]).max() < 1e-4
