@@ -124,7 +124,7 @@ def test_the_api_answers_two_categories_and_the_tags_of_a_polka_dot_blouse(
     assert rows[-1].tags == body["tags"]
 
 
-def test_other_models_answer_no_tags(tiny_model, api_client):
+def test_other_models_answer_no_tags(db, tiny_model, api_client):
     from tests.images import image_bytes
 
     body = api_client.post("/classify-image", {"image": _upload(image_bytes())}).json()
