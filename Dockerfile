@@ -31,6 +31,7 @@ COPY classifier_site classifier_site
 COPY classification classification
 COPY reporting reporting
 COPY accounts accounts
+COPY training training
 COPY templates templates
 # The offline models, converted and checked by TensorFlow, into /build/models; their registry
 # rows into /build/model-manifest.json (the build's SQLite database is thrown away).
@@ -70,6 +71,7 @@ COPY classifier_site classifier_site
 COPY classification classification
 COPY reporting reporting
 COPY accounts accounts
+COPY training training
 COPY templates templates
 COPY deploy/image/entrypoint.sh /usr/local/bin/classifier-entrypoint
 COPY --from=build /build/static /app/static

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "classification",
     "reporting",
     "accounts",
+    "training",
 ]
 
 MIDDLEWARE = [

@@ -84,6 +84,15 @@ def _signed_in_user(user: User | AnonymousUser | None) -> User | None:
     return None if user is None or isinstance(user, AnonymousUser) else user
 
 
+def _tags_or_none(result: "ClassificationResult | None") -> list[dict] | None:
+    if result is None or result.tags is None:
+        return None
+    return [
+        {"label": tag.label, "probability": tag.probability, "present": tag.present}
+        for tag in result.tags
+    ]
+
+
 def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
     """Insert the log row of one request. Raises database errors (see request_log_record)."""
     image_url = outcome.image_url[:IMAGE_URL_MAX_CHARS]
@@ -109,6 +118,7 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
         image_width=_int_or_none(input_stats.get("width")),
         image_height=_int_or_none(input_stats.get("height")),
         image_brightness=_float_or_none(input_stats.get("brightness")),
+        tags=_tags_or_none(result),
         status_code=outcome.status_code,
         error_code=outcome.error_code[:64],
         user=user,

@@ -14,7 +14,12 @@ from classification.caching import get_result_cache
 from classification.intake.fetching import image_fetch
 from classification.serving.engine import ServingModel, get_runtime
 from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
-from classification.serving.results import ClassificationResult, ImageSource, Prediction
+from classification.serving.results import (
+    ClassificationResult,
+    ImageSource,
+    Prediction,
+    TagPrediction,
+)
 
 T = TypeVar("T")
 
@@ -93,7 +98,10 @@ def _classify(
     timings["preprocess"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    probabilities = model.probabilities(batch, labels=labels)
+    if labels is None:
+        probabilities, tag_probabilities = model.heads(batch)
+    else:
+        probabilities, tag_probabilities = model.probabilities(batch, labels=labels), None
     timings["inference"] = time.perf_counter() - mark
 
     names = model.labels if labels is None else labels
@@ -112,7 +120,19 @@ def _classify(
             "height": decoded.height,
             "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
         },
+        tags=_tags(model, tag_probabilities),
     )
+
+
+def _tags(model: ServingModel, probabilities: np.ndarray | None) -> list[TagPrediction] | None:
+    if probabilities is None:
+        return None
+    return [
+        TagPrediction(label=label, probability=float(probability), present=probability >= bar)
+        for label, probability, bar in zip(
+            model.tag_labels, probabilities.tolist(), model.tag_thresholds, strict=True
+        )
+    ]
 
 
 def labels_digest(labels: list[str] | None) -> str:
@@ -125,7 +145,7 @@ def labels_digest(labels: list[str] | None) -> str:
 def image_source_classify(
     *,
     source: ImageSource,
-    top_k: int,
+    top_k: int | None,
     model_name: str | None = None,
     labels: list[str] | None = None,
 ) -> ClassificationResult:
@@ -140,6 +160,7 @@ def image_source_classify(
     misses compute once. Raises what ``image_classify`` raises and, for URLs, the fetch errors
     of ``image_fetch`` (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout,
     ImageTooLarge). Errors are never cached. Each answer is counted in the metrics.
+    ``top_k`` None: the model's default (2 for a multi-task model, else CLASSIFY_DEFAULT_TOP_K).
     """
     result = _image_source_classify(
         source=source, top_k=top_k, model_name=model_name, labels=labels
@@ -149,9 +170,10 @@ def image_source_classify(
 
 
 def _image_source_classify(
-    *, source: ImageSource, top_k: int, model_name: str | None, labels: list[str] | None
+    *, source: ImageSource, top_k: int | None, model_name: str | None, labels: list[str] | None
 ) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
+    top_k = top_k or model.default_top_k
     if labels is not None:
         model.labels_check(labels)  # bad labels, too, fail before any traffic
     timings: dict[str, float] = {}
@@ -226,6 +248,9 @@ def _classify_bytes_cached(
             "predictions": [[p.label, p.confidence] for p in result.predictions],
             "image_sha256": result.image_sha256,
             "input_stats": result.input_stats,
+            "tags": [[t.label, t.probability, t.present] for t in result.tags]
+            if result.tags is not None
+            else None,
         }
         cache.set(kind="image", key=key, value=computed_entry)
         return computed_entry
@@ -255,6 +280,12 @@ def _result_from_entry(
         timings=timings,
         # Entries written before input statistics existed have none.
         input_stats=dict(entry.get("input_stats") or {}),
+        tags=[
+            TagPrediction(label=label, probability=float(probability), present=bool(present))
+            for label, probability, present in entry["tags"]
+        ]
+        if entry.get("tags") is not None
+        else None,
     )
 
 

@@ -96,3 +96,17 @@ def test_requirements_serve_is_current():
     assert result.returncode == 0, (
         "requirements-serve.txt is out of date: run python deploy/image/serve_requirements.py"
     )
+
+
+def test_the_image_copies_every_package_of_the_project():
+    """An app added to INSTALLED_APPS but not to the Dockerfile would stop the image at start."""
+    packages = {
+        path.parent.name
+        for path in ROOT.glob("*/__init__.py")
+        if path.parent.name not in {"tests", "docs", "deploy"}
+    }
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    allowed = (ROOT / ".dockerignore").read_text().splitlines()
+    for package in sorted(packages):
+        assert dockerfile.count(f"COPY {package} {package}\n") == 2, package  # both stages
+        assert f"!{package}/" in allowed, package
