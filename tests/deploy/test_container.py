@@ -178,3 +178,15 @@ def test_production_refuses_to_start_without_its_secrets(image):
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set when PRODUCTION=1" in result.stdout + result.stderr
+
+
+def test_the_batch_command_runs_in_the_image(image):
+    """The Kubernetes Indexed Job runs predict_batch in this image: its code and pyarrow are in."""
+    result = subprocess.run(
+        ["podman", "run", "--rm", *RUN_OPTIONS, image, "predict_batch", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--shard" in result.stdout

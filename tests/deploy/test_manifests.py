@@ -45,7 +45,7 @@ def test_dockerfile_is_hadolint_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/production"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/production", "batch", "batch/assemble"])
 def test_kustomizations_render_and_validate_offline(overlay, tmp_path):
     docs = render(K8S / overlay)
     rendered = tmp_path / "rendered.yaml"
@@ -110,3 +110,18 @@ def test_the_image_copies_every_package_of_the_project():
     for package in sorted(packages):
         assert dockerfile.count(f"COPY {package} {package}\n") == 2, package  # both stages
         assert f"!{package}/" in allowed, package
+
+
+@pytest.mark.parametrize(("kustomization", "shards"), [("batch", 4), ("batch/assemble", 1)])
+def test_predict_batch_is_an_indexed_job_sharding_by_its_completion_index(kustomization, shards):
+    (job,) = [doc for doc in render(K8S / kustomization) if doc["kind"] == "Job"]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == shards
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "predict_batch"
+    assert "--shard=$(JOB_COMPLETION_INDEX)/$(SHARDS)" in container["args"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["SHARDS"]["value"] == str(shards)
+    assert (
+        "job-completion-index" in env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    )
