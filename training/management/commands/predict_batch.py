@@ -20,7 +20,10 @@ class Command(BaseCommand):
         parser.add_argument("--images", type=Path, required=True, help="The images folder.")
         parser.add_argument("--output", type=Path, required=True, help="predictions.parquet")
         parser.add_argument("--model", default=DEFAULT_MODEL, help="A registered model name.")
-        parser.add_argument("--version", type=int, help="A version (default: production).")
+        # Not --version: every Django command has that one (Django's own version).
+        parser.add_argument(
+            "--model-version", dest="version", type=int, help="A version (default: production)."
+        )
         parser.add_argument("--workers", type=int, default=2, help="Worker processes.")
         parser.add_argument("--chunk-size", type=int, default=64)
         parser.add_argument(
