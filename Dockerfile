@@ -74,6 +74,7 @@ COPY accounts accounts
 COPY training training
 COPY templates templates
 COPY deploy/image/entrypoint.sh /usr/local/bin/classifier-entrypoint
+COPY deploy/image/healthcheck.py /usr/local/bin/classifier-healthcheck
 COPY --from=build /build/static /app/static
 # The baked model store (read-only); the entrypoint copies what MODEL_STORE lacks into it.
 COPY --from=build /build/models /opt/classifier/models
@@ -94,7 +95,7 @@ ENV HOST=0.0.0.0 \
 USER 10001:10001
 EXPOSE 8000
 VOLUME ["/var/lib/classifier"]
-HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health/live\", timeout=2)"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "/usr/local/bin/classifier-healthcheck"]
 ENTRYPOINT ["classifier-entrypoint"]
 CMD ["web"]

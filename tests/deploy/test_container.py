@@ -151,6 +151,17 @@ def test_the_image_serves_classifications_offline_as_a_non_root_user(container):
     assert ready["checks"]["model"]["ok"] is True, ready
     assert "imagenet-lite0" in ready["checks"]["model"]["detail"]
 
+    # The image's HEALTHCHECK (kept by --format docker), run by hand: podman schedules it with
+    # systemd timers, which these machines lack.
+    health = subprocess.run(["podman", "healthcheck", "run", name], capture_output=True, text=True)
+    assert health.returncode == 0, health.stdout + health.stderr
+    ready_check = subprocess.run(
+        ["podman", "exec", name, "python", "/usr/local/bin/classifier-healthcheck", "ready"],
+        capture_output=True,
+        text=True,
+    )
+    assert ready_check.stdout.strip() == "healthy: HTTP 200", ready_check.stdout
+
     answer = _classify(port, _photo())
     assert answer["model"]["name"] == "imagenet-lite0"
     assert "cat" in answer["classification"], answer
