@@ -29,6 +29,11 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 # Each worker loads its model right after it starts (post_worker_init), never at import.
 preload_app = False
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+# Web connections give up on a lock or a statement instead of holding a request thread for as
+# long as a migration, a VACUUM FULL or a long report query holds the table. Set here (the
+# master, before any worker imports the settings), so management commands keep no limit.
+os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "10")
+os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "2")
 
 
 def when_ready(server: "Arbiter") -> None:
@@ -68,6 +73,17 @@ def post_worker_init(worker: "Worker") -> None:
                 worker.log.exception("A worker start hook failed: %s", hook.__qualname__)
     finally:
         connections.close_all()  # request threads open their own
+
+
+def worker_exit(server: "Arbiter", worker: "Worker") -> None:
+    """Run the apps' worker-exit hooks (the request log writes out its queue)."""
+    from classifier_site.lifecycle import worker_exit_hooks
+
+    for hook in worker_exit_hooks():
+        try:
+            hook()
+        except Exception:  # one hook's failure must not keep the others from running
+            worker.log.exception("A worker exit hook failed: %s", hook.__qualname__)
 
 
 # With LOG_FORMAT=json (the default when PRODUCTION=1) gunicorn's own lines are JSON too.

@@ -19,6 +19,7 @@ from classifier_site.env import (
     env_list,
     env_networks,
     env_str,
+    postgres_timeout_options,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -115,6 +116,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# Seconds a statement may run, and wait for a lock, on PostgreSQL (0: no limit). gunicorn's
+# configuration sets them for web workers only (10 and 2), so a locked or slow table costs a
+# request at most that long; management commands (migrations, backfills) keep no limit.
+DATABASE_STATEMENT_TIMEOUT = env_float("DATABASE_STATEMENT_TIMEOUT", 0.0)
+DATABASE_LOCK_TIMEOUT = env_float("DATABASE_LOCK_TIMEOUT", 0.0)
+_timeouts = postgres_timeout_options(
+    statement_timeout=DATABASE_STATEMENT_TIMEOUT, lock_timeout=DATABASE_LOCK_TIMEOUT
+)
+if _timeouts and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = _timeouts
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -286,6 +297,18 @@ SPECTACULAR_SETTINGS = {
 # Keep a salted hash (HMAC with SECRET_KEY) of the client address in the request log; never the
 # address itself. Off: nothing about the client is kept.
 REQUEST_LOG_CLIENT_HASH = env_bool("REQUEST_LOG_CLIENT_HASH", True)
+# In gunicorn workers, log rows are queued and inserted in bulk by a writer thread per worker
+# (reporting/log_writer.py), so a slow or locked table never holds an answer. 0: insert on the
+# request thread. Queue bound (rows per worker; beyond it rows are dropped and counted), rows
+# per insert, retry back-off after a failed insert (doubling up to the maximum), the seconds a
+# stopping worker gives the writer, and where what is left then is spilled for the next start.
+REQUEST_LOG_QUEUE = env_bool("REQUEST_LOG_QUEUE", True)
+REQUEST_LOG_QUEUE_SIZE = env_int("REQUEST_LOG_QUEUE_SIZE", 20_000)
+REQUEST_LOG_BATCH_SIZE = env_int("REQUEST_LOG_BATCH_SIZE", 500)
+REQUEST_LOG_RETRY_SECONDS = env_float("REQUEST_LOG_RETRY_SECONDS", 0.5)
+REQUEST_LOG_MAX_BACKOFF = env_float("REQUEST_LOG_MAX_BACKOFF", 5.0)
+REQUEST_LOG_FLUSH_SECONDS = env_float("REQUEST_LOG_FLUSH_SECONDS", 5.0)
+REQUEST_LOG_SPILL_DIR = Path(env_str("REQUEST_LOG_SPILL_DIR", str(VAR_DIR / "request-log-spill")))
 REPORT_DEFAULT_LIMIT = 10
 REPORT_MAX_LIMIT = 100
 # Empty: no export. Set (e.g. http://127.0.0.1:9200) to export request events and /report calls.

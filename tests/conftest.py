@@ -210,6 +210,8 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             "THROTTLE_ANON_RATE": UNTHROTTLED_RATE,
             "THROTTLE_USER_RATE": UNTHROTTLED_RATE,
             "THROTTLE_TOKEN_RATE": UNTHROTTLED_RATE,
+            # Rows a stopping worker could not write stay with this test.
+            "REQUEST_LOG_SPILL_DIR": str(tmp_path / "request-log-spill"),
             **(env or {}),
         }
         log_path = tmp_path / f"gunicorn-{port}.log"
