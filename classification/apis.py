@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from accounts.throttling import CLASSIFY_THROTTLES
@@ -149,7 +150,10 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             502: error_response(
                 "The image_url's server answered with an error or too many redirects."
             ),
-            503: error_response("No model is ready to answer."),
+            503: error_response(
+                "No model is ready to answer (model_not_ready), or this worker is fetching or "
+                "decoding as much as it can (busy; see Retry-After)."
+            ),
             504: error_response("The image_url's server did not send the image in time."),
         },
     )
@@ -160,6 +164,8 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             source=serializer.validated_data["source"],
             top_k=serializer.validated_data["top_k"],
             model_name=serializer.validated_data.get("model"),
+            # The address the rate limits count (X-Forwarded-For only behind NUM_PROXIES).
+            client=BaseThrottle().get_ident(request),
         )
         result.processing_time = round(request_elapsed(request), 6)
         self.result = result  # sent with classify_request_answered (the request log)

@@ -6,7 +6,7 @@ class ClassificationConfig(AppConfig):
     verbose_name = "Classification"
 
     def ready(self) -> None:
-        from classification.health import model_check, redis_check
+        from classification.health import fetch_capacity_check, model_check, redis_check
         from classification.metrics import ProductionModelCollector
         from classifier_site.health import health_check_register
         from classifier_site.lifecycle import worker_start_hook_register
@@ -15,6 +15,7 @@ class ClassificationConfig(AppConfig):
         scrape_collector_register(ProductionModelCollector())
         health_check_register("model", model_check)
         health_check_register("redis", redis_check)
+        health_check_register("fetch_capacity", fetch_capacity_check)
         worker_start_hook_register(serving_model_warm)
 
 

@@ -70,6 +70,8 @@ MIDDLEWARE = [
     "classifier_site.middleware.RequestTimingMiddleware",
     "classifier_site.middleware.RequestIdMiddleware",
     "classifier_site.middleware.AccessLogMiddleware",
+    # A POST /classify-image refused before its view (unknown Host) still gets its log row.
+    "classification.middleware.ClassifyRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -164,6 +166,12 @@ IMAGE_FETCH_TIMEOUT = env_float("IMAGE_FETCH_TIMEOUT", 10.0)
 IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3)
 IMAGE_FETCH_PRIVATE_ALLOWLIST = env_networks("IMAGE_FETCH_PRIVATE_ALLOWLIST")
 IMAGE_FETCH_CA_BUNDLE = env_str("IMAGE_FETCH_CA_BUNDLE", "")
+# Fetches (and waits for an identical fetch) at once per process and per client address; one
+# more is answered 503 busy with this Retry-After. Keep the first well below GUNICORN_THREADS,
+# so that slow image servers can never take every thread.
+IMAGE_FETCH_CONCURRENCY = env_int("IMAGE_FETCH_CONCURRENCY", 2)
+IMAGE_FETCH_PER_CLIENT = env_int("IMAGE_FETCH_PER_CLIENT", 1)
+IMAGE_FETCH_RETRY_AFTER = env_int("IMAGE_FETCH_RETRY_AFTER", 2)
 
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))

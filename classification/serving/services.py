@@ -10,6 +10,7 @@ from django.conf import settings
 
 from classification import metrics
 from classification.caching import get_result_cache
+from classification.intake.fetch_slots import fetch_slots
 from classification.intake.fetching import image_fetch
 from classification.serving.engine import ServingModel, get_runtime
 from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
@@ -94,7 +95,7 @@ def _classify(
 
 
 def image_source_classify(
-    *, source: ImageSource, top_k: int, model_name: str | None = None
+    *, source: ImageSource, top_k: int, model_name: str | None = None, client: str | None = None
 ) -> ClassificationResult:
     """Classify the image of ``source``, answering from the result cache when it can.
 
@@ -102,15 +103,19 @@ def image_source_classify(
     as base64 or downloaded from any URL) without decoding or inference. Identical concurrent
     misses compute once. Raises what ``image_classify`` raises and, for URLs, the fetch errors
     of ``image_fetch`` (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout,
-    ImageTooLarge). Errors are never cached. Each answer is counted in the metrics.
+    ImageTooLarge), and ServiceBusy when a URL that must be fetched finds no fetch slot free in
+    this process or for ``client`` (its address; see ``intake.fetch_slots``). Errors are never
+    cached. Each answer is counted in the metrics.
     """
-    result = _image_source_classify(source=source, top_k=top_k, model_name=model_name)
+    result = _image_source_classify(
+        source=source, top_k=top_k, model_name=model_name, client=client
+    )
     metrics.classification_observe(result)
     return result
 
 
 def _image_source_classify(
-    *, source: ImageSource, top_k: int, model_name: str | None
+    *, source: ImageSource, top_k: int, model_name: str | None, client: str | None
 ) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
     timings: dict[str, float] = {}
@@ -143,7 +148,9 @@ def _image_source_classify(
         cache.set(kind="url", key=url_key, value=found)
         return found
 
-    entry, computed = cache.single_flight(url_key, fetch_and_classify)
+    # The slot covers waiting for an identical fetch too: a waiter holds a thread as long.
+    with fetch_slots.held(client=client):
+        entry, computed = cache.single_flight(url_key, fetch_and_classify)
     cache_kind = content_hit[0] if computed else "url"
     return _result_from_entry(
         entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
