@@ -11,20 +11,26 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.3
 
-$(VENV)/.requirements: requirements.txt | $(PY)
+$(VENV)/.requirements: requirements.txt requirements-nodeps.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-$(VENV)/.requirements-test: requirements-test.txt $(VENV)/.requirements
+$(VENV)/.requirements-test: requirements-test.txt requirements-test-nodeps.txt $(VENV)/.requirements
 	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
 install: $(VENV)/.requirements
 
+# The two offline models: the dog breeds, then the 1000-class ImageNet model (the default).
+OFFLINE_MODELS = $(PY) manage.py fetch_model dog-breeds --if-missing && \
+	$(PY) manage.py fetch_model imagenet-lite0 --if-missing
+
 run: $(VENV)/.requirements
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
-	$(PY) manage.py fetch_model dog-breeds --if-no-production
+	$(OFFLINE_MODELS)
 	PORT=$(PORT) $(VENV)/bin/gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
 
 test: $(VENV)/.requirements-test chromium
@@ -46,9 +52,10 @@ chromium:
 
 bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py fetch_model dog-breeds --if-no-production
+	$(OFFLINE_MODELS)
 	$(PY) manage.py bench
 	$(PY) manage.py bench_observability
+	$(PY) manage.py bench_zero_shot
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting
 

@@ -1,8 +1,10 @@
 """The throttling policy: who may call how often, counted in the shared cache.
 
 POST /classify-image is limited per client address for anonymous callers and per user for
-signed-in callers; POST /api/token/ per client address, against password guessing. Counters
-live in the default cache (Redis when REDIS_URL is set), so the limits hold across workers.
+signed-in callers; POST /api/token/ per client address, against password guessing. A rate
+"N/period" allows a burst of N, then one request per period / N (GCRA, the generic cell rate
+algorithm). Its state, one number per caller, lives in the default cache (Redis when REDIS_URL
+is set), so the limits hold across workers.
 
 Client address: DRF's ``NUM_PROXIES`` setting. With 0 (the default) X-Forwarded-For is ignored
 and the connecting address counts; with N, the address the N-th trusted proxy appended counts,
@@ -15,7 +17,9 @@ the counter store is down would turn a cache outage into a full outage.
 """
 
 import logging
+import threading
 
+from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
@@ -31,8 +35,54 @@ logger = logging.getLogger(__name__)
 _CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
 
 
+# GCRA in one atomic Redis call: the key holds the theoretical arrival time (TAT) of the next
+# request, in milliseconds; a request is allowed while it arrives no more than `duration`
+# ahead of it. Returns 0 when allowed, else the milliseconds until one more would be.
+_GCRA_SCRIPT = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > period then
+  return new_tat - period - now
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', period)
+return 0
+"""
+
+_local_lock = threading.Lock()
+
+
+def gcra_acquire(*, cache: BaseCache, key: str, limit: int, duration: int, now: float) -> float:
+    """Take one request of ``limit`` per ``duration`` seconds for ``key`` (GCRA).
+
+    Returns 0.0 when the request is allowed, else the seconds until one more would be. The
+    state is one number per key, read and written in one round trip (a Lua script on Redis;
+    under a lock in local memory), so a client's traffic costs the same however much it sends
+    (DRF's own throttle keeps a growing list of timestamps, rewritten on every request).
+    A burst of ``limit`` is allowed, then one request per ``duration / limit`` seconds.
+    """
+    now_ms, interval_ms, period_ms = int(now * 1000), duration * 1000 / limit, duration * 1000
+    if type(cache).__module__.startswith("django_redis"):
+        client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
+        wait_ms = client.eval(_GCRA_SCRIPT, 1, cache.make_key(key), now_ms, interval_ms, period_ms)
+        return max(0.0, float(wait_ms) / 1000)
+    with _local_lock:
+        tat = max(float(cache.get(key) or now_ms), now_ms)
+        new_tat = tat + interval_ms
+        if new_tat - now_ms > period_ms:
+            return (new_tat - period_ms - now_ms) / 1000
+        cache.set(key, new_tat, timeout=duration)
+        return 0.0
+
+
 class _SharedCacheRateThrottle(SimpleRateThrottle):
-    """A rate throttle that reads its rate at request time and fails open without its cache."""
+    """A GCRA rate limit, O(1) per request, shared by every worker through the cache.
+
+    It reads its rate at request time and fails open without its cache.
+    """
 
     def get_rate(self) -> str | None:
         # DRF's own reads a class attribute frozen at import; this follows settings changes.
@@ -43,15 +93,26 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
         return rates[self.scope]  # type: ignore[return-value]
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        if not cache_breaker.available():
-            return True  # the cache is resting after a fault: serve unthrottled
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        if self.num_requests is None or self.duration is None:
+            return True  # unthrottled
+        self.key = self.get_cache_key(request, view)
+        if self.key is None or not cache_breaker.available():
+            return True  # not this throttle's caller, or the cache is resting after a fault
         try:
-            allowed = super().allow_request(request, view)
+            self._retry_after = gcra_acquire(
+                cache=self.cache,
+                key=self.key,
+                limit=self.num_requests,
+                duration=self.duration,
+                now=self.timer(),
+            )
         except _CACHE_ERRORS as exc:
             cache_breaker.record_fault(exc, what="throttling")
             return True
         cache_breaker.record_success()
-        if not allowed:
+        if self._retry_after:
             logger.warning(
                 "Throttled %s %s for %s (scope %s, rate %s).",
                 request.method,
@@ -60,7 +121,11 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
                 self.scope,
                 self.rate,
             )
-        return allowed
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return getattr(self, "_retry_after", None)
 
 
 class ClassifyAnonThrottle(_SharedCacheRateThrottle):

@@ -12,6 +12,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "name",
         "version",
         "stage",
+        "kind",
         "source_format",
         "input_size",
         "num_classes",
@@ -24,7 +25,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
     actions = ["promote", "archive"]
     # Versions are registered by the register_model / fetch_model commands, which convert and
     # check the artifact; the admin changes only their stage, through the actions below.
-    readonly_fields = [field.name for field in ModelVersion._meta.fields]
+    readonly_fields = [
+        *(field.name for field in ModelVersion._meta.fields),
+        "zero_shot_template",
+        "zero_shot_labels",
+    ]
+
+    @admin.display(description="Zero-shot prompt template")
+    def zero_shot_template(self, obj: ModelVersion) -> str:
+        return (obj.zero_shot or {}).get("template", "") if obj.kind == "zero_shot" else "-"
+
+    @admin.display(description="Zero-shot labels")
+    def zero_shot_labels(self, obj: ModelVersion) -> str:
+        # The labels whose prompt embeddings were stored; requests may bring their own.
+        return ", ".join(obj.labels) if obj.kind == "zero_shot" else "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

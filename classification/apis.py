@@ -24,6 +24,10 @@ from classification.signals import AnswerSignalMixin
 from classifier_site.middleware import request_elapsed
 from classifier_site.openapi import error_response
 
+# Per-request labels of zero-shot models: bounded so that one request embeds at most this much.
+ZERO_SHOT_MAX_LABELS = 100
+ZERO_SHOT_LABEL_MAX_CHARS = 300
+
 
 class Base64ImageField(serializers.CharField):
     """Base64 image bytes; a ``data:image/...;base64,`` prefix is accepted and dropped."""
@@ -59,6 +63,20 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class LabelListField(serializers.ListField):
+    """A list of label texts whose errors name the label, counting from 1 as people do."""
+
+    def run_child_validation(self, data: list) -> list:
+        labels = []
+        for number, item in enumerate(data, start=1):
+            try:
+                labels.append(self.child.run_validation(item))
+            except serializers.ValidationError as exc:
+                detail = exc.detail[0] if isinstance(exc.detail, list) else exc.detail
+                raise serializers.ValidationError(f"label {number}: {detail}") from exc
+        return labels
+
+
 class ClassifyImageApi(AnswerSignalMixin, APIView):
     """Classify one image given by URL, as an upload or as base64 bytes."""
 
@@ -85,6 +103,18 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             default=settings.CLASSIFY_DEFAULT_TOP_K,
         )
         model = serializers.SlugField(required=False, help_text="A registered model name.")
+        labels = LabelListField(
+            child=StrictCharField(max_length=ZERO_SHOT_LABEL_MAX_CHARS),
+            required=False,
+            allow_empty=False,
+            max_length=ZERO_SHOT_MAX_LABELS,
+            help_text=(
+                f"Zero-shot models only: classify against these labels (1-{ZERO_SHOT_MAX_LABELS} "
+                f"texts of at most {ZERO_SHOT_LABEL_MAX_CHARS} characters, each at most 77 "
+                "tokens in the model's prompt) instead of the model's own. In multipart "
+                "forms, one 'labels' field per label."
+            ),
+        )
 
         def validate(self, attrs: dict) -> dict:
             given = [key for key in ("image", "image_base64", "image_url") if key in attrs]
@@ -134,8 +164,9 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
         responses={
             200: OutputSerializer,
             400: error_response(
-                "Malformed request, missing or double image, bad top_k or model, or an "
-                "image_url with a refused scheme or form (invalid_url)."
+                "Malformed request, missing or double image, bad top_k, model or labels (or "
+                "labels for a model that is not zero-shot), or an image_url with a refused "
+                "scheme or form (invalid_url)."
             ),
             401: error_response(
                 "A bearer token was sent and is not valid (anonymous calls need none)."
@@ -164,6 +195,7 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             source=serializer.validated_data["source"],
             top_k=serializer.validated_data["top_k"],
             model_name=serializer.validated_data.get("model"),
+            labels=serializer.validated_data.get("labels"),
             # The address the rate limits count (X-Forwarded-For only behind NUM_PROXIES).
             client=BaseThrottle().get_ident(request),
         )

@@ -30,6 +30,14 @@ logger = logging.getLogger(__name__)
 KINDS = ("url", "image")
 _STATS_KEY = "result-cache:stats"
 _COUNT_LIMIT = 100_000  # entries counted at most by /cache-stats (a SCAN, never KEYS)
+# GET an entry and count the lookup as a hit or a miss of its kind, in one Redis call.
+_GET_COUNTED_SCRIPT = """
+local value = redis.call('GET', KEYS[1])
+local outcome = value and ':hits' or ':misses'
+redis.call('HINCRBY', KEYS[2], ARGV[1] .. outcome, 1)
+redis.call('HSETNX', KEYS[2], 'started_at', ARGV[2])
+return value
+"""
 
 
 def _is_redis(cache: BaseCache) -> bool:
@@ -65,10 +73,17 @@ class ResultCache:
         return _is_redis(self.cache)
 
     @staticmethod
-    def key(*, kind: str, model_name: str, model_version: int, identity: str) -> str:
-        """``identity`` is the exact image URL (hashed here) or the image's SHA-256."""
+    def key(
+        *, kind: str, model_name: str, model_version: int, identity: str, labels_digest: str = ""
+    ) -> str:
+        """``identity`` is the exact image URL (hashed here) or the image's SHA-256.
+
+        ``labels_digest`` names a request's own label set (zero-shot models): answers to other
+        label sets, or to the version's own labels (no digest), are other entries.
+        """
         digest = hashlib.sha256(identity.encode()).hexdigest() if kind == "url" else identity
-        return f"result:{kind}:{model_name}:{model_version}:{digest}"
+        key = f"result:{kind}:{model_name}:{model_version}:{digest}"
+        return f"{key}:labels-{labels_digest}" if labels_digest else key
 
     def ttl(self, kind: str) -> int:
         return settings.CACHE_URL_TTL if kind == "url" else settings.CACHE_IMAGE_TTL
@@ -82,19 +97,34 @@ class ResultCache:
     # --- reads and writes -----------------------------------------------------------------
 
     def get(self, *, kind: str, key: str) -> dict | None:
-        """The cached entry, or None on a miss or when the cache is unavailable."""
+        """The cached entry, or None on a miss or when the cache is unavailable.
+
+        The lookup is counted as a hit or a miss; with Redis, the lookup and the count are one
+        round trip (a Lua script), so a hit costs one call, not two.
+        """
         if not self.available():
             return None
         try:
-            value = self.cache.get(key)
+            if self.shared:
+                value = self._get_counted_in_redis(kind=kind, key=key)
+            else:
+                value = self.cache.get(key)
+                self._count(kind, "hits" if value is not None else "misses")
         except Exception as exc:
             self._fault(exc)
             return None
         cache_breaker.record_success()
-        hit = value is not None
-        self._count(kind, "hits" if hit else "misses")
-        metrics.CACHE_LOOKUPS.labels(kind, "hit" if hit else "miss").inc()
+        metrics.CACHE_LOOKUPS.labels(kind, "hit" if value is not None else "miss").inc()
         return value if isinstance(value, dict) else None
+
+    def _get_counted_in_redis(self, *, kind: str, key: str) -> Any:
+        client = self.cache.client.get_client(write=True)  # type: ignore[attr-defined]
+        script = client.register_script(_GET_COUNTED_SCRIPT)  # EVALSHA after the first call
+        raw = script(
+            keys=[self.cache.make_key(key), self.cache.make_key(_STATS_KEY)],
+            args=[kind, timezone.now().isoformat()],
+        )
+        return None if raw is None else self.cache.client.decode(raw)  # type: ignore[attr-defined]
 
     def set(self, *, kind: str, key: str, value: dict) -> None:
         if not self.available():

@@ -13,6 +13,7 @@ class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         # Each kind is implemented once in classification.serving.engine (MODEL_KINDS).
         CLASSIFIER = "classifier", "Classifier (softmax over labels)"
+        ZERO_SHOT = "zero_shot", "Zero-shot (image embedding against text embeddings)"
 
     class Format(models.TextChoices):
         KERAS = "keras", "Keras (.keras / .h5)"
@@ -46,6 +47,10 @@ class ModelVersion(models.Model):
     # Written by reporting's model monitoring through the registry's services (format in
     # reporting/monitoring/drift.py).
     reference_profile = models.JSONField(null=True, blank=True)
+    # A zero-shot version's text side (format in classification/serving/zero_shot.py): the
+    # prompt template, the logit scale, and the stored text encoder, tokenizer and label
+    # embeddings. Empty for classifiers.
+    zero_shot = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "-version"]

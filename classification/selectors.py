@@ -15,16 +15,13 @@ def model_name_exists(*, name: str) -> bool:
 
 
 def model_default_name() -> str | None:
-    """DEFAULT_MODEL when set, else the most recently promoted production model's name."""
-    if settings.DEFAULT_MODEL:
+    """DEFAULT_MODEL while it has a production version, else the most recently promoted
+    production model's name; None when nothing is in production (one query)."""
+    production = ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
+    names = list(production.order_by("-promoted_at", "-pk").values_list("name", flat=True))
+    if settings.DEFAULT_MODEL in names:
         return settings.DEFAULT_MODEL
-    latest = (
-        ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
-        .order_by("-promoted_at", "-pk")
-        .values_list("name", flat=True)
-        .first()
-    )
-    return latest
+    return names[0] if names else None
 
 
 def model_production_versions() -> list[ModelVersion]:

@@ -16,12 +16,15 @@ UPLOAD_PAGE_TOP_K = 5
 @require_safe
 @ensure_csrf_cookie
 def upload_page(request: HttpRequest) -> HttpResponse:
+    models = list(selectors.model_production_versions())
     context = {
         "classify_url": reverse("classification:classify-image"),
         "top_k": min(UPLOAD_PAGE_TOP_K, settings.CLASSIFY_MAX_TOP_K),
         "max_bytes": settings.IMAGE_MAX_BYTES,
         # A person may choose among the production models; the default one comes first.
-        "models": selectors.model_production_versions(),
+        "models": models,
+        # Zero-shot models take labels typed on the page (shown while one is chosen).
+        "any_zero_shot": any(model.kind == "zero_shot" for model in models),
         "default_model": selectors.model_default_name(),
         # Staff see a link to the request statistics (an admin page of the reporting app).
         "admin_statistics_url": reverse("admin:reporting_requestlog_statistics"),

@@ -176,7 +176,9 @@ IMAGE_FETCH_RETRY_AFTER = env_int("IMAGE_FETCH_RETRY_AFTER", 2)
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))
 # Model name answered when a request names none; empty means the latest promoted model.
-DEFAULT_MODEL = env_str("DEFAULT_MODEL")
+# The model that answers requests naming none, while it has a production version; otherwise
+# the most recently promoted model answers ('make run' registers imagenet-lite0 offline).
+DEFAULT_MODEL = env_str("DEFAULT_MODEL", "imagenet-lite0")
 # How often a worker asks the registry whether the production version changed.
 MODEL_REFRESH_SECONDS = env_float("MODEL_REFRESH_SECONDS", 2.0)
 # Threads one LiteRT interpreter uses for one inference.
@@ -196,6 +198,25 @@ IMAGENET_CLASS_INDEX_URL = env_str(
     "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
 )
 IMAGENET_CLASS_INDEX_SHA256 = env_str("IMAGENET_CLASS_INDEX_SHA256", "")
+# Keras MobileNet v1 (alpha 1.0, 224), registered as 'mobilenet'; it shares the class index.
+MOBILENET_WEIGHTS_URL = env_str(
+    "MOBILENET_WEIGHTS_URL",
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+    "mobilenet_1_0_224_tf.h5",
+)
+MOBILENET_WEIGHTS_SHA256 = env_str("MOBILENET_WEIGHTS_SHA256", "")
+# The AIY birds model from TF Hub, which now redirects to Kaggle Models: the SavedModel as
+# TF Hub's compressed tarball, and its label map.
+BIRDS_MODEL_URL = env_str(
+    "BIRDS_MODEL_URL",
+    "https://www.kaggle.com/models/google/aiy/tensorFlow1/vision-classifier-birds-v1/1"
+    "?tf-hub-format=compressed",
+)
+BIRDS_MODEL_SHA256 = env_str("BIRDS_MODEL_SHA256", "")
+BIRDS_LABELS_URL = env_str(
+    "BIRDS_LABELS_URL", "https://www.gstatic.com/aihub/tfhub/labelmaps/aiy_birds_V1_labelmap.csv"
+)
+BIRDS_LABELS_SHA256 = env_str("BIRDS_LABELS_SHA256", "")
 MODEL_DOWNLOAD_TIMEOUT = env_float("MODEL_DOWNLOAD_TIMEOUT", 30.0)
 
 

@@ -130,7 +130,8 @@ def register_model(_registration_cache: dict) -> Callable[..., ModelVersion]:
     def register(
         path: Path, *, name: str, labels: list[str], stage: str = "production", **options: object
     ) -> ModelVersion:
-        key = (str(path), tuple(labels), tuple(sorted(options.items())))
+        # repr: options such as preprocessing are dicts, which cannot be dict keys themselves.
+        key = (str(path), tuple(labels), repr(sorted(options.items())))
         cached = _registration_cache.get(key)
         if cached is None:
             model_version = model_version_register(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,78 @@ def _square_input_size(shape: tuple) -> int:
     return int(shape[1])
 
 
-def model_convert(*, path: Path, source_format: str) -> ConvertedModel:
-    """Convert the artifact at ``path`` to a LiteRT flat buffer (a .tflite is taken as it is)."""
+def _saved_model_tags(path: Path) -> list[str] | None:
+    # The TF1 Hub format keeps its graph under the empty tag set, which is what hub.load (and
+    # so hub.KerasLayer) loads; other SavedModels load with TensorFlow's default tags.
+    return [] if (path / "tfhub_module.pb").exists() else None
+
+
+def _serving_signature(loaded: Any, path: Path) -> Any:
+    """``serving_default``, else the TF1 Hub format's ``default``, else the only signature."""
+    signatures = dict(loaded.signatures)
+    for key in ("serving_default", "default"):
+        if key in signatures:
+            return signatures[key]
+    if len(signatures) == 1:
+        return next(iter(signatures.values()))
+    raise ModelRegistrationError(
+        f"{path} has no serving_default or default signature to serve "
+        f"(it has {sorted(signatures) or 'none'})."
+    )
+
+
+def _served_output(outputs: dict[str, Any], path: Path) -> str:
+    """The signature output to serve: the only one, else ``default`` (hub.KerasLayer's)."""
+    if len(outputs) == 1:
+        return next(iter(outputs))
+    if "default" in outputs:
+        return "default"
+    raise ModelRegistrationError(
+        f"{path}'s signature has outputs {sorted(outputs)}; one of them must be called "
+        "'default' to say which are the class scores."
+    )
+
+
+def _saved_model_function(
+    tf: ModuleType, path: Path, *, input_size: int | None
+) -> tuple[Any, Any, tuple]:
+    """One tf.function over the SavedModel's serving signature: one image batch in, one
+    score tensor out. Returns (function, loaded object, input shape)."""
+    loaded = tf.saved_model.load(str(path), tags=_saved_model_tags(path))
+    signature = _serving_signature(loaded, path)
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ModelRegistrationError(
+            f"{path}'s signature takes {sorted(inputs)}; only models with one image input "
+            "are served."
+        )
+    ((input_name, spec),) = inputs.items()
+    if spec.dtype != tf.float32:
+        raise ModelRegistrationError(
+            f"{path} takes {spec.dtype.name} input; only float32 models are served."
+        )
+    output = _served_output(signature.structured_outputs, path)
+    shape = tuple(spec.shape)
+    if len(shape) == 4 and shape[1] is None and shape[2] is None and input_size:
+        # Hub image models may accept any size; serve them at the size their card states.
+        shape = (shape[0], input_size, input_size, shape[3])
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name=input_name)])
+    def serve(images: Any) -> Any:
+        return signature(**{input_name: images})[output]
+
+    return serve, loaded, shape
+
+
+def model_convert(
+    *, path: Path, source_format: str, input_size: int | None = None
+) -> ConvertedModel:
+    """Convert the artifact at ``path`` to a LiteRT flat buffer (a .tflite is taken as it is).
+
+    A SavedModel is served through ``serving_default`` (TF1 Hub format: ``default`` under the
+    empty tag set) and, when that returns a dict, its only output or else ``default``.
+    ``input_size`` fixes the image size of a model that accepts any.
+    """
     if source_format == ModelVersion.Format.TFLITE:
         content = path.read_bytes()
         try:
@@ -84,15 +155,13 @@ def model_convert(*, path: Path, source_format: str) -> ConvertedModel:
                 return np.asarray(model(batch, training=False))
 
         else:
-            loaded = tf.saved_model.load(str(path))
-            signature = loaded.signatures["serving_default"]
-            (spec,) = signature.structured_input_signature[1].values()
-            shape = tuple(spec.shape)
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
+            serve, loaded, shape = _saved_model_function(tf, path, input_size=input_size)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions(
+                [serve.get_concrete_function()], loaded
+            )
 
             def reference(batch: np.ndarray) -> np.ndarray:
-                (output,) = signature(tf.constant(batch)).values()
-                return np.asarray(output)
+                return np.asarray(serve(tf.constant(batch)))
 
         tflite = converter.convert()
     except ModelRegistrationError:
@@ -123,14 +192,22 @@ class ParityReport:
 
 
 def parity_check(
-    *, converted: ConvertedModel, samples: int = 4, seed: int = 0, timing_runs: int = 20
+    *,
+    converted: ConvertedModel,
+    input_range: tuple[float, float] = (-1.0, 1.0),
+    num_threads: int = 1,
+    samples: int = 4,
+    seed: int = 0,
+    timing_runs: int = 20,
 ) -> ParityReport:
-    """Compare LiteRT with TensorFlow on random inputs in [-1, 1], and time LiteRT's invoke."""
+    """Compare LiteRT with TensorFlow on random inputs in ``input_range`` (the range the
+    model's preprocessing produces), and time LiteRT's invoke on ``num_threads`` threads."""
     size = converted.input_size
-    classifier = LiteRTClassifier(model_content=converted.tflite, num_threads=1)
+    classifier = LiteRTClassifier(model_content=converted.tflite, num_threads=num_threads)
     rng = np.random.default_rng(seed)
+    low, high = input_range
     batches = [
-        rng.uniform(-1.0, 1.0, size=(1, size, size, 3)).astype(np.float32) for _ in range(samples)
+        rng.uniform(low, high, size=(1, size, size, 3)).astype(np.float32) for _ in range(samples)
     ]
     litert_outputs = np.concatenate([classifier.invoke(batch) for batch in batches])
     logits = outputs_are_logits(litert_outputs)

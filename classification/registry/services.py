@@ -5,15 +5,17 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
+from PIL import Image
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.conversion import artifact_format, model_convert, parity_check
 from classification.registry.store import StoredArtifact, artifact_put_bytes, artifact_put_file
-from classification.serving.imaging import DEFAULT_PREPROCESSING
+from classification.serving.imaging import DEFAULT_PREPROCESSING, image_preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,16 @@ def _source_put(*, path: Path, source_format: str) -> StoredArtifact:
         with tarfile.open(archive.name, "w") as tar:
             tar.add(path, arcname="saved_model")
         return artifact_put_file(path=Path(archive.name), suffix=".saved_model.tar")
+
+
+def _preprocessing_check(preprocessing: dict) -> None:
+    """Refuse options serving cannot apply: every request to the version would fail."""
+    try:
+        image_preprocess(image=Image.new("RGB", (2, 2)), input_size=1, preprocessing=preprocessing)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelRegistrationError(
+            f"The preprocessing {preprocessing} cannot be applied: {exc}"
+        ) from exc
 
 
 def model_version_register(
@@ -44,14 +56,19 @@ def model_version_register(
     """Store, convert and register a model artifact as the next version of ``name``.
 
     Keras and SavedModel artifacts are converted to LiteRT; the conversion must agree with
-    TensorFlow within ``tolerance`` on the probabilities of random inputs. Raises
+    TensorFlow within ``tolerance`` on the probabilities of random inputs in the range that
+    ``preprocessing`` scales pixels to. Raises
     ModelRegistrationError when the artifact cannot be used (nothing is registered then).
     """
     artifact_path = Path(artifact_path)
     if not artifact_path.exists():
         raise ModelRegistrationError(f"{artifact_path} does not exist.")
+    preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    _preprocessing_check(preprocessing)
     source_format = artifact_format(artifact_path)
-    converted = model_convert(path=artifact_path, source_format=source_format)
+    converted = model_convert(
+        path=artifact_path, source_format=source_format, input_size=input_size
+    )
     if input_size is not None and input_size != converted.input_size:
         raise ModelRegistrationError(
             f"The model takes {converted.input_size}x{converted.input_size} images, "
@@ -61,7 +78,12 @@ def model_version_register(
         raise ModelRegistrationError(
             f"The model has {converted.num_outputs} outputs but {len(labels)} labels were given."
         )
-    report = parity_check(converted=converted)
+    # Random inputs over the range this version's preprocessing produces, timed on the
+    # threads serving uses.
+    low, high = (float(bound) for bound in preprocessing["scale"])
+    report = parity_check(
+        converted=converted, input_range=(low, high), num_threads=settings.LITERT_NUM_THREADS
+    )
     if report.max_abs_diff is not None and report.max_abs_diff >= tolerance:
         raise ModelRegistrationError(
             f"LiteRT and TensorFlow disagree by {report.max_abs_diff:.2e} on the probabilities "
@@ -73,6 +95,7 @@ def model_version_register(
     metrics = {
         "parity_max_abs_diff": report.max_abs_diff,
         "litert_invoke_ms_median": round(report.invoke_ms_median, 3),
+        "litert_num_threads": settings.LITERT_NUM_THREADS,
         "outputs": "logits" if report.outputs_logits else "probabilities",
     }
     model_version = model_version_create(
@@ -86,7 +109,7 @@ def model_version_register(
         labels=list(labels),
         tag_labels=tag_labels,
         input_size=converted.input_size,
-        preprocessing={**DEFAULT_PREPROCESSING, **(preprocessing or {})},
+        preprocessing=preprocessing,
         metrics=metrics,
         source=source,
     )

@@ -11,14 +11,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from django.conf import settings
 
 from classification import metrics, selectors
-from classification.exceptions import ModelNotReady, ModelRegistrationError, UnknownModel
+from classification.exceptions import (
+    InvalidClassificationRequest,
+    ModelNotReady,
+    ModelRegistrationError,
+    UnknownModel,
+)
 from classification.models import ModelVersion
 from classification.registry.store import artifact_read_verified
 from classifier_site.singleton import ProcessSingleton
@@ -94,9 +99,30 @@ class ClassifierServable:
         return softmax(outputs) if self.outputs_logits else outputs
 
 
+@runtime_checkable
+class LabelledServable(Servable, Protocol):
+    """A kind that also scores against labels chosen per request (zero-shot)."""
+
+    def labels_check(self, labels: list[str]) -> None:
+        """Raise InvalidClassificationRequest unless the kind can score these labels."""
+        ...
+
+    def run_labels(self, batch: np.ndarray, *, labels: list[str]) -> np.ndarray:
+        """Scores of the first image in ``batch``, one per label of ``labels``, in [0, 1]."""
+        ...
+
+
+def _zero_shot_servable(**arguments: object) -> Servable:
+    # Imported on first use: the zero-shot kind builds on this module's LiteRT wrapper.
+    from classification.serving.zero_shot import ZeroShotServable
+
+    return ZeroShotServable(**arguments)  # type: ignore[arg-type]
+
+
 # Every kind the registry can record, implemented once each.
 MODEL_KINDS: dict[str, Callable[..., Servable]] = {
     ModelVersion.Kind.CLASSIFIER: ClassifierServable,
+    ModelVersion.Kind.ZERO_SHOT: _zero_shot_servable,
 }
 
 
@@ -119,9 +145,22 @@ class ServingModel:
         """The LiteRT interpreter itself (benchmarks and health probes call it directly)."""
         return self.servable.interpreter  # type: ignore[attr-defined]
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def probabilities(self, batch: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
+        """Scores per label: the version's labels, or ``labels`` (checked by ``labels_check``)."""
         metrics.INFERENCE_BATCH_SIZE.labels(self.name).observe(len(batch))
-        return self.servable.run(batch)
+        if labels is None:
+            return self.servable.run(batch)
+        assert isinstance(self.servable, LabelledServable)
+        return self.servable.run_labels(batch, labels=labels)
+
+    def labels_check(self, labels: list[str]) -> None:
+        """Raise InvalidClassificationRequest unless this model can score ``labels``."""
+        if not isinstance(self.servable, LabelledServable):
+            raise InvalidClassificationRequest(
+                f"labels: model {self.name!r} is a {self.kind} model with fixed labels; "
+                "per-request labels need a zero-shot model."
+            )
+        self.servable.labels_check(labels)
 
 
 def serving_model_load(model_version: ModelVersion) -> ServingModel:

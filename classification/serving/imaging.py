@@ -149,14 +149,65 @@ def image_preprocess(
     """The model input for ``image``: a float32 array of shape (1, input_size, input_size, 3).
 
     EXIF orientation applied, RGB, resized to a square regardless of aspect ratio, and pixel
-    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet).
+    values scaled linearly from [0, 255] to the model's range ([-1, 1] for MobileNet). A
+    ``crop`` option in (0, 1] first keeps that central fraction of the width and of the height
+    (absent: the whole image). Options a version may record besides: ``resize:
+    "shorter_side"`` keeps the aspect ratio and takes the central square instead of
+    stretching; ``mean`` and ``std`` (three numbers each) standardise each channel after
+    scaling (CLIP: scale [0, 1], then OpenAI's mean and std).
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     rgb = _to_rgb(_exif_transposed(image))
+    crop = float(options.get("crop", 1.0))
+    if not 0.0 < crop <= 1.0:
+        raise ValueError(f"The crop fraction must be in (0, 1], not {crop}.")
+    if crop < 1.0:
+        width, height = rgb.size
+        keep_width, keep_height = max(1, round(width * crop)), max(1, round(height * crop))
+        left, top = (width - keep_width) // 2, (height - keep_height) // 2
+        rgb = rgb.crop((left, top, left + keep_width, top + keep_height))
+    resample = _RESAMPLING[options["resample"]]
+    if options.get("resize", "square") == "shorter_side":
+        rgb = _shorter_side_center_cropped(rgb, size=input_size, resample=resample)
+    elif options.get("resize", "square") != "square":
+        raise ValueError(
+            f"The resize mode must be 'square' or 'shorter_side', not {options['resize']!r}."
+        )
     if rgb.size != (input_size, input_size):
-        rgb = rgb.resize((input_size, input_size), resample=_RESAMPLING[options["resample"]])
+        rgb = rgb.resize((input_size, input_size), resample=resample)
     low, high = (float(bound) for bound in options["scale"])
     pixels = np.asarray(rgb, dtype=np.float32)
     # Dividing by 255 / (high - low) (127.5 for [-1, 1]) keeps 0, 127.5 and 255 exact.
     scaled = pixels / np.float32(255.0 / (high - low)) + np.float32(low)
+    if "mean" in options or "std" in options:
+        mean, std = _channel_statistics(options)
+        scaled = (scaled - mean) / std
     return scaled[np.newaxis, ...]
+
+
+def _shorter_side_center_cropped(
+    image: Image.Image, *, size: int, resample: Image.Resampling
+) -> Image.Image:
+    """Aspect kept: the shorter side resized to ``size``, then the central square (CLIP's way).
+
+    Rounding follows torchvision's Resize and CenterCrop, which CLIP's own preprocessing uses.
+    """
+    width, height = image.size
+    if width <= height:
+        new_size = (size, max(size, int(size * height / width)))
+    else:
+        new_size = (max(size, int(size * width / height)), size)
+    if new_size != image.size:
+        image = image.resize(new_size, resample=resample)
+    left = round((new_size[0] - size) / 2.0)
+    top = round((new_size[1] - size) / 2.0)
+    return image.crop((left, top, left + size, top + size))
+
+
+def _channel_statistics(options: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (RGB) applied after scaling; absent: 0 and 1."""
+    mean = np.asarray(options.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
+    std = np.asarray(options.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+    if mean.shape != (3,) or std.shape != (3,) or not (std > 0).all():
+        raise ValueError("mean and std must be three numbers each, std positive.")
+    return mean, std

@@ -1,6 +1,7 @@
 """Classifying an image: the request pipeline from bytes or URL to predictions, cached."""
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,24 +24,35 @@ CACHED_PREDICTIONS = 10
 
 
 def image_classify(
-    *, image_bytes: bytes, top_k: int, model_name: str | None = None
+    *,
+    image_bytes: bytes,
+    top_k: int,
+    model_name: str | None = None,
+    labels: list[str] | None = None,
 ) -> ClassificationResult:
     """Decode, preprocess and classify ``image_bytes`` with the production model, uncached.
 
-    Raises the image errors of ``image_decode``, UnknownModel or ModelNotReady.
+    ``labels`` (zero-shot models only) replaces the version's labels for this call. Raises the
+    image errors of ``image_decode``, UnknownModel, ModelNotReady, or InvalidClassificationRequest
+    for labels the model cannot score.
     """
     model = get_runtime().serving_model(model_name)
-    return _classify(model=model, image_bytes=image_bytes, top_k=top_k)
+    if labels is not None:
+        model.labels_check(labels)
+    return _classify(model=model, image_bytes=image_bytes, top_k=top_k, labels=labels)
 
 
 def serving_model_classify(
-    *, model: ServingModel, image_bytes: bytes, top_k: int
+    *, model: ServingModel, image_bytes: bytes, top_k: int, labels: list[str] | None = None
 ) -> ClassificationResult:
     """Classify ``image_bytes`` with an already loaded ``model`` (any stage), uncached.
 
-    For reference profiles of a version before it serves; raises the errors of ``image_decode``.
+    For reference profiles of a version before it serves, and benchmarks; raises the errors of
+    ``image_decode`` and, for ``labels``, those of ``ServingModel.labels_check``.
     """
-    return _classify(model=model, image_bytes=image_bytes, top_k=top_k)
+    if labels is not None:
+        model.labels_check(labels)
+    return _classify(model=model, image_bytes=image_bytes, top_k=top_k, labels=labels)
 
 
 # ITU-R BT.601 luma weights, as Pillow's convert("L").
@@ -48,18 +60,27 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _input_brightness(batch: np.ndarray, *, preprocessing: dict) -> float:
-    """Mean luma (0-255) of the model input, undoing the linear pixel scaling."""
+    """Mean luma (0-255) of the model input, undoing the pixel scaling (and standardisation)."""
     scale = preprocessing.get("scale", DEFAULT_PREPROCESSING["scale"])
     low, high = (float(bound) for bound in scale)
     # Per-channel means as one matrix product: ~25x faster than numpy's strided mean(axis=0).
     pixels = batch.reshape(-1, 3)
     mean_rgb = (np.ones(len(pixels), dtype=np.float32) @ pixels).astype(np.float64) / len(pixels)
+    if "mean" in preprocessing or "std" in preprocessing:
+        mean_rgb = mean_rgb * np.asarray(preprocessing.get("std", [1.0] * 3)) + np.asarray(
+            preprocessing.get("mean", [0.0] * 3)
+        )
     mean_rgb = (mean_rgb - low) * (255.0 / (high - low))
     return round(float(np.clip(mean_rgb @ _LUMA, 0.0, 255.0)), 3)
 
 
 def _classify(
-    *, model: ServingModel, image_bytes: bytes, top_k: int, image_sha256: str | None = None
+    *,
+    model: ServingModel,
+    image_bytes: bytes,
+    top_k: int,
+    image_sha256: str | None = None,
+    labels: list[str] | None = None,
 ) -> ClassificationResult:
     timings: dict[str, float] = {}
     mark = time.perf_counter()
@@ -73,14 +94,15 @@ def _classify(
     timings["preprocess"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    probabilities = model.probabilities(batch)
+    probabilities = model.probabilities(batch, labels=labels)
     timings["inference"] = time.perf_counter() - mark
 
-    best = np.argsort(probabilities)[::-1][:top_k]
+    names = model.labels if labels is None else labels
+    # Stable, so that equal scores keep the order the labels were given in.
+    best = np.argsort(-probabilities, kind="stable")[:top_k]
     return ClassificationResult(
         predictions=[
-            Prediction(label=model.labels[index], confidence=float(probabilities[index]))
-            for index in best
+            Prediction(label=names[index], confidence=float(probabilities[index])) for index in best
         ],
         model_name=model.name,
         model_version=model.version,
@@ -94,10 +116,26 @@ def _classify(
     )
 
 
+def labels_digest(labels: list[str] | None) -> str:
+    """What names a request's label set in cache keys: order and text matter, "" for none."""
+    if labels is None:
+        return ""
+    return hashlib.sha256(json.dumps(labels, ensure_ascii=False).encode()).hexdigest()
+
+
 def image_source_classify(
-    *, source: ImageSource, top_k: int, model_name: str | None = None, client: str | None = None
+    *,
+    source: ImageSource,
+    top_k: int,
+    model_name: str | None = None,
+    labels: list[str] | None = None,
+    client: str | None = None,
 ) -> ClassificationResult:
     """Classify the image of ``source``, answering from the result cache when it can.
+
+    ``labels`` (zero-shot models only) classifies against exactly those labels, in their
+    cache entries of their own; on another kind of model it is InvalidClassificationRequest,
+    raised before any download, as are labels whose prompts are too long.
 
     A URL seen before is answered without downloading it; bytes seen before (uploaded, sent
     as base64 or downloaded from any URL) without decoding or inference. Identical concurrent
@@ -108,20 +146,29 @@ def image_source_classify(
     cached. Each answer is counted in the metrics.
     """
     result = _image_source_classify(
-        source=source, top_k=top_k, model_name=model_name, client=client
+        source=source, top_k=top_k, model_name=model_name, labels=labels, client=client
     )
     metrics.classification_observe(result)
     return result
 
 
 def _image_source_classify(
-    *, source: ImageSource, top_k: int, model_name: str | None, client: str | None
+    *,
+    source: ImageSource,
+    top_k: int,
+    model_name: str | None,
+    labels: list[str] | None,
+    client: str | None,
 ) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
+    if labels is not None:
+        model.labels_check(labels)  # bad labels, too, fail before any traffic
     timings: dict[str, float] = {}
     if source.kind != "url":
         assert source.data is not None
-        entry, cache_kind = _classify_bytes_cached(model=model, data=source.data, timings=timings)
+        entry, cache_kind = _classify_bytes_cached(
+            model=model, data=source.data, timings=timings, labels=labels
+        )
         return _result_from_entry(
             entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
         )
@@ -130,7 +177,11 @@ def _image_source_classify(
     url = source.url  # a str from here on, in the nested functions too
     cache = get_result_cache()
     url_key = cache.key(
-        kind="url", model_name=model.name, model_version=model.version, identity=url
+        kind="url",
+        model_name=model.name,
+        model_version=model.version,
+        identity=url,
+        labels_digest=labels_digest(labels),
     )
     cached = _timed(timings, "cache_lookup", lambda: cache.get(kind="url", key=url_key))
     if cached is not None:
@@ -143,7 +194,7 @@ def _image_source_classify(
     def fetch_and_classify() -> dict:
         fetched = _timed(timings, "fetch", lambda: image_fetch(url=url))
         found, content_hit[0] = _classify_bytes_cached(
-            model=model, data=fetched.data, timings=timings
+            model=model, data=fetched.data, timings=timings, labels=labels
         )
         cache.set(kind="url", key=url_key, value=found)
         return found
@@ -158,13 +209,17 @@ def _image_source_classify(
 
 
 def _classify_bytes_cached(
-    *, model: ServingModel, data: bytes, timings: dict[str, float]
+    *, model: ServingModel, data: bytes, timings: dict[str, float], labels: list[str] | None
 ) -> tuple[dict, str | None]:
     """The cache entry for ``data`` and "image" when it came from the cache, None if computed."""
     cache = get_result_cache()
     sha256 = hashlib.sha256(data).hexdigest()
     key = cache.key(
-        kind="image", model_name=model.name, model_version=model.version, identity=sha256
+        kind="image",
+        model_name=model.name,
+        model_version=model.version,
+        identity=sha256,
+        labels_digest=labels_digest(labels),
     )
     entry = _timed(timings, "cache_lookup", lambda: cache.get(kind="image", key=key))
     if entry is not None:
@@ -172,7 +227,11 @@ def _classify_bytes_cached(
 
     def compute() -> dict:
         result = _classify(
-            model=model, image_bytes=data, top_k=CACHED_PREDICTIONS, image_sha256=sha256
+            model=model,
+            image_bytes=data,
+            top_k=CACHED_PREDICTIONS,
+            image_sha256=sha256,
+            labels=labels,
         )
         timings.update(result.timings)
         computed_entry = {

@@ -45,6 +45,34 @@ def test_resizes_to_square_input_regardless_of_aspect_ratio():
     assert batch.shape == (1, 32, 32, 3)
 
 
+def test_crop_keeps_the_central_fraction_of_each_side_before_resizing():
+    # 16 x 8: a 2-pixel red frame left and right, 1-pixel frame top and bottom, blue inside.
+    pixels = np.zeros((8, 16, 3), dtype=np.uint8)
+    pixels[...] = (255, 0, 0)
+    pixels[1:7, 2:14] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+
+    cropped = image_preprocess(image=image, input_size=12, preprocessing={"crop": 0.75})
+    whole = image_preprocess(image=image, input_size=12)
+
+    # 0.75 keeps the central 12 x 6: all blue, resized to 12 x 12 without a red pixel left.
+    assert (cropped[0, ..., 0] == -1.0).all() and (cropped[0, ..., 2] == 1.0).all()
+    assert (whole[0, ..., 0] > 0).any()
+
+
+def test_no_crop_unless_asked():
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    full = image_preprocess(image=image, input_size=4, preprocessing={"crop": 1.0})
+    assert np.array_equal(full, image_preprocess(image=image, input_size=4))
+
+
+@pytest.mark.parametrize("crop", [0.0, -0.5, 1.5])
+def test_crop_outside_zero_to_one_is_refused(crop):
+    image = Image.new("RGB", (4, 4))
+    with pytest.raises(ValueError, match="crop"):
+        image_preprocess(image=image, input_size=4, preprocessing={"crop": crop})
+
+
 @pytest.mark.parametrize("format", ["JPEG", "PNG", "GIF", "WEBP"])
 def test_each_accepted_format_decodes(format):
     data = image_bytes(format=format, size=(10, 10), color=(255, 0, 0))
@@ -151,3 +179,31 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(TooManyPixels):
         image_decode(data=data, max_pixels=200 * 100 - 1)
     assert image_decode(data=data, max_pixels=200 * 100).width == 200
+
+
+def test_shorter_side_resize_keeps_the_aspect_and_takes_the_central_square():
+    from PIL import Image
+
+    from classification.serving.imaging import image_preprocess
+
+    # 40 x 20: left half red, right half blue, a green column in the middle 20 pixels.
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = (255, 0, 0)
+    pixels[:, 20:] = (0, 0, 255)
+    pixels[:, 10:30, 1] = 255
+    options = {"resample": "nearest", "resize": "shorter_side", "scale": [0.0, 1.0]}
+    batch = image_preprocess(image=Image.fromarray(pixels), input_size=10, preprocessing=options)
+    assert batch.shape == (1, 10, 10, 3)
+    assert (batch[0, :, :, 1] == 1.0).all()  # only the central, green-lit square is kept
+
+
+def test_mean_and_std_standardise_each_channel_after_scaling():
+    from PIL import Image
+
+    from classification.registry.clip import CLIP_MEAN, CLIP_PREPROCESSING, CLIP_STD
+    from classification.serving.imaging import image_preprocess
+
+    image = Image.new("RGB", (8, 8), (255, 0, 128))
+    batch = image_preprocess(image=image, input_size=8, preprocessing=CLIP_PREPROCESSING)
+    expected = (np.array([255, 0, 128]) / 255.0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+    np.testing.assert_allclose(batch[0, 3, 3], expected, rtol=1e-5)

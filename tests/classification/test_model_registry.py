@@ -85,6 +85,20 @@ def test_wrong_input_size_is_refused(tiny_keras_path):
         )
 
 
+@pytest.mark.parametrize(
+    "preprocessing", [{"crop": 0}, {"crop": 1.5}, {"resample": "sinc"}, {"scale": [1.0]}]
+)
+def test_preprocessing_that_serving_cannot_apply_is_refused(tiny_keras_path, preprocessing):
+    with pytest.raises(ModelRegistrationError, match="cannot be applied"):
+        model_version_register(
+            artifact_path=tiny_keras_path,
+            name="tiny",
+            labels=TINY_LABELS,
+            preprocessing=preprocessing,
+        )
+    assert not ModelVersion.objects.exists()
+
+
 def test_a_conversion_that_disagrees_with_tensorflow_is_refused(tiny_keras_path, monkeypatch):
     real_convert = conversion.model_convert
 

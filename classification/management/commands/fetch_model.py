@@ -6,12 +6,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.services import model_version_register
-from classification.registry.sources import dog_breeds, keras_imagenet
-from classification.selectors import model_default_name
+from classification.registry.sources import (
+    ModelSource,
+    birds,
+    dog_breeds,
+    efficientnet_lite,
+    keras_imagenet,
+)
+from classification.selectors import model_default_name, model_name_exists
 
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
     "imagenet": "Keras MobileNetV2 with ImageNet weights (1000 classes, 224 x 224), downloads",
+    "imagenet-lite0": "EfficientNet-Lite0, ImageNet (1000 classes, 224 x 224), works offline",
+    "mobilenet": "Keras MobileNet v1 with ImageNet weights (1000 classes, 224 x 224), downloads",
+    "birds": "TF Hub AIY birds V1 (964 species and background, 224 x 224), downloads",
 }
 
 
@@ -27,24 +36,32 @@ class Command(BaseCommand):
             help="Do nothing when some model is already in production (used by 'make run').",
         )
         parser.add_argument(
+            "--if-missing",
+            action="store_true",
+            help="Do nothing when a model of this name is registered (used by 'make run').",
+        )
+        parser.add_argument(
             "--accept-unverified",
             action="store_true",
-            help="imagenet: download even when no SHA-256 is configured, and record the one found.",
+            help="Models that download: download even when no SHA-256 is configured, and "
+            "record the one found.",
         )
 
     def handle(self, *args: object, model: str, **options: object) -> None:
         if options["if_no_production"] and model_default_name() is not None:
             self.stdout.write(f"A model is already in production ({model_default_name()}).")
             return
+        if options["if_missing"] and model_name_exists(name=model):
+            self.stdout.write(f"{model} is already registered.")
+            return
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
         try:
             with tempfile.TemporaryDirectory() as workdir:
-                if model == "dog-breeds":
-                    source = dog_breeds.dog_breeds_source(workdir=Path(workdir))
-                else:
-                    source = keras_imagenet.imagenet_source(
-                        workdir=Path(workdir), accept_unverified=bool(options["accept_unverified"])
-                    )
+                source = _source(
+                    model,
+                    workdir=Path(workdir),
+                    accept_unverified=bool(options["accept_unverified"]),
+                )
                 model_version = model_version_register(
                     artifact_path=source.artifact_path,
                     name=model,
@@ -52,7 +69,20 @@ class Command(BaseCommand):
                     input_size=source.input_size,
                     stage=str(options["stage"]),
                     source=source.source,
+                    preprocessing=source.preprocessing,
                 )
         except ModelRegistrationError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Registered {model_version}."))
+
+
+def _source(model: str, *, workdir: Path, accept_unverified: bool) -> ModelSource:
+    if model == "dog-breeds":
+        return dog_breeds.dog_breeds_source(workdir=workdir)
+    if model == "imagenet-lite0":
+        return efficientnet_lite.efficientnet_lite0_source(workdir=workdir)
+    if model == "birds":
+        return birds.birds_source(workdir=workdir, accept_unverified=accept_unverified)
+    if model == "mobilenet":
+        return keras_imagenet.mobilenet_source(workdir=workdir, accept_unverified=accept_unverified)
+    return keras_imagenet.imagenet_source(workdir=workdir, accept_unverified=accept_unverified)

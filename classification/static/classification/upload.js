@@ -10,6 +10,8 @@
   const fileInput = $("image-file");
   const urlInput = $("image-url");
   const modelChoice = $("model-choice"); // only when several models are in production
+  const labelsField = $("labels-field"); // only when a production model is zero-shot
+  const labelsInput = $("labels");
   const dropzone = $("dropzone");
   const errorBox = $("intake-error");
   const outcome = $("outcome");
@@ -262,6 +264,24 @@
     }
   }
 
+  // A zero-shot model's labels, one per line; null (the model's own labels) when none given.
+  function chosenLabels() {
+    if (!labelsField || labelsField.hidden) return null;
+    const labels = labelsInput.value.split("\n").map((line) => line.trim()).filter(Boolean);
+    return labels.length ? labels : null;
+  }
+
+  function showLabelsFor() {
+    if (!labelsField || !modelChoice) return;
+    const option = modelChoice.options[modelChoice.selectedIndex];
+    labelsField.hidden = !option || option.dataset.kind !== "zero_shot";
+  }
+
+  if (modelChoice) {
+    modelChoice.addEventListener("change", showLabelsFor);
+    showLabelsFor();
+  }
+
   function classifyFile(file) {
     if (!file) return;
     if (file.size > maxBytes) {
@@ -272,6 +292,7 @@
     data.append("image", file, file.name || "pasted-image");
     data.append("top_k", String(topK));
     if (modelChoice) data.append("model", modelChoice.value);
+    for (const label of chosenLabels() || []) data.append("labels", label);
     classify({
       body: data,
       isJson: false,
@@ -303,6 +324,7 @@
         image_url: address,
         top_k: topK,
         ...(modelChoice ? { model: modelChoice.value } : {}),
+        ...(chosenLabels() ? { labels: chosenLabels() } : {}),
       }),
       isJson: true,
       thumbnail: address,

