@@ -154,6 +154,10 @@ STORAGES = {
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 # Largest image accepted in pixels (width x height), checked from the header before decoding.
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000)
+# Pixels one process decodes at once (a decoded pixel costs 3-4 bytes, and copies): a decode
+# that does not fit waits up to IMAGE_DECODE_WAIT seconds for others, then is answered busy.
+IMAGE_DECODE_PIXEL_BUDGET = env_int("IMAGE_DECODE_PIXEL_BUDGET", 40_000_000)
+IMAGE_DECODE_WAIT = env_float("IMAGE_DECODE_WAIT", 10.0)
 # Deepest JSON nesting accepted in a request body.
 REQUEST_JSON_MAX_DEPTH = env_int("REQUEST_JSON_MAX_DEPTH", 32)
 # Bodies beyond these go to a temporary file rather than memory (Django's own limits).

@@ -1,5 +1,6 @@
 """Classifying an image: the request pipeline from bytes or URL to predictions, cached."""
 
+import contextlib
 import hashlib
 import json
 import time
@@ -13,6 +14,7 @@ from classification import metrics
 from classification.caching import get_result_cache
 from classification.intake.fetch_slots import fetch_slots
 from classification.intake.fetching import image_fetch
+from classification.serving.decode_budget import decode_budget
 from classification.serving.engine import ServingModel, get_runtime
 from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 from classification.serving.results import ClassificationResult, ImageSource, Prediction
@@ -83,15 +85,24 @@ def _classify(
     labels: list[str] | None = None,
 ) -> ClassificationResult:
     timings: dict[str, float] = {}
-    mark = time.perf_counter()
-    decoded = image_decode(data=image_bytes, max_pixels=settings.IMAGE_MAX_PIXELS)
-    timings["decode"] = time.perf_counter() - mark
+    with contextlib.ExitStack() as budget:
+        # The decoded pixels count against this process's budget until the small model input
+        # is made (see decode_budget); waiting for it is part of the decode time.
+        mark = time.perf_counter()
+        decoded = image_decode(
+            data=image_bytes,
+            max_pixels=settings.IMAGE_MAX_PIXELS,
+            before_decode=lambda pixels: budget.enter_context(decode_budget.held(pixels=pixels)),
+        )
+        timings["decode"] = time.perf_counter() - mark
 
-    mark = time.perf_counter()
-    batch = image_preprocess(
-        image=decoded.image, input_size=model.input_size, preprocessing=model.preprocessing
-    )
-    timings["preprocess"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        batch = image_preprocess(
+            image=decoded.image, input_size=model.input_size, preprocessing=model.preprocessing
+        )
+        timings["preprocess"] = time.perf_counter() - mark
+        width, height = decoded.width, decoded.height
+        del decoded  # the full-size pixels go before the budget is given back
 
     mark = time.perf_counter()
     probabilities = model.probabilities(batch, labels=labels)
@@ -109,8 +120,8 @@ def _classify(
         image_sha256=image_sha256 or hashlib.sha256(image_bytes).hexdigest(),
         timings=timings,
         input_stats={
-            "width": decoded.width,
-            "height": decoded.height,
+            "width": width,
+            "height": height,
             "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
         },
     )
