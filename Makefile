@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test bench lint install lock chromium
+.PHONY: run test bench loadtest lint install lock chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,17 @@ bench: $(VENV)/.requirements-test
 	$(PY) manage.py bench_zero_shot
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting
+
+# The service under wrk beside a naive Flask + Keras peer (LOADTEST_SECONDS per run; the
+# figures of docs/performance.md came from LOADTEST_SECONDS=30 LOADTEST_SOAK=600).
+LOADTEST_SECONDS ?= 10
+LOADTEST_SOAK ?= 0
+loadtest: $(VENV)/.requirements-test
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+	$(PY) manage.py migrate --noinput -v0
+	$(OFFLINE_MODELS)
+	$(PY) manage.py loadtest --seconds $(LOADTEST_SECONDS) --soak-seconds $(LOADTEST_SOAK)
 
 lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff check .

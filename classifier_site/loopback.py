@@ -6,7 +6,7 @@ model downloads and images, so both exercise the same server.
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,15 +21,23 @@ class StaticServer:
 
 @contextmanager
 def serve_files(
-    files: dict[str, bytes], *, content_type: str | None = None
+    files: dict[str, bytes],
+    *,
+    content_type: str | None = None,
+    fallback: Callable[[str], bytes | None] | None = None,
 ) -> Iterator[StaticServer]:
-    """Serve ``files`` (path -> body) on 127.0.0.1 at a free port until the block ends."""
+    """Serve ``files`` (path -> body) on 127.0.0.1 at a free port until the block ends.
+
+    A path not in ``files`` is answered by ``fallback(path)`` when given (None: 404).
+    """
     served = StaticServer(files=files)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             served.hits[self.path] += 1
             body = served.files.get(self.path)
+            if body is None and fallback is not None:
+                body = fallback(self.path)
             if body is None:
                 self.send_error(404)
                 return

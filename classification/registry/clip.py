@@ -121,7 +121,8 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
-def _median_ms(call: Any, runs: int = 10) -> float:
+def median_ms(call: Any, runs: int = 10) -> float:
+    """The median wall time of ``call`` over ``runs`` calls, in milliseconds."""
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -206,8 +207,8 @@ def clip_convert(
         metrics={
             "parity_max_abs_diff": image_diff,
             "text_parity_max_abs_diff": text_diff,
-            "litert_invoke_ms_median": _median_ms(lambda: image_litert.invoke(batches[0])),
-            "text_invoke_ms_median": _median_ms(lambda: text_litert.invoke(packed[:1])),
+            "litert_invoke_ms_median": median_ms(lambda: image_litert.invoke(batches[0])),
+            "text_invoke_ms_median": median_ms(lambda: text_litert.invoke(packed[:1])),
             "outputs": "zero_shot",
         },
     )

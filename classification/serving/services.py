@@ -187,13 +187,7 @@ def _image_source_classify(
     assert source.url is not None
     url = source.url  # a str from here on, in the nested functions too
     cache = get_result_cache()
-    url_key = cache.key(
-        kind="url",
-        model_name=model.name,
-        model_version=model.version,
-        identity=url,
-        labels_digest=labels_digest(labels),
-    )
+    url_key = _entry_key(kind="url", model=model, identity=url, labels=labels)
     cached = _timed(timings, "cache_lookup", lambda: cache.get(kind="url", key=url_key))
     if cached is not None:
         return _result_from_entry(
@@ -219,19 +213,24 @@ def _image_source_classify(
     )
 
 
+def _entry_key(*, kind: str, model: ServingModel, identity: str, labels: list[str] | None) -> str:
+    """The result-cache key of an answer: model version, URL or content, and the label set."""
+    return get_result_cache().key(
+        kind=kind,
+        model_name=model.name,
+        model_version=model.version,
+        identity=identity,
+        labels_digest=labels_digest(labels),
+    )
+
+
 def _classify_bytes_cached(
     *, model: ServingModel, data: bytes, timings: dict[str, float], labels: list[str] | None
 ) -> tuple[dict, str | None]:
     """The cache entry for ``data`` and "image" when it came from the cache, None if computed."""
     cache = get_result_cache()
     sha256 = hashlib.sha256(data).hexdigest()
-    key = cache.key(
-        kind="image",
-        model_name=model.name,
-        model_version=model.version,
-        identity=sha256,
-        labels_digest=labels_digest(labels),
-    )
+    key = _entry_key(kind="image", model=model, identity=sha256, labels=labels)
     entry = _timed(timings, "cache_lookup", lambda: cache.get(kind="image", key=key))
     if entry is not None:
         return entry, "image"

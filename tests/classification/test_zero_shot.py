@@ -189,12 +189,23 @@ def test_register_model_command_registers_a_zero_shot_version(tiny_clip_preset, 
     assert version.kind == "zero_shot" and version.labels[-1] == "cat"
 
 
-def test_an_unavailable_preset_name_fails_with_advice(tripwire):
+def test_an_unavailable_preset_name_fails_with_advice(monkeypatch):
+    import socket
+
     from classification.exceptions import ModelRegistrationError
     from classification.registry.clip import clip_checkpoint_load
 
+    # A machine without internet: every name lookup fails at once (nothing leaves loopback).
+    looked_up: list[str] = []
+
+    def offline(host, *args, **kwargs):
+        looked_up.append(str(host))
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
     with pytest.raises(ModelRegistrationError, match="needs internet"):
         clip_checkpoint_load(preset="clip_vit_base_patch32")
+    assert looked_up and all("kaggle" in host for host in looked_up)  # its hub, nothing else
 
 
 def test_the_admin_shows_a_zero_shot_versions_labels_and_template(client, zero_shot_model):

@@ -7,10 +7,7 @@ the tiny CLIP the tests build (trained for a few seconds, registered as a stagin
 
 import io
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +17,12 @@ from PIL import Image
 
 from classification import selectors
 from classification.models import ModelVersion
+from classification.registry.clip import median_ms
 from classification.serving.engine import serving_model_load
 from classification.serving.services import serving_model_classify
 
 # ViT-B/32 image encoder: ~4.4 GFLOPs per 224 x 224 image (multiply-adds counted twice).
 VIT_B32_IMAGE_GFLOPS = 4.4
-
-
-def _median_ms(call: Callable[[], object], runs: int) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        timings.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(timings), 3)
 
 
 def _tiny_clip_version() -> ModelVersion:
@@ -95,24 +84,24 @@ class Command(BaseCommand):
             "model": f"{version.name} v{version.version}",
             "input_size": size,
             "embedding_dim": servable.spec.embedding_dim,  # type: ignore[attr-defined]
-            "image_encoder_invoke_ms": _median_ms(
+            "image_encoder_invoke_ms": median_ms(
                 lambda: servable.interpreter.invoke(batch),  # type: ignore[attr-defined]
                 runs,
             ),
-            "text_encoder_invoke_ms_per_label": _median_ms(
+            "text_encoder_invoke_ms_per_label": median_ms(
                 lambda: servable.text_interpreter.invoke(ids),  # type: ignore[attr-defined]
                 runs,
             ),
-            "request_registration_labels_ms": _median_ms(
+            "request_registration_labels_ms": median_ms(
                 lambda: serving_model_classify(model=model, image_bytes=image, top_k=5), runs
             ),
-            "request_100_fresh_labels_ms": _median_ms(
+            "request_100_fresh_labels_ms": median_ms(
                 lambda: serving_model_classify(
                     model=model, image_bytes=image, top_k=5, labels=fresh_labels()
                 ),
                 max(3, runs // 5),
             ),
-            "request_100_cached_labels_ms": _median_ms(
+            "request_100_cached_labels_ms": median_ms(
                 lambda: serving_model_classify(
                     model=model, image_bytes=image, top_k=5, labels=cached
                 ),

@@ -1,0 +1,426 @@
+"""make loadtest: the service under load from a real load tool, beside a naive peer.
+
+A benchmark, not a test. It starts the service as 'make run' does (gunicorn, its workers and
+threads), once with local memory and SQLite and once with Redis and PostgreSQL, drives it with
+wrk (Debian's package) at several concurrencies for a fixed time per run, and records for each
+scenario requests/s, p50/p95/p99 latency, errors, the server's CPU milliseconds per request
+(its processes' user + system time over the run, from /proc) and each worker's RSS. The same
+uncached uploads go to a naive peer (Flask and Keras model.predict, as tutorials serve it) so
+every figure is also a ratio. Figures go to var/bench/load.json and plots to docs/performance/.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from classification.management.commands.bench import bench_jpeg
+from classifier_site.loopback import serve_files
+
+BENCHMARKS = Path(__file__).resolve().parent.parent.parent / "benchmarks"
+SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+UNTHROTTLED = "100000000/minute"
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (gunicorn's master and workers)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                queue.extend(int(child) for child in children)
+    return found
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+    def workers(self) -> list[int]:
+        return [pid for pid in _process_tree(self.process.pid) if pid != self.process.pid]
+
+    def pids(self) -> list[int]:
+        return _process_tree(self.process.pid)
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CommandError(f"The server for {url} exited with {process.returncode}.")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):  # noqa: S310
+            return
+        time.sleep(0.2)
+    raise CommandError(f"{url} did not answer within {timeout:.0f} s.")
+
+
+class Command(BaseCommand):
+    help = "Load-test the service with wrk beside a naive peer; write load.json and plots."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--seconds", type=float, default=10.0, help="per run")
+        parser.add_argument("--concurrency", default="1,4,16,64")
+        parser.add_argument("--soak-seconds", type=float, default=0.0)
+        parser.add_argument("--variants", default="local,redis-postgres")
+        parser.add_argument("--no-peer", action="store_true")
+        parser.add_argument("--report", type=Path, default=settings.VAR_DIR / "bench")
+        parser.add_argument(
+            "--plots", type=Path, default=settings.BASE_DIR / "docs" / "performance"
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        if shutil.which("wrk") is None:
+            raise CommandError("wrk is not installed: 'apt-get install -y wrk' (Debian).")
+        self.seconds = float(options["seconds"])  # type: ignore[arg-type]
+        concurrencies = [int(c) for c in str(options["concurrency"]).split(",")]
+        workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
+        image = workdir / "photo.jpg"
+        image.write_bytes(bench_jpeg(seed=1))
+        results: dict[str, object] = {
+            "machine": f"{os.cpu_count()} cores",
+            "seconds_per_run": self.seconds,
+            "concurrency": concurrencies,
+            "variants": {},
+        }
+        jpeg = image.read_bytes()
+        # URL misses need new bytes per URL, or they would be content hits.
+        with serve_files(
+            {"/same.jpg": jpeg},
+            content_type="image/jpeg",
+            fallback=lambda path: jpeg + path.encode(),
+        ) as images:
+            for variant in str(options["variants"]).split(","):
+                self.stdout.write(f"== {variant}")
+                env = self._variant_env(variant)
+                with self._service(env) as server:
+                    results["variants"][variant] = self._variant(  # type: ignore[index]
+                        server,
+                        image=image,
+                        image_base=images.url,
+                        concurrencies=concurrencies,
+                        soak_seconds=float(options["soak_seconds"]) if variant == "local" else 0.0,  # type: ignore[arg-type]
+                    )
+            if not options["no_peer"]:
+                self.stdout.write("== naive peer (Flask + Keras model.predict)")
+                with self._peer(workdir) as peer:
+                    results["peer"] = {
+                        "upload": {
+                            str(c): self._run(peer, "upload", c, image=image, image_base="")
+                            for c in concurrencies
+                        }
+                    }
+        results["model_only"] = self._model_only(jpeg)
+        report = Path(options["report"])  # type: ignore[arg-type]
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "load.json").write_text(json.dumps(results, indent=2) + "\n")
+        self._plots(results, Path(options["plots"]))  # type: ignore[arg-type]
+        self.stdout.write(json.dumps(results, indent=2))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    # --- the service ------------------------------------------------------------------------
+
+    @staticmethod
+    def _variant_env(variant: str) -> dict[str, str]:
+        if variant == "local":
+            return {"REDIS_URL": "", "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
+        if variant == "redis-postgres":
+            return {
+                "REDIS_URL": os.environ.get("LOADTEST_REDIS_URL", "redis://127.0.0.1:6379/2"),
+                "DATABASE_URL": os.environ.get(
+                    "LOADTEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+                ),
+                "CACHE_KEY_PREFIX": f"loadtest-{os.getpid()}",
+            }
+        raise CommandError(f"Unknown variant {variant!r} (local, redis-postgres).")
+
+    @contextlib.contextmanager
+    def _service(self, env: dict[str, str]) -> Iterator[Server]:
+        environment = {
+            **os.environ,
+            "LOG_LEVEL": "WARNING",
+            "THROTTLE_ANON_RATE": UNTHROTTLED,
+            "THROTTLE_USER_RATE": UNTHROTTLED,
+            "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",
+            **env,
+        }
+        environment = {key: value for key, value in environment.items() if value != ""}
+        manage = [sys.executable, "manage.py"]
+        for step in (
+            ["migrate", "--noinput", "-v0"],
+            ["fetch_model", "dog-breeds", "--if-missing"],
+            ["fetch_model", "imagenet-lite0", "--if-missing"],
+        ):
+            subprocess.run([*manage, *step], cwd=settings.BASE_DIR, env=environment, check=True)  # noqa: S603
+        port = _free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "python:classifier_site.gunicorn",
+                "classifier_site.wsgi",
+            ],
+            cwd=settings.BASE_DIR,
+            env={**environment, "PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_http(f"{url}/health/ready", process)
+            yield Server(url=url, process=process)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    def _variant(
+        self,
+        server: Server,
+        *,
+        image: Path,
+        image_base: str,
+        concurrencies: list[int],
+        soak_seconds: float,
+    ) -> dict:
+        figures: dict[str, object] = {"rss_mb_start": [_rss_mb(p) for p in server.workers()]}
+        for scenario in SCENARIOS:
+            figures[scenario] = {
+                str(c): self._run(server, scenario, c, image=image, image_base=image_base)
+                for c in concurrencies
+            }
+        figures["rss_mb_after_runs"] = [_rss_mb(p) for p in server.workers()]
+        if soak_seconds:
+            before = [_rss_mb(p) for p in server.workers()]
+            soak = self._run(
+                server, "mix", 16, image=image, image_base=image_base, seconds=soak_seconds
+            )
+            figures["soak"] = {
+                **soak,
+                "rss_mb_before": before,
+                "rss_mb_after": [_rss_mb(p) for p in server.workers()],
+            }
+        return figures
+
+    def _run(
+        self,
+        server: Server,
+        scenario: str,
+        clients: int,
+        *,
+        image: Path,
+        image_base: str,
+        seconds: float | None = None,
+    ) -> dict:
+        path = "/health/live" if scenario == "health_live" else "/"
+        if scenario == "url_hit":  # the entry exists before the timed run
+            with contextlib.suppress(OSError):
+                body = json.dumps({"image_url": f"{image_base}/same.jpg"}).encode()
+                request = urllib.request.Request(  # noqa: S310 (loopback)
+                    f"{server.url}/classify-image",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                urllib.request.urlopen(request, timeout=30).read()  # noqa: S310 (loopback)
+        decodes_before = self._decodes(server)
+        cpu_before = _cpu_seconds(server.pids())
+        command = [
+            "wrk",
+            "-t",
+            str(min(clients, 2)),
+            "-c",
+            str(clients),
+            "-d",
+            f"{seconds or self.seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCHMARKS / "load.lua"),
+            server.url + path,
+        ]
+        env = {
+            **os.environ,
+            "SCENARIO": "get" if scenario == "health_live" else scenario,
+            "IMAGE": str(image),
+            "IMAGE_BASE": image_base,
+        }
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603
+        cpu_after = _cpu_seconds(server.pids())
+        line = next(line for line in output.splitlines() if line.startswith("{"))
+        figures = json.loads(line)
+        requests = max(figures["requests"], 1)
+        figures["rps"] = round(figures["requests"] / figures["duration_s"], 1)
+        figures["server_cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / requests, 3)
+        decodes = self._decodes(server)
+        if decodes is not None and decodes_before is not None:
+            figures["decodes"] = int(decodes - decodes_before)
+        self.stdout.write(
+            f"{scenario:12s} c={clients:<3d} {figures['rps']:8.1f} req/s"
+            f"  p50 {figures['p50_ms']:7.2f}  p99 {figures['p99_ms']:7.2f} ms"
+            f"  cpu {figures['server_cpu_ms_per_request']:6.2f} ms/req  errors {figures['errors']}"
+        )
+        return figures
+
+    @staticmethod
+    def _decodes(server: Server) -> float | None:
+        """How many images the service decoded so far (its stage histogram's count)."""
+        try:
+            with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:  # noqa: S310
+                text = response.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith('classifier_stage_duration_seconds_count{stage="decode"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    # --- the peer ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _peer(self, workdir: Path) -> Iterator[Server]:
+        from classification import selectors
+        from classification.registry.store import artifact_path
+
+        version = selectors.model_version_production(name="imagenet-lite0")
+        if version is None:
+            raise CommandError("imagenet-lite0 is not in production in this database.")
+        labels = workdir / "labels.json"
+        labels.write_text(json.dumps(version.labels))
+        keras_file = workdir / "model.keras"
+        shutil.copy(artifact_path(version.source_artifact), keras_file)
+        low, high = version.preprocessing.get("scale", [-1.0, 1.0])
+        port = _free_port()
+        process = subprocess.Popen(  # noqa: S603 - our own peer script, fixed arguments
+            [
+                sys.executable,
+                str(BENCHMARKS / "naive_peer.py"),
+                str(keras_file),
+                str(labels),
+                str(port),
+                str(version.input_size),
+                str(low),
+                str(high),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server = Server(url=f"http://127.0.0.1:{port}", process=process)
+        try:
+            _wait_http(f"{server.url}/health", process)
+            yield server
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    # --- the ceiling, and the plots ------------------------------------------------------------
+
+    @staticmethod
+    def _model_only(jpeg: bytes) -> dict:
+        """decode + preprocess + invoke of the default model, in this process: the ceiling."""
+        from classification.serving.engine import get_runtime
+        from classification.serving.imaging import image_decode, image_preprocess
+
+        model = get_runtime().serving_model()
+        samples = []
+        for _ in range(100):
+            started = time.process_time()
+            decoded = image_decode(data=jpeg, max_pixels=settings.IMAGE_MAX_PIXELS)
+            batch = image_preprocess(
+                image=decoded.image, input_size=model.input_size, preprocessing=model.preprocessing
+            )
+            model.probabilities(batch)
+            samples.append(time.process_time() - started)
+        cpu_ms = statistics.median(samples) * 1000
+        return {
+            "model": model.name,
+            "cpu_ms_per_image": round(cpu_ms, 3),
+            "ceiling_rps (2000 / cpu_ms)": round(2000 / cpu_ms, 1),
+        }
+
+    def _plots(self, results: dict, folder: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        folder.mkdir(parents=True, exist_ok=True)
+        concurrencies = results["concurrency"]
+        for metric, label, name in (
+            ("rps", "requests/s", "throughput"),
+            ("p99_ms", "p99 latency (ms)", "p99"),
+        ):
+            figure, axes = plt.subplots(
+                1,
+                len(results["variants"]),
+                figsize=(6 * len(results["variants"]), 4.2),
+                squeeze=False,
+            )
+            for axis, (variant, figures) in zip(axes[0], results["variants"].items(), strict=True):
+                for scenario in SCENARIOS:
+                    axis.plot(
+                        concurrencies,
+                        [figures[scenario][str(c)][metric] for c in concurrencies],
+                        marker="o",
+                        label=scenario,
+                    )
+                if "peer" in results:
+                    axis.plot(
+                        concurrencies,
+                        [results["peer"]["upload"][str(c)][metric] for c in concurrencies],
+                        marker="x",
+                        linestyle="--",
+                        color="black",
+                        label="naive peer: upload",
+                    )
+                axis.set_xscale("log", base=2)
+                axis.set_yscale("log")
+                axis.set_xticks(concurrencies, [str(c) for c in concurrencies])
+                axis.set_xlabel("concurrent clients")
+                axis.set_ylabel(label)
+                axis.set_title(variant)
+                axis.grid(True, which="both", alpha=0.3)
+            axes[0][-1].legend(fontsize=8, loc="best")
+            figure.tight_layout()
+            figure.savefig(folder / f"{name}.png", dpi=110)
+            plt.close(figure)
+        self.stdout.write(f"Plots written to {folder}")
