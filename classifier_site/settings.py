@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "classification",
     "reporting",
     "accounts",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -80,6 +81,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# django-axes: the admin login's lock-out (settings under "Accounts" below) sees each attempt.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out address or user name first
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "classifier_site.urls"
@@ -253,6 +261,19 @@ THROTTLE_TOKEN_RATE = env_str("THROTTLE_TOKEN_RATE", "20/minute")
 # How many proxies in front of the service append to X-Forwarded-For. 0 (the default) trusts no
 # X-Forwarded-For and limits by the connecting address; 1 trusts the address one proxy appended.
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
+
+# The admin login (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failed attempts from one
+# client address, or for one user name, that address or name is locked out (429) for
+# ADMIN_LOGIN_COOLOFF_MINUTES; a successful login resets the count. Only the admin site: API
+# clients have the token endpoint's rate limit. `manage.py axes_reset` lifts every lock-out.
+AXES_ONLY_ADMIN_SITE = True
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each on its own, not the pair
+AXES_RESET_ON_SUCCESS = True
+# The address the rate limits count: the connecting one, or X-Forwarded-For behind NUM_PROXIES.
+AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"
+AXES_VERBOSE = False
 
 # --- Cache --------------------------------------------------------------------------------
 # Shared by all workers through Redis when REDIS_URL is set (throttle counters live here, so
