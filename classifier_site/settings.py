@@ -316,7 +316,7 @@ REST_FRAMEWORK = {
     # JWT first, so a 401 carries its 'WWW-Authenticate: Bearer' challenge; the session (with
     # DRF's CSRF check on unsafe methods) serves staff signed in through the browser.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.authentication.UniformJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Closed by default: each endpoint opens itself explicitly.
@@ -345,6 +345,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "classifier_site.openapi.schema_exactly_one_of_hook",
+    ],
 }
 
 # --- Request log, /report and the Elasticsearch export ------------------------------------
@@ -428,7 +432,11 @@ LOGGING = {
 
 # GET /metrics answers clients from these networks, or any client that sends
 # 'Authorization: Bearer <METRICS_TOKEN>' (when a token is set). Others get 403 or 401.
-METRICS_ALLOWED_CIDRS = env_networks("METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
+# With PRODUCTION=1 no network by default, the token only: behind a proxy on the same host every
+# client would connect from loopback.
+METRICS_ALLOWED_CIDRS = env_networks(
+    "METRICS_ALLOWED_CIDRS", "" if PRODUCTION else "127.0.0.0/8,::1/128"
+)
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Longest GET /health/ready waits for Redis or Elasticsearch (reported, not required).
 HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0)
