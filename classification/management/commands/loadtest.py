@@ -271,7 +271,7 @@ class Command(BaseCommand):
             "-c",
             str(clients),
             "-d",
-            f"{seconds or self.seconds}s",
+            f"{round(seconds or self.seconds)}s",
             "--timeout",
             "10s",
             "-s",
