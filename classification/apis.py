@@ -117,6 +117,10 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
         )
 
         def validate(self, attrs: dict) -> dict:
+            # An empty form field (top_k=, model=) is not a value: DRF would skip it silently.
+            for name in ("top_k", "model"):
+                if self.initial_data.get(name) == "":
+                    raise serializers.ValidationError({name: "This value may not be empty."})
             given = [key for key in ("image", "image_base64", "image_url") if key in attrs]
             if len(given) != 1:
                 raise InvalidClassificationRequest(
@@ -133,6 +137,11 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             else:
                 attrs["source"] = ImageSource(kind="url", url=attrs.pop("image_url"))
             return attrs
+
+    # The schema of a JSON body: the same fields but the upload, which only multipart can carry.
+    @extend_schema_serializer(component_name="ClassifyImageJsonRequest")
+    class JsonInputSerializer(InputSerializer):
+        image = None  # type: ignore[assignment]
 
     @extend_schema_serializer(component_name="Classification")
     class OutputSerializer(serializers.Serializer):
@@ -158,7 +167,7 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
     @extend_schema(
         operation_id="classify_image",
         request={
-            "application/json": InputSerializer,
+            "application/json": JsonInputSerializer,
             "multipart/form-data": InputSerializer,
         },
         responses={

@@ -18,6 +18,9 @@ class ClassificationConfig(AppConfig):
         schema_exactly_one_of_register(
             component="ClassifyImageRequestRequest", fields=["image_url", "image", "image_base64"]
         )
+        schema_exactly_one_of_register(
+            component="ClassifyImageJsonRequestRequest", fields=["image_url", "image_base64"]
+        )
         health_check_register("model", model_check)
         health_check_register("redis", redis_check)
         health_check_register("fetch_capacity", fetch_capacity_check)

@@ -214,7 +214,8 @@ class _Clients:
         boundary = uuid.uuid4().hex
         body = (
             (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+                f"--{boundary}\r\n"
+                'Content-Disposition: form-data; name="image"; filename="p.png"\r\n'
                 "Content-Type: image/png\r\n\r\n"
             ).encode()
             + image
