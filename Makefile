@@ -55,6 +55,7 @@ bench: $(VENV)/.requirements-test
 	$(OFFLINE_MODELS)
 	$(PY) manage.py bench
 	$(PY) manage.py bench_observability
+	$(PY) manage.py bench_garment
 	$(PY) manage.py bench_zero_shot
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting

@@ -100,7 +100,10 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             required=False,
             min_value=1,
             max_value=settings.CLASSIFY_MAX_TOP_K,
-            default=settings.CLASSIFY_DEFAULT_TOP_K,
+            help_text=(
+                f"How many predictions; default {settings.CLASSIFY_DEFAULT_TOP_K}, "
+                "2 for a multi-task model."
+            ),
         )
         model = serializers.SlugField(required=False, help_text="A registered model name.")
         labels = LabelListField(
@@ -151,6 +154,12 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             label = serializers.CharField()  # type: ignore[assignment]
             confidence = serializers.FloatField(min_value=0.0, max_value=1.0)
 
+        @extend_schema_serializer(component_name="ClassificationTag")
+        class TagSerializer(serializers.Serializer):
+            label = serializers.CharField()  # type: ignore[assignment]
+            probability = serializers.FloatField(min_value=0.0, max_value=1.0)
+            present = serializers.BooleanField(help_text="The probability reaches its threshold.")
+
         @extend_schema_serializer(component_name="ClassificationModel")
         class ModelSerializer(serializers.Serializer):
             name = serializers.CharField(source="model_name")
@@ -163,6 +172,17 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
         model = ModelSerializer(source="*")
         cached = serializers.BooleanField()
         image_sha256 = serializers.CharField()
+        tags = TagSerializer(
+            many=True,
+            required=False,
+            help_text="A multi-task model's tags (absent for other models).",
+        )
+
+        def to_representation(self, instance: object) -> dict:
+            data = super().to_representation(instance)
+            if data.get("tags") is None:
+                data.pop("tags", None)
+            return data
 
     @extend_schema(
         operation_id="classify_image",
@@ -202,7 +222,7 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
         serializer.is_valid(raise_exception=True)
         result = services.image_source_classify(
             source=serializer.validated_data["source"],
-            top_k=serializer.validated_data["top_k"],
+            top_k=serializer.validated_data.get("top_k"),
             model_name=serializer.validated_data.get("model"),
             labels=serializer.validated_data.get("labels"),
             # The address the rate limits count (X-Forwarded-For only behind NUM_PROXIES).

@@ -13,6 +13,7 @@ class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         # Each kind is implemented once in classification.serving.engine (MODEL_KINDS).
         CLASSIFIER = "classifier", "Classifier (softmax over labels)"
+        MULTI_TASK = "multi_task", "Multi-task (category softmax and tag sigmoids)"
         ZERO_SHOT = "zero_shot", "Zero-shot (image embedding against text embeddings)"
 
     class Format(models.TextChoices):
@@ -34,6 +35,9 @@ class ModelVersion(models.Model):
     labels = models.JSONField(help_text="Class names, in the order of the model's outputs.")
     tag_labels = models.JSONField(
         null=True, blank=True, help_text="Labels of a multi-label head, when the model has one."
+    )
+    tag_thresholds = models.JSONField(
+        null=True, blank=True, help_text="Per tag label, the probability from which it is present."
     )
     input_size = models.PositiveIntegerField(help_text="Square input side in pixels.")
     preprocessing = models.JSONField(help_text="How pixels are prepared: resampling and scaling.")

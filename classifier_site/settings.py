@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "classification",
     "reporting",
     "accounts",
+    "training",
     "axes",
 ]
 

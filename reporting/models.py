@@ -50,6 +50,9 @@ class RequestLog(models.Model):
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
     image_brightness = models.FloatField(null=True, blank=True)
+    # A multi-task model's tags as answered: [{"label", "probability", "present"}, ...] (NULL for
+    # models without tags and on errors).
+    tags = models.JSONField(null=True, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
     user = models.ForeignKey(

@@ -84,6 +84,15 @@ def _signed_in_user(user: User | AnonymousUser | None) -> User | None:
     return None if user is None or isinstance(user, AnonymousUser) else user
 
 
+def _tags_or_none(result: "ClassificationResult | None") -> list[dict] | None:
+    if result is None or result.tags is None:
+        return None
+    return [
+        {"label": tag.label, "probability": tag.probability, "present": tag.present}
+        for tag in result.tags
+    ]
+
+
 def stored_text(value: str, *, max_chars: int) -> str:
     """``value`` as the database can always store it: NUL and lone surrogates (which a JSON body
     can carry, and PostgreSQL refuses) become U+FFFD, and at most ``max_chars`` are kept."""
@@ -119,6 +128,7 @@ def request_log_build(*, outcome: RequestOutcome) -> RequestLog:
         image_width=_int_or_none(input_stats.get("width")),
         image_height=_int_or_none(input_stats.get("height")),
         image_brightness=_float_or_none(input_stats.get("brightness")),
+        tags=_tags_or_none(result),
         status_code=outcome.status_code,
         error_code=stored_text(outcome.error_code, max_chars=64),
         user=user,

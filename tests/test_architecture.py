@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["classifier_site", "classification", "reporting", "accounts"]
+PACKAGES = ["classifier_site", "classification", "reporting", "accounts", "training"]
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
 

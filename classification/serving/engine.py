@@ -26,6 +26,7 @@ from classification.exceptions import (
 )
 from classification.models import ModelVersion
 from classification.registry.store import artifact_read_verified
+from classification.serving.multi_task import MultiTaskServable
 from classifier_site.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def _zero_shot_servable(**arguments: object) -> Servable:
 # Every kind the registry can record, implemented once each.
 MODEL_KINDS: dict[str, Callable[..., Servable]] = {
     ModelVersion.Kind.CLASSIFIER: ClassifierServable,
+    ModelVersion.Kind.MULTI_TASK: MultiTaskServable,
     ModelVersion.Kind.ZERO_SHOT: _zero_shot_servable,
 }
 
@@ -139,6 +141,14 @@ class ServingModel:
     preprocessing: dict
     servable: Servable = field(repr=False)
     load_seconds: float = 0.0
+    # A multi-task version's tag head: its labels and the thresholds from which a tag is present.
+    tag_labels: list[str] = field(default_factory=list)
+    tag_thresholds: list[float] = field(default_factory=list)
+
+    @property
+    def default_top_k(self) -> int:
+        """How many predictions an answer gives when the request does not say."""
+        return getattr(self.servable, "default_top_k", settings.CLASSIFY_DEFAULT_TOP_K)
 
     @property
     def classifier(self) -> LiteRTClassifier:
@@ -162,6 +172,15 @@ class ServingModel:
             )
         self.servable.labels_check(labels)
 
+    def heads(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The label probabilities and, for a model with a tag head, the tag probabilities
+        (None otherwise), from one invocation."""
+        run_heads = getattr(self.servable, "run_heads", None)
+        if run_heads is None:
+            return self.probabilities(batch), None
+        metrics.INFERENCE_BATCH_SIZE.labels(self.name).observe(len(batch))
+        return run_heads(batch)
+
 
 def serving_model_load(model_version: ModelVersion) -> ServingModel:
     """Load, check and warm up one registered version. Raises ModelRegistrationError."""
@@ -184,6 +203,8 @@ def serving_model_load(model_version: ModelVersion) -> ServingModel:
         preprocessing=dict(model_version.preprocessing),
         servable=servable,
         load_seconds=time.perf_counter() - started,
+        tag_labels=list(getattr(servable, "tag_labels", [])),
+        tag_thresholds=list(getattr(servable, "tag_thresholds", [])),
     )
 
 

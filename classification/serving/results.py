@@ -10,6 +10,15 @@ class Prediction:
     confidence: float
 
 
+@dataclass(frozen=True)
+class TagPrediction:
+    """One tag of a multi-task model: its probability, and whether it reaches its threshold."""
+
+    label: str
+    probability: float
+    present: bool
+
+
 @dataclass
 class ClassificationResult:
     predictions: list[Prediction]
@@ -24,6 +33,8 @@ class ClassificationResult:
     # For model monitoring: "width" and "height" of the decoded image, "brightness" (mean luma,
     # 0-255) of the pixels the model saw. Kept in cache entries, so cached answers carry them.
     input_stats: dict[str, float] = field(default_factory=dict)
+    # A multi-task model's tags, in its tag-label order; None for models without a tag head.
+    tags: list[TagPrediction] | None = None
 
     @property
     def classification(self) -> str:

@@ -17,7 +17,12 @@ from classification.intake.fetching import image_fetch
 from classification.serving.decode_budget import decode_budget
 from classification.serving.engine import ServingModel, get_runtime
 from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
-from classification.serving.results import ClassificationResult, ImageSource, Prediction
+from classification.serving.results import (
+    ClassificationResult,
+    ImageSource,
+    Prediction,
+    TagPrediction,
+)
 
 T = TypeVar("T")
 
@@ -105,7 +110,10 @@ def _classify(
         del decoded  # the full-size pixels go before the budget is given back
 
     mark = time.perf_counter()
-    probabilities = model.probabilities(batch, labels=labels)
+    if labels is None:
+        probabilities, tag_probabilities = model.heads(batch)
+    else:
+        probabilities, tag_probabilities = model.probabilities(batch, labels=labels), None
     timings["inference"] = time.perf_counter() - mark
 
     names = model.labels if labels is None else labels
@@ -124,7 +132,19 @@ def _classify(
             "height": height,
             "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
         },
+        tags=_tags(model, tag_probabilities),
     )
+
+
+def _tags(model: ServingModel, probabilities: np.ndarray | None) -> list[TagPrediction] | None:
+    if probabilities is None:
+        return None
+    return [
+        TagPrediction(label=label, probability=float(probability), present=probability >= bar)
+        for label, probability, bar in zip(
+            model.tag_labels, probabilities.tolist(), model.tag_thresholds, strict=True
+        )
+    ]
 
 
 def labels_digest(labels: list[str] | None) -> str:
@@ -137,7 +157,7 @@ def labels_digest(labels: list[str] | None) -> str:
 def image_source_classify(
     *,
     source: ImageSource,
-    top_k: int,
+    top_k: int | None,
     model_name: str | None = None,
     labels: list[str] | None = None,
     client: str | None = None,
@@ -155,6 +175,7 @@ def image_source_classify(
     ImageTooLarge), and ServiceBusy when a URL that must be fetched finds no fetch slot free in
     this process or for ``client`` (its address; see ``intake.fetch_slots``). Errors are never
     cached. Each answer is counted in the metrics.
+    ``top_k`` None: the model's default (2 for a multi-task model, else CLASSIFY_DEFAULT_TOP_K).
     """
     result = _image_source_classify(
         source=source, top_k=top_k, model_name=model_name, labels=labels, client=client
@@ -166,12 +187,13 @@ def image_source_classify(
 def _image_source_classify(
     *,
     source: ImageSource,
-    top_k: int,
+    top_k: int | None,
     model_name: str | None,
     labels: list[str] | None,
     client: str | None,
 ) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
+    top_k = top_k or model.default_top_k
     if labels is not None:
         model.labels_check(labels)  # bad labels, too, fail before any traffic
     timings: dict[str, float] = {}
@@ -248,6 +270,9 @@ def _classify_bytes_cached(
             "predictions": [[p.label, p.confidence] for p in result.predictions],
             "image_sha256": result.image_sha256,
             "input_stats": result.input_stats,
+            "tags": [[t.label, t.probability, t.present] for t in result.tags]
+            if result.tags is not None
+            else None,
         }
         cache.set(kind="image", key=key, value=computed_entry)
         return computed_entry
@@ -277,6 +302,12 @@ def _result_from_entry(
         timings=timings,
         # Entries written before input statistics existed have none.
         input_stats=dict(entry.get("input_stats") or {}),
+        tags=[
+            TagPrediction(label=label, probability=float(probability), present=bool(present))
+            for label, probability, present in entry["tags"]
+        ]
+        if entry.get("tags") is not None
+        else None,
     )
 
 

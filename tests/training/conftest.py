@@ -1,0 +1,90 @@
+"""A generated garment dataset and one short training on it, shared by the session."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classification.models import ModelVersion
+from classification.registry.services import model_version_create, model_version_promote
+from training.dataset import GeneratedDataset, dataset_generate
+from training.services import TrainingConfig, TrainingResult, model_train, training_run_register
+
+# Small enough for two cores: 320 images of about 96 pixels, a 64-pixel model input.
+TEST_CONFIG = TrainingConfig(
+    input_size=64, batch_size=32, epochs=6, fine_tune_epochs=2, learning_rate=3e-3, patience=3
+)
+
+_FIELDS = [
+    "kind", "source_format", "source_artifact", "source_sha256", "artifact", "artifact_sha256",
+    "artifact_size", "labels", "tag_labels", "tag_thresholds", "input_size", "preprocessing",
+    "metrics", "source",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def garment_dataset(tmp_path_factory: pytest.TempPathFactory) -> GeneratedDataset:
+    return dataset_generate(
+        output_dir=tmp_path_factory.mktemp("garments"),
+        count=320,
+        test_count=40,
+        image_size=96,
+        seed=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def garment_run(
+    garment_dataset: GeneratedDataset, tmp_path_factory: pytest.TempPathFactory
+) -> TrainingResult:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return model_train(
+        data_path=garment_dataset.data_path,
+        images_dir=garment_dataset.images_dir,
+        run_dir=tmp_path_factory.mktemp("garment-run"),
+        config=TEST_CONFIG,
+        verbose=0,
+        echo=lambda line: None,
+    )
+
+
+@pytest.fixture(scope="session")
+def _garment_registration() -> dict:
+    return {}
+
+
+@pytest.fixture
+def garment_model(db, garment_run: TrainingResult, _garment_registration: dict) -> ModelVersion:
+    """The trained run registered (converted once per session) in production as 'garments'."""
+    if not _garment_registration:
+        version = training_run_register(
+            run_dir=garment_run.run_dir, name="garments", stage="production"
+        )
+        _garment_registration.update({f: getattr(version, f) for f in _FIELDS})
+        return version
+    version = model_version_create(name="garments", **_garment_registration)
+    return model_version_promote(model_version=version)
+
+
+def garment_jpeg(*, category: str, tags: dict[str, int], seed: int, size: int = 96) -> bytes:
+    """One generated garment photo, as the dataset's images are made."""
+    from training.dataset import TAGS, _garment_image
+
+    rng = np.random.default_rng(seed)
+    image = _garment_image(
+        category=category,
+        colour="LIGHT-BLUE",
+        tags=np.array([tags.get(tag, 0) for tag in TAGS]),
+        size=(size, int(size * 1.15)),
+        rng=rng,
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,297 @@
+"""Training the multi-task garment model, resumably, and registering what it produced.
+
+A run lives in one folder (``run_dir``): ``state.json`` (configuration, the split, finished
+phases, per-epoch history), Keras' backup of the phase in progress, and at the end
+``model.keras`` (loads back in one call) with ``training.json`` (labels, tag labels, tuned
+thresholds, curves, validation figures). Rerunning the same command on the same folder
+continues from the last finished epoch.
+"""
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classification.models import ModelVersion
+from training import figures
+from training.dataset import CATEGORIES, TAGS, GarmentLabels, dataset_load
+from training.exceptions import TrainingError
+from training.model import (
+    PREPROCESSING,
+    backbone_unfreeze_top,
+    class_weights_balanced,
+    model_compile,
+    multi_task_model_build,
+)
+from training.pipeline import Split, _tensorflow, dataset_build, split_stratified
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+SUMMARY_FILE = "training.json"
+STATE_FILE = "state.json"
+PHASES = ("heads", "fine_tune")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    input_size: int = 224
+    batch_size: int = 32
+    epochs: int = 10  # the heads phase, at most (early stopping)
+    fine_tune_epochs: int = 5
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    patience: int = 3
+    validation_fraction: float = 0.2
+    seed: int = 0
+    weights: str = "imagenet"
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    model_path: Path
+    summary: dict = field(repr=False)
+
+
+def _state_read(run_dir: Path) -> dict | None:
+    path = run_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _state_write(run_dir: Path, state: dict) -> None:
+    path = run_dir / STATE_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=1))
+    temporary.replace(path)  # a kill mid-write leaves the previous state intact
+
+
+def _epoch_logger(*, run_dir: Path, state: dict, phase: str, epochs: int, echo: Any) -> Any:
+    keras = _tensorflow().keras
+
+    class EpochLine(keras.callbacks.Callback):  # type: ignore[name-defined]
+        """One line per epoch, and the epoch's figures kept in the run's state (a resumed
+        run keeps the curves of the epochs before the interruption)."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds = time.perf_counter() - self.started
+            values = {key: float(value) for key, value in (logs or {}).items()}
+            history = state["history"].setdefault(phase, [])
+            history[:] = [row for row in history if row["epoch"] != epoch]
+            history.append({"epoch": epoch, "seconds": round(seconds, 3), **values})
+            _state_write(run_dir, state)
+            shown = " ".join(
+                f"{key}={values[key]:.4f}"
+                for key in (
+                    "loss",
+                    "val_loss",
+                    "category_accuracy",
+                    "val_category_accuracy",
+                    "val_tags_auc",
+                )
+                if key in values
+            )
+            echo(f"{phase} epoch {epoch + 1}/{epochs} {seconds:.1f}s {shown}")
+
+    return EpochLine()
+
+
+def _split_from_state(labels: GarmentLabels, state: dict) -> Split:
+    index = {uuid: row for row, uuid in enumerate(labels.uuids)}
+    try:
+        return Split(
+            train=np.array([index[uuid] for uuid in state["split"]["train"]]),
+            validation=np.array([index[uuid] for uuid in state["split"]["validation"]]),
+        )
+    except KeyError as exc:
+        raise TrainingError(
+            f"The run folder was started on other data (uuid {exc} is not in it): "
+            "use a new --run-dir."
+        ) from exc
+
+
+def model_train(
+    *,
+    data_path: Path,
+    images_dir: Path,
+    run_dir: Path,
+    config: TrainingConfig | None = None,
+    verbose: int = 1,
+    echo: Any = print,
+) -> TrainingResult:
+    """Train the multi-task model on ``data_path`` / ``images_dir`` into ``run_dir``.
+
+    The data is checked first (DatasetError before any training). Phase one trains the heads on
+    the frozen ImageNet backbone, phase two fine-tunes the backbone's top blocks; each stops
+    early on the validation loss and keeps its best weights. Per-tag thresholds are then tuned
+    on the validation split for the best F1. A run folder that holds an unfinished run
+    continues it (its configuration and split are the stored ones). ``verbose`` is Keras'
+    (1: progress bars); ``echo`` prints the per-epoch lines.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    labels = dataset_load(data_path=data_path, images_dir=images_dir)
+    state = _state_read(run_dir)
+    if state is None:
+        config = config or TrainingConfig()
+        split = split_stratified(
+            categories=labels.categories,
+            validation_fraction=config.validation_fraction,
+            seed=config.seed,
+        )
+        state = {
+            "config": asdict(config),
+            "split": {
+                "train": [labels.uuids[row] for row in split.train],
+                "validation": [labels.uuids[row] for row in split.validation],
+            },
+            "phases_done": [],
+            "history": {},
+        }
+        _state_write(run_dir, state)
+    else:
+        config = TrainingConfig(**state["config"])
+        split = _split_from_state(labels, state)
+        echo(f"Resuming the run in {run_dir} (finished phases: {state['phases_done'] or 'none'})")
+    if len(split.validation) == 0 or len(split.train) == 0:
+        raise TrainingError("Too few rows to hold out a validation split: add data.")
+
+    tf = _tensorflow()
+    keras = tf.keras
+    keras.utils.set_random_seed(config.seed)
+    common: dict[str, Any] = {
+        "labels": labels,
+        "images_dir": Path(images_dir),
+        "input_size": config.input_size,
+        "preprocessing": PREPROCESSING,
+        "batch_size": config.batch_size,
+    }
+    train = dataset_build(rows=split.train, augment=True, shuffle=True, seed=config.seed, **common)
+    validation = dataset_build(rows=split.validation, **common)
+    class_weights = class_weights_balanced(
+        categories=labels.categories[split.train], num_categories=len(CATEGORIES)
+    )
+    model = multi_task_model_build(
+        input_size=config.input_size,
+        num_categories=len(CATEGORIES),
+        num_tags=len(TAGS),
+        weights=config.weights,
+        workdir=run_dir,
+        seed=config.seed,
+    )
+
+    for phase in PHASES:
+        weights_path = run_dir / f"{phase}.weights.h5"
+        if phase == "fine_tune":
+            backbone_unfreeze_top(model=model)
+        learning_rate = config.learning_rate if phase == "heads" else config.fine_tune_learning_rate
+        model_compile(model=model, class_weights=class_weights, learning_rate=learning_rate)
+        if phase in state["phases_done"]:
+            model.load_weights(weights_path)
+            continue
+        epochs = config.epochs if phase == "heads" else config.fine_tune_epochs
+        if epochs > 0:
+            callbacks = [
+                keras.callbacks.BackupAndRestore(str(run_dir / f"backup-{phase}")),
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=config.patience, restore_best_weights=True
+                ),
+                _epoch_logger(run_dir=run_dir, state=state, phase=phase, epochs=epochs, echo=echo),
+            ]
+            model.fit(
+                train,
+                validation_data=validation,
+                epochs=epochs,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        model.save_weights(weights_path)
+        state["phases_done"].append(phase)
+        _state_write(run_dir, state)
+
+    scores = model.predict(validation, verbose=0)
+    truth = labels.tags[split.validation]
+    thresholds = [
+        figures.threshold_tune(true=truth[:, column], scores=scores["tags"][:, column])
+        for column in range(len(TAGS))
+    ]
+    ranked = np.argsort(-scores["category"], axis=1)
+    true_categories = labels.categories[split.validation]
+    summary = {
+        "labels": CATEGORIES,
+        "tag_labels": TAGS,
+        "tag_thresholds": thresholds,
+        "input_size": config.input_size,
+        "preprocessing": PREPROCESSING,
+        "config": state["config"],
+        "history": state["history"],
+        "epoch_seconds": [row["seconds"] for rows in state["history"].values() for row in rows],
+        "split": state["split"],
+        "validation": {
+            "top1_accuracy": figures.top_k_accuracy(true=true_categories, ranked=ranked, k=1),
+            "top2_accuracy": figures.top_k_accuracy(true=true_categories, ranked=ranked, k=2),
+            "tags": {
+                tag: figures.precision_recall_f1(
+                    true=truth[:, column], predicted=scores["tags"][:, column] >= thresholds[column]
+                )
+                for column, tag in enumerate(TAGS)
+            },
+        },
+        "backbone": config.weights,
+    }
+    model_path = run_dir / MODEL_FILE
+    # An uncompiled model over the same layers: it loads back with keras.models.load_model
+    # alone (no custom loss to import) and carries no optimizer state.
+    keras.Model(model.inputs, model.output, name=model.name).save(model_path)
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    for phase in PHASES:
+        shutil.rmtree(run_dir / f"backup-{phase}", ignore_errors=True)
+    echo(
+        f"Validation: top-1 {summary['validation']['top1_accuracy']:.3f}, "
+        f"top-2 {summary['validation']['top2_accuracy']:.3f}, tag F1 "
+        + ", ".join(f"{tag} {summary['validation']['tags'][tag]['f1']:.3f}" for tag in TAGS)
+        + f"; thresholds {thresholds}; model {model_path}"
+    )
+    return TrainingResult(run_dir=run_dir, model_path=model_path, summary=summary)
+
+
+def training_summary_read(*, run_dir: Path) -> dict:
+    """The summary of a finished run. Raises TrainingError when the run is not finished."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.exists() or not (Path(run_dir) / MODEL_FILE).exists():
+        raise TrainingError(f"{run_dir} holds no finished training run (no {SUMMARY_FILE}).")
+    return json.loads(path.read_text())
+
+
+def training_run_register(
+    *, run_dir: Path, name: str, stage: str = ModelVersion.Stage.STAGING
+) -> ModelVersion:
+    """Register a finished run's ``model.keras`` as the next multi-task version of ``name``,
+    with its labels, tag labels and thresholds (LiteRT parity checked on both heads)."""
+    from classification.registry.multi_task import multi_task_version_register
+
+    summary = training_summary_read(run_dir=run_dir)
+    validation = summary["validation"]
+    return multi_task_version_register(
+        artifact_path=Path(run_dir) / MODEL_FILE,
+        name=name,
+        labels=summary["labels"],
+        tag_labels=summary["tag_labels"],
+        tag_thresholds=summary["tag_thresholds"],
+        preprocessing=summary["preprocessing"],
+        stage=stage,
+        source=(
+            "Garment listing model: EfficientNet-Lite0 "
+            f"({summary['backbone']} backbone weights) fine-tuned with a category and a tag "
+            f"head; validation top-1 {validation['top1_accuracy']:.3f}, "
+            f"top-2 {validation['top2_accuracy']:.3f}."
+        ),
+    )
