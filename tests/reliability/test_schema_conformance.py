@@ -17,7 +17,7 @@ MAX_EXAMPLES = 10
 SEED = 20261202
 
 
-def schemathesis(url: str, *headers: str) -> subprocess.CompletedProcess:
+def schemathesis(url: str, *headers: str, workdir: Path) -> subprocess.CompletedProcess:
     command = [
         str(Path(sys.executable).with_name("st")),
         "--config-file",
@@ -36,10 +36,13 @@ def schemathesis(url: str, *headers: str) -> subprocess.CompletedProcess:
     ]
     for header in headers:
         command += ["--header", header]
-    return subprocess.run(command, capture_output=True, text=True, timeout=110, cwd=HERE)
+    # Its example cache goes to the working folder: the test's, not the repository.
+    return subprocess.run(command, capture_output=True, text=True, timeout=110, cwd=workdir)
 
 
-def test_schemathesis_finds_nothing_anonymous_and_with_a_token(gunicorn_server, tiny_model):
+def test_schemathesis_finds_nothing_anonymous_and_with_a_token(
+    gunicorn_server, tiny_model, tmp_path
+):
     python_path = os.pathsep.join(
         filter(None, [str(HERE / "offline"), os.environ.get("PYTHONPATH")])
     )
@@ -47,7 +50,7 @@ def test_schemathesis_finds_nothing_anonymous_and_with_a_token(gunicorn_server, 
     user = get_user_model().objects.create_user("schema-test", password="pw-schema-123")
     token = str(AccessToken.for_user(user))
 
-    anonymous = schemathesis(server.url)
+    anonymous = schemathesis(server.url, workdir=tmp_path)
     assert anonymous.returncode == 0, anonymous.stdout[-6000:]
-    signed_in = schemathesis(server.url, f"Authorization: Bearer {token}")
+    signed_in = schemathesis(server.url, f"Authorization: Bearer {token}", workdir=tmp_path)
     assert signed_in.returncode == 0, signed_in.stdout[-6000:]
