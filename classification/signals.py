@@ -43,7 +43,8 @@ class AnswerSignalMixin:
             raise
 
     def _answered(self, request: Request, *, status_code: int, response: Any) -> None:
-        request._request.classify_answered = True  # type: ignore[attr-defined]
+        # On the Django request, which the refusal middleware sees (DRF's wraps it).
+        getattr(request, "_request", request).classify_answered = True  # type: ignore[union-attr]
         classify_request_answered.send(
             sender=type(self),
             request=request,

@@ -61,6 +61,7 @@ class RequestLogWriter:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._flush_deadline = 0.0
         self.capacity = 0
         # Counts of this process, for tests and the benchmark (the metrics add up workers).
         self.queued = self.written = self.dropped = self.spilled = self.replayed = 0
