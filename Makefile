@@ -59,6 +59,8 @@ bench: $(VENV)/.requirements-test
 	$(PY) manage.py bench_zero_shot
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting
+	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
+		$(PY) manage.py bench_reliability
 
 # The service under wrk beside a naive Flask + Keras peer (LOADTEST_SECONDS per run; the
 # figures of docs/performance.md came from LOADTEST_SECONDS=30 LOADTEST_SOAK=600).

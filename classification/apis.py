@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from accounts.throttling import CLASSIFY_THROTTLES
@@ -119,6 +120,10 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
         )
 
         def validate(self, attrs: dict) -> dict:
+            # An empty form field (top_k=, model=) is not a value: DRF would skip it silently.
+            for name in ("top_k", "model"):
+                if self.initial_data.get(name) == "":
+                    raise serializers.ValidationError({name: "This value may not be empty."})
             given = [key for key in ("image", "image_base64", "image_url") if key in attrs]
             if len(given) != 1:
                 raise InvalidClassificationRequest(
@@ -135,6 +140,11 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             else:
                 attrs["source"] = ImageSource(kind="url", url=attrs.pop("image_url"))
             return attrs
+
+    # The schema of a JSON body: the same fields but the upload, which only multipart can carry.
+    @extend_schema_serializer(component_name="ClassifyImageJsonRequest")
+    class JsonInputSerializer(InputSerializer):
+        image = None  # type: ignore[assignment]
 
     @extend_schema_serializer(component_name="Classification")
     class OutputSerializer(serializers.Serializer):
@@ -177,7 +187,7 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
     @extend_schema(
         operation_id="classify_image",
         request={
-            "application/json": InputSerializer,
+            "application/json": JsonInputSerializer,
             "multipart/form-data": InputSerializer,
         },
         responses={
@@ -200,7 +210,10 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             502: error_response(
                 "The image_url's server answered with an error or too many redirects."
             ),
-            503: error_response("No model is ready to answer."),
+            503: error_response(
+                "No model is ready to answer (model_not_ready), or this worker is fetching or "
+                "decoding as much as it can (busy; see Retry-After)."
+            ),
             504: error_response("The image_url's server did not send the image in time."),
         },
     )
@@ -212,6 +225,8 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             top_k=serializer.validated_data.get("top_k"),
             model_name=serializer.validated_data.get("model"),
             labels=serializer.validated_data.get("labels"),
+            # The address the rate limits count (X-Forwarded-For only behind NUM_PROXIES).
+            client=BaseThrottle().get_ident(request),
         )
         result.processing_time = round(request_elapsed(request), 6)
         self.result = result  # sent with classify_request_answered (the request log)

@@ -6,15 +6,24 @@ class ClassificationConfig(AppConfig):
     verbose_name = "Classification"
 
     def ready(self) -> None:
-        from classification.health import model_check, redis_check
+        from classification.health import fetch_capacity_check, model_check, redis_check
         from classification.metrics import ProductionModelCollector
         from classifier_site.health import health_check_register
         from classifier_site.lifecycle import worker_start_hook_register
         from classifier_site.metrics import scrape_collector_register
+        from classifier_site.openapi import schema_exactly_one_of_register
 
         scrape_collector_register(ProductionModelCollector())
+        # The request's image: exactly one of the three (the serializer checks it in code).
+        schema_exactly_one_of_register(
+            component="ClassifyImageRequestRequest", fields=["image_url", "image", "image_base64"]
+        )
+        schema_exactly_one_of_register(
+            component="ClassifyImageJsonRequestRequest", fields=["image_url", "image_base64"]
+        )
         health_check_register("model", model_check)
         health_check_register("redis", redis_check)
+        health_check_register("fetch_capacity", fetch_capacity_check)
         worker_start_hook_register(serving_model_warm)
 
 

@@ -42,3 +42,14 @@ def redis_check() -> Check:
     if cache.ping():
         return Check(ok=True, required=False, detail="answers")
     return Check(ok=False, required=False, detail="unreachable; answers are computed uncached")
+
+
+def fetch_capacity_check() -> Check:
+    """Not ready while every fetch slot of this worker is taken: new URL requests would be
+    answered busy, so a balancer should send them elsewhere until one frees up."""
+    from django.conf import settings
+
+    from classification.intake.fetch_slots import fetch_slots
+
+    in_use, limit = fetch_slots.in_use(), settings.IMAGE_FETCH_CONCURRENCY
+    return Check(ok=in_use < limit, required=True, detail=f"{in_use} of {limit} fetch slots in use")

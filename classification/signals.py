@@ -43,6 +43,8 @@ class AnswerSignalMixin:
             raise
 
     def _answered(self, request: Request, *, status_code: int, response: Any) -> None:
+        # On the Django request, which the refusal middleware sees (DRF's wraps it).
+        getattr(request, "_request", request).classify_answered = True  # type: ignore[union-attr]
         classify_request_answered.send(
             sender=type(self),
             request=request,
@@ -50,3 +52,8 @@ class AnswerSignalMixin:
             response=response,
             result=self.result,
         )
+
+
+def request_answered_mark_seen(request: Any) -> bool:
+    """Whether the view already sent ``classify_request_answered`` for this Django request."""
+    return bool(getattr(request, "classify_answered", False))

@@ -88,3 +88,11 @@ def cache_settings(
             },
         }
     }
+
+
+def postgres_timeout_options(*, statement_timeout: float, lock_timeout: float) -> str:
+    """libpq ``options`` that set ``statement_timeout`` and ``lock_timeout`` (seconds; 0 or
+    less: no limit) on every connection, so no query of ours waits for longer."""
+    limits = {"statement_timeout": statement_timeout, "lock_timeout": lock_timeout}
+    parts = [f"-c {name}={round(value * 1000)}" for name, value in limits.items() if value > 0]
+    return " ".join(parts)

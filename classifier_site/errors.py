@@ -7,8 +7,14 @@ Services raise a ``ServiceError`` subclass; nothing else builds error bodies by 
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -24,8 +30,13 @@ class ServiceError(Exception):
     code = "invalid_request"
     default_message = "The request is not valid."
 
-    def __init__(self, message: str | None = None) -> None:
+    # Seconds a client should wait before trying again (sent as Retry-After), if it should.
+    retry_after: int | None = None
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
         self.message = message or self.default_message
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(self.message)
 
 
@@ -33,6 +44,15 @@ class PayloadTooLarge(ServiceError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "payload_too_large"
     default_message = "The request body is too large."
+
+
+class ServiceBusy(ServiceError):
+    """This process has no capacity for the work right now; the client may retry shortly."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "busy"
+    default_message = "The service is busy; try again shortly."
+    retry_after = 2
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -74,10 +94,25 @@ def _drf_code(exc: drf_exceptions.APIException) -> str:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message), status=exc.status_code)
+        response = Response(error_body(exc.code, exc.message), status=exc.status_code)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     if isinstance(exc, RequestDataTooBig):
         too_large = PayloadTooLarge()
         return Response(error_body(too_large.code, too_large.message), status=too_large.status_code)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        # Django's own limits on a form (DATA_UPLOAD_MAX_NUMBER_FIELDS, ..._FILES): the client
+        # sent too much, so a 400 in the API's shape, not an unhandled error.
+        return Response(
+            error_body("invalid_request", "The form has more fields or files than accepted."),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return Response(
+            error_body("malformed_request", "The request is malformed."),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -97,3 +132,34 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if auth_header:
         response["WWW-Authenticate"] = auth_header
     return response
+
+
+# --- Django's own error views, in the same shape ----------------------------------------------
+# What Django answers outside DRF (an unknown path, an unknown Host header, a failure no view
+# handled) is JSON too: the service has one error shape, whatever refused the request.
+
+
+def _json_error(status_code: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body(code, message), status=status_code)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    from django.core.exceptions import DisallowedHost
+
+    if isinstance(exception, DisallowedHost):
+        return _json_error(400, "unknown_host", "This service does not answer for that host name.")
+    return _json_error(400, "malformed_request", "The request is malformed.")
+
+
+def permission_denied_view(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
+    return _json_error(403, "permission_denied", "You may not do this.")
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(404, "not_found", "There is nothing at this address.")
+
+
+def server_error_view(request: HttpRequest) -> JsonResponse:
+    return _json_error(500, "server_error", "The service failed to answer; try again later.")

@@ -29,6 +29,11 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 # Each worker loads its model right after it starts (post_worker_init), never at import.
 preload_app = False
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+# Web connections give up on a lock or a statement instead of holding a request thread for as
+# long as a migration, a VACUUM FULL or a long report query holds the table. Set here (the
+# master, before any worker imports the settings), so management commands keep no limit.
+os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "10")
+os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "2")
 
 
 def when_ready(server: "Arbiter") -> None:
@@ -42,6 +47,30 @@ def when_ready(server: "Arbiter") -> None:
         server.log.info("Result cache and throttles: Redis at %s, shared by all workers", where)
     else:
         server.log.info("Result cache and throttles: local memory, one per worker (no REDIS_URL)")
+
+
+def post_fork(server: "Arbiter", worker: "Worker") -> None:
+    """Have glibc give large freed blocks back to the system in each worker.
+
+    glibc raises its mmap threshold after the first large free, so later decoded images (tens
+    of MB each) come from per-thread heap arenas that keep the memory once freed: four threads
+    that each decoded one 36-megapixel image once keep ~150 MB apiece, whatever the decode
+    budget allows at a time. A fixed threshold (MALLOC_MMAP_THRESHOLD bytes, 0: glibc's
+    default behaviour) maps every block above it on its own and unmaps it when freed.
+    """
+    threshold = int(os.environ.get("MALLOC_MMAP_THRESHOLD", str(1024 * 1024)))
+    if threshold <= 0:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3  # from glibc's malloc.h
+        if not libc.mallopt(m_mmap_threshold, threshold):
+            worker.log.warning("mallopt(M_MMAP_THRESHOLD) refused; memory may stay high")
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        pass
 
 
 def post_worker_init(worker: "Worker") -> None:
@@ -68,6 +97,17 @@ def post_worker_init(worker: "Worker") -> None:
                 worker.log.exception("A worker start hook failed: %s", hook.__qualname__)
     finally:
         connections.close_all()  # request threads open their own
+
+
+def worker_exit(server: "Arbiter", worker: "Worker") -> None:
+    """Run the apps' worker-exit hooks (the request log writes out its queue)."""
+    from classifier_site.lifecycle import worker_exit_hooks
+
+    for hook in worker_exit_hooks():
+        try:
+            hook()
+        except Exception:  # one hook's failure must not keep the others from running
+            worker.log.exception("A worker exit hook failed: %s", hook.__qualname__)
 
 
 # With LOG_FORMAT=json (the default when PRODUCTION=1) gunicorn's own lines are JSON too.

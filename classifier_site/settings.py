@@ -19,6 +19,7 @@ from classifier_site.env import (
     env_list,
     env_networks,
     env_str,
+    postgres_timeout_options,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -64,12 +65,15 @@ INSTALLED_APPS = [
     "reporting",
     "accounts",
     "training",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "classifier_site.middleware.RequestTimingMiddleware",
     "classifier_site.middleware.RequestIdMiddleware",
     "classifier_site.middleware.AccessLogMiddleware",
+    # A POST /classify-image refused before its view (unknown Host) still gets its log row.
+    "classification.middleware.ClassifyRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -78,6 +82,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# django-axes: the admin login's lock-out (settings under "Accounts" below) sees each attempt.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out address or user name first
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "classifier_site.urls"
@@ -116,6 +127,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# Seconds a statement may run, and wait for a lock, on PostgreSQL (0: no limit). gunicorn's
+# configuration sets them for web workers only (10 and 2), so a locked or slow table costs a
+# request at most that long; management commands (migrations, backfills) keep no limit.
+DATABASE_STATEMENT_TIMEOUT = env_float("DATABASE_STATEMENT_TIMEOUT", 0.0)
+DATABASE_LOCK_TIMEOUT = env_float("DATABASE_LOCK_TIMEOUT", 0.0)
+_timeouts = postgres_timeout_options(
+    statement_timeout=DATABASE_STATEMENT_TIMEOUT, lock_timeout=DATABASE_LOCK_TIMEOUT
+)
+if _timeouts and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = _timeouts
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -142,6 +163,10 @@ STORAGES = {
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 # Largest image accepted in pixels (width x height), checked from the header before decoding.
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000)
+# Pixels one process decodes at once (a decoded pixel costs 3-4 bytes, and copies): a decode
+# that does not fit waits up to IMAGE_DECODE_WAIT seconds for others, then is answered busy.
+IMAGE_DECODE_PIXEL_BUDGET = env_int("IMAGE_DECODE_PIXEL_BUDGET", 40_000_000)
+IMAGE_DECODE_WAIT = env_float("IMAGE_DECODE_WAIT", 10.0)
 # Deepest JSON nesting accepted in a request body.
 REQUEST_JSON_MAX_DEPTH = env_int("REQUEST_JSON_MAX_DEPTH", 32)
 # Bodies beyond these go to a temporary file rather than memory (Django's own limits).
@@ -154,6 +179,12 @@ IMAGE_FETCH_TIMEOUT = env_float("IMAGE_FETCH_TIMEOUT", 10.0)
 IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3)
 IMAGE_FETCH_PRIVATE_ALLOWLIST = env_networks("IMAGE_FETCH_PRIVATE_ALLOWLIST")
 IMAGE_FETCH_CA_BUNDLE = env_str("IMAGE_FETCH_CA_BUNDLE", "")
+# Fetches (and waits for an identical fetch) at once per process and per client address; one
+# more is answered 503 busy with this Retry-After. Keep the first well below GUNICORN_THREADS,
+# so that slow image servers can never take every thread.
+IMAGE_FETCH_CONCURRENCY = env_int("IMAGE_FETCH_CONCURRENCY", 2)
+IMAGE_FETCH_PER_CLIENT = env_int("IMAGE_FETCH_PER_CLIENT", 1)
+IMAGE_FETCH_RETRY_AFTER = env_int("IMAGE_FETCH_RETRY_AFTER", 2)
 
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))
@@ -232,6 +263,19 @@ THROTTLE_TOKEN_RATE = env_str("THROTTLE_TOKEN_RATE", "20/minute")
 # X-Forwarded-For and limits by the connecting address; 1 trusts the address one proxy appended.
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 
+# The admin login (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failed attempts from one
+# client address, or for one user name, that address or name is locked out (429) for
+# ADMIN_LOGIN_COOLOFF_MINUTES; a successful login resets the count. Only the admin site: API
+# clients have the token endpoint's rate limit. `manage.py axes_reset` lifts every lock-out.
+AXES_ONLY_ADMIN_SITE = True
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each on its own, not the pair
+AXES_RESET_ON_SUCCESS = True
+# The address the rate limits count: the connecting one, or X-Forwarded-For behind NUM_PROXIES.
+AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"
+AXES_VERBOSE = False
+
 # --- Cache --------------------------------------------------------------------------------
 # Shared by all workers through Redis when REDIS_URL is set (throttle counters live here, so
 # limits hold across workers); the in-process cache otherwise. Values are JSON, never pickle.
@@ -273,7 +317,7 @@ REST_FRAMEWORK = {
     # JWT first, so a 401 carries its 'WWW-Authenticate: Bearer' challenge; the session (with
     # DRF's CSRF check on unsafe methods) serves staff signed in through the browser.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.authentication.UniformJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Closed by default: each endpoint opens itself explicitly.
@@ -302,12 +346,28 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "classifier_site.openapi.schema_exactly_one_of_hook",
+    ],
 }
 
 # --- Request log, /report and the Elasticsearch export ------------------------------------
 # Keep a salted hash (HMAC with SECRET_KEY) of the client address in the request log; never the
 # address itself. Off: nothing about the client is kept.
 REQUEST_LOG_CLIENT_HASH = env_bool("REQUEST_LOG_CLIENT_HASH", True)
+# In gunicorn workers, log rows are queued and inserted in bulk by a writer thread per worker
+# (reporting/log_writer.py), so a slow or locked table never holds an answer. 0: insert on the
+# request thread. Queue bound (rows per worker; beyond it rows are dropped and counted), rows
+# per insert, retry back-off after a failed insert (doubling up to the maximum), the seconds a
+# stopping worker gives the writer, and where what is left then is spilled for the next start.
+REQUEST_LOG_QUEUE = env_bool("REQUEST_LOG_QUEUE", True)
+REQUEST_LOG_QUEUE_SIZE = env_int("REQUEST_LOG_QUEUE_SIZE", 20_000)
+REQUEST_LOG_BATCH_SIZE = env_int("REQUEST_LOG_BATCH_SIZE", 500)
+REQUEST_LOG_RETRY_SECONDS = env_float("REQUEST_LOG_RETRY_SECONDS", 0.5)
+REQUEST_LOG_MAX_BACKOFF = env_float("REQUEST_LOG_MAX_BACKOFF", 5.0)
+REQUEST_LOG_FLUSH_SECONDS = env_float("REQUEST_LOG_FLUSH_SECONDS", 5.0)
+REQUEST_LOG_SPILL_DIR = Path(env_str("REQUEST_LOG_SPILL_DIR", str(VAR_DIR / "request-log-spill")))
 REPORT_DEFAULT_LIMIT = 10
 REPORT_MAX_LIMIT = 100
 # Empty: no export. Set (e.g. http://127.0.0.1:9200) to export request events and /report calls.
@@ -373,7 +433,11 @@ LOGGING = {
 
 # GET /metrics answers clients from these networks, or any client that sends
 # 'Authorization: Bearer <METRICS_TOKEN>' (when a token is set). Others get 403 or 401.
-METRICS_ALLOWED_CIDRS = env_networks("METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
+# With PRODUCTION=1 no network by default, the token only: behind a proxy on the same host every
+# client would connect from loopback.
+METRICS_ALLOWED_CIDRS = env_networks(
+    "METRICS_ALLOWED_CIDRS", "" if PRODUCTION else "127.0.0.0/8,::1/128"
+)
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Longest GET /health/ready waits for Redis or Elasticsearch (reported, not required).
 HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0)

@@ -16,3 +16,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+# Django's error answers outside DRF views, in the API's JSON error shape.
+handler400 = "classifier_site.errors.bad_request_view"
+handler403 = "classifier_site.errors.permission_denied_view"
+handler404 = "classifier_site.errors.not_found_view"
+handler500 = "classifier_site.errors.server_error_view"

@@ -1,5 +1,4 @@
 import io
-import json
 import os
 from collections.abc import Callable, Iterable
 
@@ -14,7 +13,13 @@ class BoundedChunkedBody:
     Django reads a body only up to CONTENT_LENGTH, so a chunked upload (no length; gunicorn
     de-chunks it and sets wsgi.input_terminated) would reach the parsers empty. This reads such
     a body up to DATA_UPLOAD_MAX_MEMORY_SIZE (the largest body any endpoint accepts) and hands
-    it on with its length; a longer one is answered 413 in the JSON error shape at once.
+    it on with its length.
+
+    A longer one is not answered here: that answer would miss the request id, the access line,
+    the metrics and the request log. Django gets an empty body declared one byte over the
+    limit instead, so the parsers refuse it (413 ``payload_too_large``) the way they refuse any
+    over-size body, and the connection is closed after the answer (the rest of the body is
+    never read).
     """
 
     def __init__(self, app: Callable) -> None:
@@ -25,27 +30,22 @@ class BoundedChunkedBody:
             return self.app(environ, start_response)
         from django.conf import settings
 
-        from classifier_site.errors import PayloadTooLarge, error_body
-
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         stream, body = environ["wsgi.input"], bytearray()
         while len(body) <= limit and (chunk := stream.read(min(64 * 1024, limit + 1 - len(body)))):
             body += chunk
-        if len(body) > limit:
-            error = PayloadTooLarge(f"The request body is larger than {limit:,} bytes.")
-            payload = json.dumps(error_body(error.code, error.message)).encode()
-            start_response(
-                "413 Content Too Large",
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(payload))),
-                    ("Connection", "close"),
-                ],
-            )
-            return [payload]
-        environ["wsgi.input"] = io.BytesIO(bytes(body))
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return self.app(environ, start_response)
+        if len(body) <= limit:
+            environ["wsgi.input"] = io.BytesIO(bytes(body))
+            environ["CONTENT_LENGTH"] = str(len(body))
+            return self.app(environ, start_response)
+        environ["wsgi.input"] = io.BytesIO(b"")
+        environ["CONTENT_LENGTH"] = str(limit + 1)
+
+        def closing_start_response(status: str, headers: list, *args: object) -> object:
+            kept = [(name, value) for name, value in headers if name.lower() != "connection"]
+            return start_response(status, [*kept, ("Connection", "close")], *args)
+
+        return self.app(environ, closing_start_response)
 
 
 application = BoundedChunkedBody(get_wsgi_application())

@@ -32,6 +32,10 @@ class ReportApi(APIView):
         )
 
         def validate(self, attrs: dict) -> dict:
+            # A query parameter given empty (?until=) is not a date-time: DRF would skip it.
+            for name in ("since", "until", "limit"):
+                if self.initial_data.get(name) == "":
+                    raise serializers.ValidationError({name: "This value may not be empty."})
             since, until = attrs.get("since"), attrs.get("until")
             if since is not None and until is not None and since >= until:
                 raise serializers.ValidationError({"until": "until must be after since."})
@@ -55,7 +59,10 @@ class ReportApi(APIView):
         parameters=[InputSerializer],
         responses={
             200: OutputSerializer,
-            400: error_response("A bad since, until or limit."),
+            400: error_response(
+                "A bad since, until or limit: empty, not an ISO 8601 date-time, out of range "
+                "(limit 1-100), or since not before until."
+            ),
         },
     )
     def get(self, request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The reporting app's readiness check: Elasticsearch answers (reported, never required)."""
+"""The reporting app's readiness checks: Elasticsearch and the request-log queue (reported, never
+required)."""
 
 from django.conf import settings
 
@@ -19,3 +20,20 @@ def elasticsearch_check() -> Check:
     if up:
         return Check(ok=True, required=False, detail="answers")
     return Check(ok=False, required=False, detail="unreachable; the export outbox waits")
+
+
+def request_log_check() -> Check:
+    """The writer queue of this worker (reported, not required: a full queue drops log rows,
+    never answers)."""
+    from reporting.log_writer import request_log_writer
+
+    writer = request_log_writer()
+    if not writer.running:
+        return Check(ok=None, required=False, detail="rows are written on the request thread")
+    queued = len(writer)
+    ok = queued < writer.capacity
+    return Check(
+        ok=ok,
+        required=False,
+        detail=f"{queued} of {writer.capacity} rows queued; {writer.dropped} dropped",
+    )

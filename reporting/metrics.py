@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 from django.conf import settings
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -69,3 +69,28 @@ class ExportQueueCollector:
         for index, count in backlog.items():
             family.add_metric([index], count)
         yield family
+
+
+# The request-log writer (reporting/log_writer.py), per worker, adding up across workers.
+REQUEST_LOG_WRITTEN = Counter(
+    "classifier_request_log_written",
+    "Queued request-log rows the writer thread inserted.",
+    registry=REGISTRY,
+)
+REQUEST_LOG_DROPPED = Counter(
+    "classifier_request_log_dropped",
+    "Queued request-log rows lost, by reason: queue_full, refused (by the database), spill_failed.",
+    ["reason"],
+    registry=REGISTRY,
+)
+REQUEST_LOG_SPILLED = Counter(
+    "classifier_request_log_spilled",
+    "Request-log rows written to a spill file at worker exit (read back by the next writer).",
+    registry=REGISTRY,
+)
+REQUEST_LOG_QUEUE_LENGTH = Gauge(
+    "classifier_request_log_queue_length",
+    "Request-log rows queued and not written yet, in live workers.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)

@@ -3,6 +3,8 @@
 Connected to ``classification.signals.classify_request_answered`` in ``ReportingConfig.ready``.
 """
 
+import contextlib
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -80,6 +82,10 @@ def _request_input(request: Request) -> tuple[str, str]:
 
 def _error_code(response: Any) -> str:
     data = getattr(response, "data", None)
+    if data is None and "json" in (getattr(response, "headers", {}).get("Content-Type") or ""):
+        # A Django JsonResponse (refused before the view): read the code from its content.
+        with contextlib.suppress(ValueError, TypeError):
+            data = json.loads(response.content)
     if isinstance(data, Mapping):
         error = data.get("error")
         if isinstance(error, Mapping) and isinstance(error.get("code"), str):

@@ -93,24 +93,34 @@ def _tags_or_none(result: "ClassificationResult | None") -> list[dict] | None:
     ]
 
 
-def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
-    """Insert the log row of one request. Raises database errors (see request_log_record)."""
-    image_url = outcome.image_url[:IMAGE_URL_MAX_CHARS]
+def stored_text(value: str, *, max_chars: int) -> str:
+    """``value`` as the database can always store it: NUL and lone surrogates (which a JSON body
+    can carry, and PostgreSQL refuses) become U+FFFD, and at most ``max_chars`` are kept."""
+    if value.isascii():
+        cleaned = value
+    else:  # pairs of surrogates become their character; a lone one becomes U+FFFD
+        cleaned = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return cleaned.replace("\x00", "\ufffd")[:max_chars]
+
+
+def request_log_build(*, outcome: RequestOutcome) -> RequestLog:
+    """The (unsaved) log row of one request, every text field storable (see stored_text)."""
+    image_url = stored_text(outcome.image_url, max_chars=IMAGE_URL_MAX_CHARS)
     result = outcome.result
     top = result.predictions[0] if result is not None and result.predictions else None
     image_url_sha256 = url_sha256(image_url) if image_url else None
     user = _signed_in_user(outcome.user)
     input_stats = result.input_stats if result is not None else {}
     row = RequestLog(
-        request_id=outcome.request_id,
+        request_id=stored_text(outcome.request_id, max_chars=64),
         input_kind=outcome.input_kind,
         image_url=image_url,
         image_url_sha256=image_url_sha256,
         image_url_key=url_key(image_url_sha256) if image_url_sha256 else None,
         image_sha256=result.image_sha256 if result is not None else "",
-        model_name=result.model_name if result is not None else "",
+        model_name=stored_text(result.model_name, max_chars=100) if result is not None else "",
         model_version=result.model_version if result is not None else None,
-        top_label=top.label[:200] if top is not None else "",
+        top_label=stored_text(top.label, max_chars=200) if top is not None else "",
         confidence=top.confidence if top is not None else None,
         processing_time=outcome.processing_time,
         cached=bool(result is not None and result.cached),
@@ -120,12 +130,18 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
         image_brightness=_float_or_none(input_stats.get("brightness")),
         tags=_tags_or_none(result),
         status_code=outcome.status_code,
-        error_code=outcome.error_code[:64],
+        error_code=stored_text(outcome.error_code, max_chars=64),
         user=user,
         client_hash=client_address_hash(address=outcome.client_address),
     )
     if outcome.created_at is not None:
         row.created_at = outcome.created_at
+    return row
+
+
+def request_log_save(*, row: RequestLog) -> RequestLog:
+    """Insert one built row. A reused request id gets a fresh unique suffix; raises database
+    errors."""
     try:
         # A savepoint, so that a repeated client X-Request-ID cannot spoil an outer transaction.
         with transaction.atomic():
@@ -140,6 +156,11 @@ def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
     return row
 
 
+def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
+    """Insert the log row of one request. Raises database errors (see request_log_record)."""
+    return request_log_save(row=request_log_build(outcome=outcome))
+
+
 def _int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, int | float) and value >= 0 else None
 
@@ -149,13 +170,32 @@ def _float_or_none(value: object) -> float | None:
 
 
 def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:
-    """Write the log row of one request; never raises.
+    """Log one request; never raises, and never waits for the database when it can help it.
 
-    Returns the row, or None when it could not be written (the failure is counted in
-    ``request_log_failures`` and logged at most once a minute while it lasts).
+    In a gunicorn worker the row goes to this process's writer queue (``reporting.log_writer``)
+    and is inserted by its thread, in bulk; the row is returned unsaved. Elsewhere (tests,
+    management commands, ``REQUEST_LOG_QUEUE=0``) it is inserted at once and returned, or None
+    when it could not be written (counted in ``request_log_failures``, logged at most once a
+    minute while it lasts).
     """
+    from reporting.log_writer import request_log_writer
+
     try:
-        row = request_log_create(outcome=outcome)
+        row = request_log_build(outcome=outcome)
+    except Exception as exc:
+        request_log_failures.failed(exc)
+        return None
+    writer = request_log_writer()
+    if writer.running:
+        writer.put(row)  # counts the row as dropped if the queue is full
+        return row
+    return request_log_insert_now(row=row)
+
+
+def request_log_insert_now(*, row: RequestLog) -> RequestLog | None:
+    """Insert ``row`` on this thread; never raises (None when it could not be written)."""
+    try:
+        request_log_save(row=row)
     except Exception as exc:
         request_log_failures.failed(exc)
         return None

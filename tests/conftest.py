@@ -98,6 +98,17 @@ def _unthrottled(settings) -> None:
     }
 
 
+# Likewise for the fetch slots (tests/reliability/ set their own): tests fetch concurrently from
+# one address to prove single flight.
+UNBOUNDED_FETCHES = "64"
+
+
+@pytest.fixture(autouse=True)
+def _unbounded_fetches(settings) -> None:
+    settings.IMAGE_FETCH_CONCURRENCY = int(UNBOUNDED_FETCHES)
+    settings.IMAGE_FETCH_PER_CLIENT = int(UNBOUNDED_FETCHES)
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
@@ -211,6 +222,10 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             "THROTTLE_ANON_RATE": UNTHROTTLED_RATE,
             "THROTTLE_USER_RATE": UNTHROTTLED_RATE,
             "THROTTLE_TOKEN_RATE": UNTHROTTLED_RATE,
+            "IMAGE_FETCH_CONCURRENCY": UNBOUNDED_FETCHES,
+            "IMAGE_FETCH_PER_CLIENT": UNBOUNDED_FETCHES,
+            # Rows a stopping worker could not write stay with this test.
+            "REQUEST_LOG_SPILL_DIR": str(tmp_path / "request-log-spill"),
             **(env or {}),
         }
         log_path = tmp_path / f"gunicorn-{port}.log"

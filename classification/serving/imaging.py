@@ -8,6 +8,7 @@ import io
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,9 +75,13 @@ def _open_bomb_checked(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
 
 
-def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
+def image_decode(
+    *, data: bytes, max_pixels: int, before_decode: Callable[[int], object] | None = None
+) -> DecodedImage:
     """Open ``data`` as one of the accepted formats and decode its first frame.
 
+    ``before_decode`` is called with the pixel count once the header passed the checks and
+    before any pixel is decoded (the decode budget waits there); what it raises is raised.
     Raises EmptyImage, UnsupportedImageType (not an accepted format), TooManyPixels (checked from
     the header, before decoding) or UndecodableImage (truncated or corrupt).
     """
@@ -100,6 +105,8 @@ def image_decode(*, data: bytes, max_pixels: int) -> DecodedImage:
         raise TooManyPixels(
             f"The image has {width * height:,} pixels; this service accepts at most {max_pixels:,}."
         )
+    if before_decode is not None:
+        before_decode(width * height)
     try:
         # Animated images: the first frame only. Opening read frame 0's header; seek(0) is then
         # a no-op and load() decodes that frame alone (tests spy on the GIF plugin to prove it).

@@ -1,5 +1,6 @@
 """Classifying an image: the request pipeline from bytes or URL to predictions, cached."""
 
+import contextlib
 import hashlib
 import json
 import time
@@ -11,7 +12,9 @@ from django.conf import settings
 
 from classification import metrics
 from classification.caching import get_result_cache
+from classification.intake.fetch_slots import fetch_slots
 from classification.intake.fetching import image_fetch
+from classification.serving.decode_budget import decode_budget
 from classification.serving.engine import ServingModel, get_runtime
 from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 from classification.serving.results import (
@@ -87,15 +90,24 @@ def _classify(
     labels: list[str] | None = None,
 ) -> ClassificationResult:
     timings: dict[str, float] = {}
-    mark = time.perf_counter()
-    decoded = image_decode(data=image_bytes, max_pixels=settings.IMAGE_MAX_PIXELS)
-    timings["decode"] = time.perf_counter() - mark
+    with contextlib.ExitStack() as budget:
+        # The decoded pixels count against this process's budget until the small model input
+        # is made (see decode_budget); waiting for it is part of the decode time.
+        mark = time.perf_counter()
+        decoded = image_decode(
+            data=image_bytes,
+            max_pixels=settings.IMAGE_MAX_PIXELS,
+            before_decode=lambda pixels: budget.enter_context(decode_budget.held(pixels=pixels)),
+        )
+        timings["decode"] = time.perf_counter() - mark
 
-    mark = time.perf_counter()
-    batch = image_preprocess(
-        image=decoded.image, input_size=model.input_size, preprocessing=model.preprocessing
-    )
-    timings["preprocess"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        batch = image_preprocess(
+            image=decoded.image, input_size=model.input_size, preprocessing=model.preprocessing
+        )
+        timings["preprocess"] = time.perf_counter() - mark
+        width, height = decoded.width, decoded.height
+        del decoded  # the full-size pixels go before the budget is given back
 
     mark = time.perf_counter()
     if labels is None:
@@ -116,8 +128,8 @@ def _classify(
         image_sha256=image_sha256 or hashlib.sha256(image_bytes).hexdigest(),
         timings=timings,
         input_stats={
-            "width": decoded.width,
-            "height": decoded.height,
+            "width": width,
+            "height": height,
             "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
         },
         tags=_tags(model, tag_probabilities),
@@ -148,6 +160,7 @@ def image_source_classify(
     top_k: int | None,
     model_name: str | None = None,
     labels: list[str] | None = None,
+    client: str | None = None,
 ) -> ClassificationResult:
     """Classify the image of ``source``, answering from the result cache when it can.
 
@@ -159,18 +172,25 @@ def image_source_classify(
     as base64 or downloaded from any URL) without decoding or inference. Identical concurrent
     misses compute once. Raises what ``image_classify`` raises and, for URLs, the fetch errors
     of ``image_fetch`` (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout,
-    ImageTooLarge). Errors are never cached. Each answer is counted in the metrics.
+    ImageTooLarge), and ServiceBusy when a URL that must be fetched finds no fetch slot free in
+    this process or for ``client`` (its address; see ``intake.fetch_slots``). Errors are never
+    cached. Each answer is counted in the metrics.
     ``top_k`` None: the model's default (2 for a multi-task model, else CLASSIFY_DEFAULT_TOP_K).
     """
     result = _image_source_classify(
-        source=source, top_k=top_k, model_name=model_name, labels=labels
+        source=source, top_k=top_k, model_name=model_name, labels=labels, client=client
     )
     metrics.classification_observe(result)
     return result
 
 
 def _image_source_classify(
-    *, source: ImageSource, top_k: int | None, model_name: str | None, labels: list[str] | None
+    *,
+    source: ImageSource,
+    top_k: int | None,
+    model_name: str | None,
+    labels: list[str] | None,
+    client: str | None,
 ) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
     top_k = top_k or model.default_top_k
@@ -206,7 +226,9 @@ def _image_source_classify(
         cache.set(kind="url", key=url_key, value=found)
         return found
 
-    entry, computed = cache.single_flight(url_key, fetch_and_classify)
+    # The slot covers waiting for an identical fetch too: a waiter holds a thread as long.
+    with fetch_slots.held(client=client):
+        entry, computed = cache.single_flight(url_key, fetch_and_classify)
     cache_kind = content_hit[0] if computed else "url"
     return _result_from_entry(
         entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings

@@ -1,0 +1,55 @@
+"""How many pixels this process decodes at once.
+
+A compressed image is small on the wire and large in memory: a 100 kB PNG of 36 megapixels
+decodes to 108 MB of RGB, and its conversion and resize copy it again, so eight of them in
+flight cost a gigabyte though the requests were 800 kB. Each decode therefore takes its pixel
+count from a per-process budget (IMAGE_DECODE_PIXEL_BUDGET) before the first pixel is decoded
+and gives it back once the model's small input is made. A decode that does not fit waits for
+others to finish, up to IMAGE_DECODE_WAIT seconds, then is answered 503 ``busy``; an image
+larger than the whole budget (allowed by IMAGE_MAX_PIXELS) decodes alone.
+"""
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from classifier_site.errors import ServiceBusy
+
+
+class PixelBudget:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._in_flight = 0
+
+    @contextlib.contextmanager
+    def held(self, *, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the budget; raises ServiceBusy after IMAGE_DECODE_WAIT seconds."""
+        budget, wait = settings.IMAGE_DECODE_PIXEL_BUDGET, settings.IMAGE_DECODE_WAIT
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while self._in_flight and self._in_flight + pixels > budget:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServiceBusy(
+                        "The service is decoding as many large images as it can; try again "
+                        "shortly.",
+                        retry_after=max(1, round(wait)),
+                    )
+                self._changed.wait(left)
+            self._in_flight += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_flight -= pixels
+                self._changed.notify_all()
+
+    def in_flight(self) -> int:
+        with self._changed:
+            return self._in_flight
+
+
+decode_budget = PixelBudget()

@@ -1,0 +1,301 @@
+"""The request log's writer: request threads queue rows, one thread per worker inserts them.
+
+Why: an insert on the request thread makes the answer wait for the table, and a lock on it (a
+migration, a VACUUM FULL, a long report query) would hold every thread of every worker, health
+probes included. Here a request only appends its built row to a bounded in-process queue; the
+writer inserts whatever has queued in bulk (one statement per batch), so a locked, slow or
+unreachable database delays the log, never an answer.
+
+The contract, per worker process:
+- every queued row is written, or spilled to a file and written later, or counted as dropped
+  (``classifier_request_log_dropped_total{reason}``): ``queue_full`` when the queue is at
+  ``REQUEST_LOG_QUEUE_SIZE`` (the database has been away for a while), ``refused`` when the
+  database refuses the row itself (a data error no sanitising foresaw), ``spill_failed`` when
+  neither the database nor the spill folder took the rows at exit;
+- a failed batch is retried, backing off from ``REQUEST_LOG_RETRY_SECONDS`` up to
+  ``REQUEST_LOG_MAX_BACKOFF``, for as long as the worker lives;
+- when the worker exits (gunicorn's ``worker_exit``, through classifier_site.lifecycle), the
+  writer gets ``REQUEST_LOG_FLUSH_SECONDS`` to write the rest; what is still queued then goes
+  to a JSON-lines file in ``REQUEST_LOG_SPILL_DIR``, which the next writer to start (any worker
+  of any later start) reads back into its queue. A killed worker (SIGKILL, OOM) loses its queue.
+
+Without a running writer (tests, management commands, ``REQUEST_LOG_QUEUE=0``) rows are
+inserted on the request thread, as before (``reporting.services.request_log_insert_now``).
+"""
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import DataError, IntegrityError, connection, transaction
+from django.db import close_old_connections as db_close_old_connections
+from django.utils.dateparse import parse_datetime
+
+from classifier_site.failures import FailureCounter
+from reporting import metrics
+from reporting.models import RequestLog
+
+logger = logging.getLogger(__name__)
+
+writer_failures = FailureCounter("Writing queued request-log rows")
+
+_SPILL_SUFFIX = ".jsonl"
+
+
+class RequestLogWriter:
+    """A bounded queue of built RequestLog rows and the thread that inserts them."""
+
+    def __init__(self) -> None:
+        self._rows: deque[RequestLog] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._flush_deadline = 0.0
+        self.capacity = 0
+        # Counts of this process, for tests and the benchmark (the metrics add up workers).
+        self.queued = self.written = self.dropped = self.spilled = self.replayed = 0
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stopping
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def start(self) -> None:
+        """Start the writer thread of this process (nothing if running or turned off)."""
+        if not settings.REQUEST_LOG_QUEUE:
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self.capacity = settings.REQUEST_LOG_QUEUE_SIZE
+            self._stopping = False
+            self._thread = threading.Thread(
+                target=self._run, name="request-log-writer", daemon=True
+            )
+            self._thread.start()
+
+    def put(self, row: RequestLog) -> bool:
+        """Queue ``row`` for writing; False (and counted as dropped) when the queue is full."""
+        with self._lock:
+            if len(self._rows) >= self.capacity:
+                self.dropped += 1
+                metrics.REQUEST_LOG_DROPPED.labels("queue_full").inc()
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    logger.error(
+                        "The request-log queue is full (%d rows): %d row(s) dropped so far",
+                        self.capacity,
+                        self.dropped,
+                    )
+                return False
+            self._rows.append(row)
+            self.queued += 1
+            self._wake.notify()
+        metrics.REQUEST_LOG_QUEUE_LENGTH.inc()
+        return True
+
+    def stop(self, *, timeout: float | None = None) -> None:
+        """Write what is queued within ``timeout`` seconds (REQUEST_LOG_FLUSH_SECONDS), then
+        spill the rest to a file; the thread ends. Safe to call when not running."""
+        timeout = settings.REQUEST_LOG_FLUSH_SECONDS if timeout is None else timeout
+        with self._lock:
+            thread = self._thread
+            self._stopping = True
+            self._flush_deadline = time.monotonic() + timeout
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout + 1.0)
+        with self._lock:
+            rest = list(self._rows)
+            self._rows.clear()
+        if rest:
+            metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(rest))
+            self._spill(rest)
+        self._thread = None
+
+    # --- The thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._replay_spilled()
+        except Exception:
+            logger.exception("Reading spilled request-log rows back failed")
+        backoff = 0.0
+        try:
+            while True:
+                with self._lock:
+                    while not self._rows and not self._stopping:
+                        self._wake.wait()
+                    if not self._rows:  # stopping, nothing left
+                        return
+                    if self._stopping and time.monotonic() > self._flush_deadline:
+                        return  # stop() spills the rest
+                    batch = list(itertools.islice(self._rows, settings.REQUEST_LOG_BATCH_SIZE))
+                try:
+                    self._write(batch)
+                except Exception as exc:
+                    writer_failures.failed(exc)
+                    with contextlib.suppress(Exception):
+                        connection.close()  # a broken connection: open a fresh one next time
+                    if self._stopping:
+                        return  # the database refuses: spill now rather than retry
+                    backoff = min(
+                        max(backoff * 2, settings.REQUEST_LOG_RETRY_SECONDS),
+                        settings.REQUEST_LOG_MAX_BACKOFF,
+                    )
+                    with self._lock:
+                        self._wake.wait_for(lambda: self._stopping, timeout=backoff)
+                    continue
+                backoff = 0.0
+                writer_failures.recovered()
+                with self._lock:
+                    for _ in batch:
+                        self._rows.popleft()
+                metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(batch))
+                self._export_wake()
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def _write(self, batch: list[RequestLog]) -> None:
+        """Insert the rows of ``batch`` not written yet; raises when the database refuses."""
+        db_close_old_connections()
+        pending = [row for row in batch if row.pk is None]
+        if not pending:
+            return
+        try:
+            with transaction.atomic():
+                RequestLog.objects.bulk_create(pending)
+        except (IntegrityError, DataError):
+            # One row spoils the statement (a reused client X-Request-ID, say): one by one, so
+            # that only a row the database refuses for itself is lost.
+            for row in pending:
+                row.pk = None
+                self._write_one(row)
+        else:
+            self.written += len(pending)
+            metrics.REQUEST_LOG_WRITTEN.inc(len(pending))
+
+    def _write_one(self, row: RequestLog) -> None:
+        from reporting.services import request_log_save
+
+        replayed = getattr(row, "_replayed", False)
+        if replayed and RequestLog.objects.filter(request_id=row.request_id).exists():
+            row.pk = -1  # written before the spill (a flush that finished late): not twice
+            return
+        try:
+            request_log_save(row=row)
+        except (IntegrityError, DataError) as exc:
+            row.pk = -1  # never retried
+            self.dropped += 1
+            metrics.REQUEST_LOG_DROPPED.labels("refused").inc()
+            logger.error("The database refused a request-log row (%r); dropped", exc)
+            return
+        self.written += 1
+        metrics.REQUEST_LOG_WRITTEN.inc()
+
+    @staticmethod
+    def _export_wake() -> None:
+        from reporting.services import export_sender_wake
+
+        export_sender_wake()
+
+    # --- Spill files ------------------------------------------------------------------------
+
+    def _spill(self, rows: list[RequestLog]) -> None:
+        folder = Path(settings.REQUEST_LOG_SPILL_DIR)
+        name = f"{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SPILL_SUFFIX}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f"{name}.partial"
+            with partial.open("w", encoding="utf-8") as file:
+                for row in rows:
+                    file.write(json.dumps(_row_record(row)) + "\n")
+            partial.rename(folder / name)  # complete files only: a reader never sees half
+        except Exception:
+            self.dropped += len(rows)
+            metrics.REQUEST_LOG_DROPPED.labels("spill_failed").inc(len(rows))
+            logger.exception("Could not spill %d request-log row(s); they are lost", len(rows))
+            return
+        self.spilled += len(rows)
+        metrics.REQUEST_LOG_SPILLED.inc(len(rows))
+        logger.warning(
+            "Spilled %d request-log row(s) to %s; the next writer to start writes them",
+            len(rows),
+            folder / name,
+        )
+
+    def _replay_spilled(self) -> None:
+        folder = Path(settings.REQUEST_LOG_SPILL_DIR)
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob(f"*{_SPILL_SUFFIX}")):
+            claimed = path.with_name(f"{path.name}.{os.getpid()}.claimed")
+            try:
+                path.rename(claimed)  # atomic: one worker takes each file
+            except OSError:
+                continue  # another worker took it
+            rows = []
+            for line in claimed.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = _row_from_record(json.loads(line))
+                    row._replayed = True  # type: ignore[attr-defined]
+                    rows.append(row)
+            with self._lock:  # ahead of newer rows, and past the capacity: they were queued once
+                self._rows.extendleft(reversed(rows))
+                self.replayed += len(rows)
+            metrics.REQUEST_LOG_QUEUE_LENGTH.inc(len(rows))
+            claimed.unlink()
+            logger.info("Read %d spilled request-log row(s) back from %s", len(rows), path)
+
+
+_DATETIME_FIELDS = ("created_at", "exported_at")
+
+
+def _row_record(row: RequestLog) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for field in RequestLog._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        value = getattr(row, field.attname)
+        record[field.attname] = value.isoformat() if isinstance(value, datetime) else value
+    return record
+
+
+def _row_from_record(record: dict[str, Any]) -> RequestLog:
+    for name in _DATETIME_FIELDS:
+        if record.get(name):
+            record[name] = parse_datetime(record[name])
+    return RequestLog(**record)
+
+
+_writer = RequestLogWriter()
+
+
+def request_log_writer() -> RequestLogWriter:
+    """This process's writer (running only once ``request_log_writer_start`` ran)."""
+    return _writer
+
+
+def request_log_writer_start() -> None:
+    """Worker-start hook: start this worker's writer thread."""
+    _writer.start()
+
+
+def request_log_writer_stop() -> None:
+    """Worker-exit hook: write the queue out (or spill it) within REQUEST_LOG_FLUSH_SECONDS."""
+    _writer.stop()

@@ -1,0 +1,112 @@
+"""The request-log writer thread: rows queued off the request thread, written in bulk, retried
+across an outage, spilled at exit and read back at the next start, drops counted."""
+
+import pytest
+from django.db import connection
+
+from reporting.log_writer import RequestLogWriter
+from reporting.models import RequestLog
+from reporting.services import RequestOutcome, request_log_build
+from tests.db_support import request_log_locked
+from tests.metrics_support import samples_sum
+from tests.reporting.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def quick(settings, tmp_path):
+    settings.REQUEST_LOG_QUEUE = True
+    settings.REQUEST_LOG_RETRY_SECONDS = 0.05
+    settings.REQUEST_LOG_MAX_BACKOFF = 0.1
+    settings.REQUEST_LOG_FLUSH_SECONDS = 0.5
+    settings.REQUEST_LOG_SPILL_DIR = tmp_path / "spill"
+    return settings
+
+
+def row(index: int, **fields) -> RequestLog:
+    outcome = RequestOutcome(request_id=f"w-{index}", status_code=200, processing_time=0.01)
+    for name, value in fields.items():
+        setattr(outcome, name, value)
+    return request_log_build(outcome=outcome)
+
+
+def metric(name: str, **labels) -> float:
+    from classifier_site.metrics import exposition
+
+    return samples_sum(exposition().decode(), name, labels)
+
+
+def test_queued_rows_are_written_in_bulk_and_flushed_on_stop(quick):
+    writer = RequestLogWriter()
+    writer.start()
+    for index in range(300):
+        assert writer.put(row(index))
+    writer.stop(timeout=10)
+    assert RequestLog.objects.count() == 300
+    assert (writer.written, writer.dropped, writer.spilled) == (300, 0, 0)
+
+
+def test_rows_survive_an_outage_and_are_written_when_the_database_returns(quick):
+    writer = RequestLogWriter()
+    writer.start()
+    with connection.cursor() as cursor:  # a real database error for the writer: no table
+        cursor.execute("ALTER TABLE reporting_requestlog RENAME TO reporting_requestlog_away")
+    try:
+        for index in range(50):
+            writer.put(row(index))
+        wait_for(lambda: writer.written == 0 and len(writer) == 50, timeout=2)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE reporting_requestlog_away RENAME TO reporting_requestlog")
+    wait_for(lambda: RequestLog.objects.count() == 50)
+    writer.stop(timeout=5)
+    assert (writer.written, writer.dropped) == (50, 0)
+
+
+def test_a_full_queue_drops_and_counts(quick):
+    quick.REQUEST_LOG_QUEUE_SIZE = 10
+    writer = RequestLogWriter()
+    before = metric("classifier_request_log_dropped_total", reason="queue_full")
+    with request_log_locked():  # the writer cannot insert: the queue fills
+        writer.start()
+        accepted = [writer.put(row(index)) for index in range(25)]
+        assert accepted.count(True) == 10 and writer.dropped == 15
+        assert metric("classifier_request_log_dropped_total", reason="queue_full") == before + 15
+    writer.stop(timeout=30)
+    assert RequestLog.objects.count() == 10
+
+
+def test_what_a_stopping_writer_cannot_write_is_spilled_and_read_back_at_the_next_start(quick):
+    writer = RequestLogWriter()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE reporting_requestlog RENAME TO reporting_requestlog_away")
+    try:
+        writer.start()
+        for index in range(40):
+            writer.put(row(index, image_url=f"http://images.test/{index}"))
+        writer.stop(timeout=0.3)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE reporting_requestlog_away RENAME TO reporting_requestlog")
+    assert writer.spilled == 40 and RequestLog.objects.count() == 0
+    assert len(list(quick.REQUEST_LOG_SPILL_DIR.glob("*.jsonl"))) == 1
+
+    restarted = RequestLogWriter()
+    restarted.start()
+    wait_for(lambda: RequestLog.objects.count() == 40)
+    restarted.stop(timeout=5)
+    assert restarted.replayed == 40
+    assert not list(quick.REQUEST_LOG_SPILL_DIR.iterdir())
+    stored = RequestLog.objects.get(request_id="w-7")
+    assert stored.image_url == "http://images.test/7" and stored.status_code == 200
+
+
+def test_a_reused_request_id_in_a_batch_keeps_both_rows(quick):
+    writer = RequestLogWriter()
+    writer.start()
+    writer.put(row(1))
+    writer.put(row(1))
+    writer.stop(timeout=5)
+    ids = sorted(RequestLog.objects.values_list("request_id", flat=True))
+    assert len(ids) == 2 and ids[0] == "w-1" and ids[1].startswith("w-1-")
