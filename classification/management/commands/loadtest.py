@@ -181,6 +181,10 @@ class Command(BaseCommand):
             "THROTTLE_ANON_RATE": UNTHROTTLED,
             "THROTTLE_USER_RATE": UNTHROTTLED,
             "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",
+            # wrk's connections all come from 127.0.0.1: with the default bound of one fetch
+            # per client address, URL misses would measure that bound (503 busy), not capacity.
+            "IMAGE_FETCH_PER_CLIENT": os.environ.get("LOADTEST_FETCH_PER_CLIENT", "64"),
+            "IMAGE_FETCH_CONCURRENCY": os.environ.get("LOADTEST_FETCH_CONCURRENCY", "8"),
             **env,
         }
         environment = {key: value for key, value in environment.items() if value != ""}
