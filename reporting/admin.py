@@ -149,6 +149,11 @@ def _monitoring_context(drifts: list[ModelDrift]) -> list[dict[str, Any]]:
             {
                 "drift": drift,
                 "psi_rows": rows,
+                # Multi-task versions: (tag, reference rate, recent rate, PSI, reading).
+                "tag_rows": [
+                    (tag, ref, recent, value, _psi_reading(value))
+                    for tag, ref, recent, value in drift.tag_rows()
+                ],
                 "means": [
                     (
                         "mean brightness (0-255)",

@@ -23,7 +23,12 @@ from classification.registry.services import (
 from classification.registry.sources import ModelSource, dog_breeds
 from classification.serving.engine import reset_runtime
 from classifier_site.cache_breaker import cache_breaker
-from tests.models import TINY_LABELS, build_tiny_keras_model
+from tests.models import (
+    TINY_LABELS,
+    TINY_TAG_LABELS,
+    build_tiny_keras_model,
+    build_tiny_multi_task_model,
+)
 from tests.redis_support import local_cache_settings, redis_cache_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,3 +268,38 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             process.wait(timeout=10)
         if process.poll() is None:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_multi_task_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_multi_task_model(tmp_path_factory.mktemp("tiny-mt") / "tiny-mt.keras")
+
+
+@pytest.fixture(scope="session")
+def _multi_task_registration() -> dict:
+    return {}
+
+
+@pytest.fixture
+def tiny_multi_task_model(
+    db, tiny_multi_task_path: Path, _multi_task_registration: dict
+) -> ModelVersion:
+    """A 'tiny-tags' multi-task version in production (converted once per session): its tag
+    'warm' is present on reddish images, 'cool' on bluish ones (thresholds 0.5)."""
+    if not _multi_task_registration:
+        from classification.registry.multi_task import multi_task_version_register
+
+        version = multi_task_version_register(
+            artifact_path=tiny_multi_task_path,
+            name="tiny-tags",
+            labels=TINY_LABELS,
+            tag_labels=TINY_TAG_LABELS,
+            tag_thresholds=[0.5, 0.5],
+            stage=ModelVersion.Stage.PRODUCTION,
+        )
+        _multi_task_registration.update(
+            {f: getattr(version, f) for f in [*_ARTIFACT_FIELDS, "kind", "tag_thresholds"]}
+        )
+        return version
+    version = model_version_create(name="tiny-tags", **_multi_task_registration)
+    return model_version_promote(model_version=version)

@@ -31,3 +31,30 @@ def build_tiny_saved_model(path: Path, *, seed: int = 2) -> Path:
     outputs = tf.keras.layers.Dense(3, activation="softmax")(x)
     tf.keras.Model(inputs, outputs).export(str(path))
     return path
+
+
+TINY_TAG_LABELS = ["warm", "cool"]
+
+
+def build_tiny_multi_task_model(path: Path) -> Path:
+    """A multi-task model over 32 x 32 RGB with fixed weights, so tests know what it answers.
+
+    Both heads read the image's mean colour (scaled to [-1, 1]): ``category`` leans to the
+    strongest channel of TINY_LABELS, and the tag ``warm`` is present (probability near 1) for
+    reddish images, ``cool`` for bluish ones.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape=(TINY_INPUT_SIZE, TINY_INPUT_SIZE, 3), name="image")
+    colour = tf.keras.layers.GlobalAveragePooling2D()(inputs)
+    category_layer = tf.keras.layers.Dense(3, activation="softmax", name="category")
+    tags_layer = tf.keras.layers.Dense(2, activation="sigmoid", name="tags")
+    model = tf.keras.Model(inputs, {"category": category_layer(colour), "tags": tags_layer(colour)})
+    category_layer.set_weights([4.0 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
+    # warm: 8 * (red - blue), cool: 8 * (blue - red).
+    tags_layer.set_weights(
+        [np.array([[8.0, -8.0], [0.0, 0.0], [-8.0, 8.0]], np.float32), np.zeros(2, np.float32)]
+    )
+    model.save(path)
+    return path

@@ -139,23 +139,32 @@ def data_analysis(*, labels: GarmentLabels, images_dir: Path, sample: int = 2000
     }
 
 
-def litert_latency_ms(
-    *, content: bytes, input_size: int, batch: int, runs: int = 20, threads: int = 2
-) -> float:
-    """Median LiteRT invoke time per image, in milliseconds, at batch size ``batch``."""
-    interpreter = Interpreter(model_content=content, num_threads=threads)
-    (details,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(details["index"], (batch, input_size, input_size, 3))
-    interpreter.allocate_tensors()
+def litert_latencies_ms(
+    *, contents: dict[str, bytes], input_size: int, batch: int, runs: int = 20, threads: int = 2
+) -> dict[str, float]:
+    """Median LiteRT invoke time per image, in milliseconds, of each model at batch ``batch``.
+
+    The models are timed in turns (one invoke of each per round, ``runs`` rounds): on a shared
+    machine a burst of load then weighs on every model alike, instead of on whichever one was
+    being timed, so their ratios hold.
+    """
     pixels = np.random.default_rng(0).uniform(-1, 1, (batch, input_size, input_size, 3))
-    interpreter.set_tensor(details["index"], pixels.astype(np.float32))
-    interpreter.invoke()  # warm-up
-    timings = []
+    interpreters = {}
+    for name, content in contents.items():
+        interpreter = Interpreter(model_content=content, num_threads=threads)
+        (details,) = interpreter.get_input_details()
+        interpreter.resize_tensor_input(details["index"], (batch, input_size, input_size, 3))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(details["index"], pixels.astype(np.float32))
+        interpreter.invoke()  # warm-up
+        interpreters[name] = interpreter
+    timings: dict[str, list[float]] = {name: [] for name in contents}
     for _ in range(runs):
-        started = time.perf_counter()
-        interpreter.invoke()
-        timings.append((time.perf_counter() - started) * 1000 / batch)
-    return statistics.median(timings)
+        for name, interpreter in interpreters.items():
+            started = time.perf_counter()
+            interpreter.invoke()
+            timings[name].append((time.perf_counter() - started) * 1000 / batch)
+    return {name: statistics.median(values) for name, values in timings.items()}
 
 
 def model_costs(*, model: Any, input_size: int, batch: int = 16, runs: int = 20) -> dict:
@@ -167,18 +176,22 @@ def model_costs(*, model: Any, input_size: int, batch: int = 16, runs: int = 20)
         "category_only": single_head_model(model=model, head="category"),
         "tags_only": single_head_model(model=model, head="tags"),
     }
-    costs: dict[str, dict] = {}
-    for name, variant in variants.items():
-        content = tf.lite.TFLiteConverter.from_keras_model(variant).convert()
-        costs[name] = {
+    contents = {
+        name: tf.lite.TFLiteConverter.from_keras_model(variant).convert()
+        for name, variant in variants.items()
+    }
+    single = litert_latencies_ms(contents=contents, input_size=input_size, batch=1, runs=runs)
+    batched = litert_latencies_ms(
+        contents=contents, input_size=input_size, batch=batch, runs=max(3, runs // 4)
+    )
+    costs: dict[str, dict] = {
+        name: {
             "size_mb": len(content) / 1e6,
-            "latency_ms_batch1": litert_latency_ms(
-                content=content, input_size=input_size, batch=1, runs=runs
-            ),
-            f"latency_ms_per_image_batch{batch}": litert_latency_ms(
-                content=content, input_size=input_size, batch=batch, runs=max(3, runs // 4)
-            ),
+            "latency_ms_batch1": single[name],
+            f"latency_ms_per_image_batch{batch}": batched[name],
         }
+        for name, content in contents.items()
+    }
     costs["two_separate_models"] = {
         key: costs["category_only"][key] + costs["tags_only"][key] for key in costs["multi_task"]
     }

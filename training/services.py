@@ -206,6 +206,10 @@ def model_train(
                 ),
                 _epoch_logger(run_dir=run_dir, state=state, phase=phase, epochs=epochs, echo=echo),
             ]
+            # BackupAndRestore resumes a fit by setting the model's private _initial_epoch,
+            # which Keras never clears: after a resumed phase the next phase's fit would start
+            # at that epoch (and, with fewer epochs, train none). Each phase starts afresh.
+            model._initial_epoch = None
             model.fit(
                 train,
                 validation_data=validation,

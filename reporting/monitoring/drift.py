@@ -9,7 +9,12 @@ A reference profile (stored on ``ModelVersion.reference_profile``) is a JSON obj
      "count": answers, "labels": {label: answers}, "confidence": [10 counts],
      "confidence_sample": [<= 1000 sorted values], "brightness": [10 counts],
      "image_size": [8 counts],
-     "means": {"width": w, "height": h, "brightness": b}}
+     "means": {"width": w, "height": h, "brightness": b},
+     "tags": {"answers": answers with tags, "present": {tag label: answers with it present}}}
+
+"tags" is there only for models that answer tags (the multi-task kind); profiles without it
+(older ones, other kinds) compare no tag rates. A tag's rate is compared as a two-bin
+distribution (present, absent), so the same PSI scale and thresholds apply to it.
 """
 
 import bisect
@@ -123,10 +128,39 @@ class Observation:
     width: int | None = None
     height: int | None = None
     brightness: float | None = None
+    # A multi-task model's tags: label -> present. None for models without a tag head.
+    tags: Mapping[str, bool] | None = None
 
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
+
+
+def tag_counts(observations: Sequence[Observation]) -> dict | None:
+    """``{"answers": n, "present": {label: count}}`` over the observations that have tags
+    (every label seen is a key, present or not); None when none has."""
+    tagged = [o.tags for o in observations if o.tags is not None]
+    if not tagged:
+        return None
+    present: dict[str, int] = {}
+    for tags in tagged:
+        for label, is_present in tags.items():
+            present[label] = present.get(label, 0) + int(bool(is_present))
+    return {"answers": len(tagged), "present": present}
+
+
+def tag_rate_psi(
+    *, reference_present: int, reference_answers: int, recent_present: int, recent_answers: int
+) -> float | None:
+    """PSI of a tag's rate: the (present, absent) shares of both sides as two bins.
+
+    None when either side has no answers. A rate moving from 10 % to 30 % gives about 0.27,
+    from 10 % to 20 % about 0.08.
+    """
+    return psi(
+        [reference_present, reference_answers - reference_present],
+        [recent_present, recent_answers - recent_present],
+    )
 
 
 def profile_build(
@@ -136,7 +170,7 @@ def profile_build(
     confidences = [o.confidence for o in observations]
     sized = [o for o in observations if o.width is not None and o.height is not None]
     brightness = [o.brightness for o in observations if o.brightness is not None]
-    return {
+    profile: dict = {
         "format": PROFILE_FORMAT,
         "source": source,
         "description": description,
@@ -157,3 +191,7 @@ def profile_build(
             "brightness": _mean(brightness),
         },
     }
+    tags = tag_counts(observations)
+    if tags is not None:
+        profile["tags"] = tags
+    return profile

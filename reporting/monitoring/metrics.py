@@ -75,6 +75,17 @@ def monitoring_metric_families(drifts: list[ModelDrift]) -> list[GaugeMetricFami
         "Answers in the monitoring window, and in the reference profile.",
         labels=[*model, "population"],
     )
+    tag_rate = GaugeMetricFamily(
+        "classifier_model_tag_rate",
+        "Share of a multi-task version's answers with the tag present, recent and in the "
+        "reference profile.",
+        labels=[*model, "tag", "population"],
+    )
+    tag_psi = GaugeMetricFamily(
+        "classifier_model_tag_drift_psi",
+        "Population stability index of a tag's rate (present / absent) against the reference.",
+        labels=[*model, "tag"],
+    )
     level = GaugeMetricFamily(
         "classifier_model_drift_alert_level",
         "0: no threshold crossed (or too little to judge), 1: notice, 2: warning.",
@@ -95,8 +106,14 @@ def monitoring_metric_families(drifts: list[ModelDrift]) -> list[GaugeMetricFami
         answers.add_metric([*ids, "recent"], drift.recent_count)
         if drift.reference:
             answers.add_metric([*ids, "reference"], drift.reference.get("count", 0))
+        for tag, reference_rate, recent_rate, value in drift.tag_rows():
+            for population, rate in (("recent", recent_rate), ("reference", reference_rate)):
+                if rate is not None:
+                    tag_rate.add_metric([*ids, tag, population], rate)
+            if value is not None:
+                tag_psi.add_metric([*ids, tag], value)
         level.add_metric(ids, drift.alert_level)
-    return [psi, low, answers, level]
+    return [psi, low, answers, tag_rate, tag_psi, level]
 
 
 monitoring_collector = ModelMonitoringCollector()

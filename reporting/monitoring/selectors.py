@@ -49,6 +49,12 @@ class ModelDrift:
     recent_low_confidence_share: float | None
     reference_low_confidence_share: float | None
     psi: dict[str, float | None] = field(default_factory=dict)
+    # Multi-task versions only (empty otherwise): the version's tag labels, how many recent
+    # answers had tags, per tag how many had it present, and the PSI of each tag's rate.
+    tag_labels: list[str] = field(default_factory=list)
+    recent_tag_answers: int = 0
+    recent_tags: dict[str, int] = field(default_factory=dict)
+    tag_psi: dict[str, float | None] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     status: str = "ok"  # no_reference, too_few_requests, ok, notice, warning
 
@@ -71,6 +77,29 @@ class ModelDrift:
             key=lambda k: (-max(reference.get(k, 0.0), recent.get(k, 0.0)), k),
         )
         return [(k, reference.get(k, 0.0), recent.get(k, 0.0)) for k in keys[:limit]]
+
+    def tag_rows(self) -> list[tuple[str, float | None, float | None, float | None]]:
+        """(tag, reference rate, recent rate, PSI) per tag label, in the model's tag order.
+
+        A rate is the share of answers with the tag present; None when that side has no
+        answers with tags (or the reference profile predates tag monitoring).
+        """
+        reference = (self.reference or {}).get("tags") or {}
+        ref_answers = reference.get("answers", 0)
+        ref_present = reference.get("present", {})
+        return [
+            (
+                label,
+                ref_present.get(label, 0) / ref_answers if ref_answers else None,
+                (
+                    self.recent_tags.get(label, 0) / self.recent_tag_answers
+                    if self.recent_tag_answers
+                    else None
+                ),
+                self.tag_psi.get(label),
+            )
+            for label in self.tag_labels
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         reference = self.reference or {}
@@ -101,6 +130,16 @@ class ModelDrift:
                 {"label": label, "reference_share": _round(ref), "recent_share": _round(rec)}
                 for label, ref, rec in self.label_rows()
             ],
+            "tags": [
+                {
+                    "label": label,
+                    "reference_rate": _round(ref),
+                    "recent_rate": _round(rec),
+                    "psi": _round(value),
+                }
+                for label, ref, rec, value in self.tag_rows()
+            ],
+            "recent_tag_answers": self.recent_tag_answers,
             "findings": [{"level": f.level, "message": f.message} for f in self.findings],
         }
 
@@ -134,8 +173,8 @@ def model_drift_compare(
 ) -> list[ModelDrift]:
     """Compare the answers of each of ``model_versions`` in [since, until) with its reference.
 
-    Two queries whatever the number of versions (one for the fixed bins, counts and means,
-    one for the labels); none when ``model_versions`` is empty.
+    Two queries whatever the number of versions (one for the fixed bins, counts, means and
+    tag rates, one for the labels); none when ``model_versions`` is empty.
     """
     if not model_versions:
         return []
@@ -160,6 +199,14 @@ def model_drift_compare(
     }
     for name, (column, edges) in bins.items():
         aggregates.update(_bin_counts(column, edges, f"{name}_"))
+    # The log keeps a multi-task answer's tags in the version's tag-label order, so position i
+    # is the same tag for every answer of one version: one COUNT per position serves every
+    # version, whatever its labels are called.
+    tag_positions = max(len(m.tag_labels or []) for m in model_versions)
+    if tag_positions:
+        aggregates["tagged"] = Count("id", filter=Q(tags__isnull=False))
+        for i in range(tag_positions):
+            aggregates[f"tag_{i}"] = Count("id", filter=Q(**{f"tags__{i}__present": True}))
     # One row of aggregates per version: counts, bin counts and means under dynamic names.
     totals: dict[tuple[str, int | None], Mapping[str, Any]] = {
         (entry["model_name"], entry["model_version"]): entry
@@ -190,6 +237,7 @@ def model_drift_compare(
             for name, (_, edges) in bins.items()
         }
         reference = model_version.reference_profile
+        tag_labels = list(model_version.tag_labels or [])
         item = ModelDrift(
             model_name=model_version.name,
             model_version=model_version.version,
@@ -211,6 +259,13 @@ def model_drift_compare(
                 if reference
                 else None
             ),
+            tag_labels=tag_labels,
+            recent_tag_answers=entry.get("tagged", 0) if tag_labels else 0,
+            recent_tags=(
+                {label: entry.get(f"tag_{i}", 0) for i, label in enumerate(tag_labels)}
+                if tag_labels
+                else {}
+            ),
         )
         _judge(item)
         report.append(item)
@@ -222,6 +277,7 @@ def _judge(item: ModelDrift) -> None:
     reference = item.reference
     if not reference:
         item.psi = dict.fromkeys(DISTRIBUTIONS)
+        item.tag_psi = dict.fromkeys(item.tag_labels)
         item.status = "no_reference"
         return
     item.psi = {
@@ -230,6 +286,20 @@ def _judge(item: ModelDrift) -> None:
             name: drift.psi(reference.get(name, []), item.recent_bins[name])
             for name in ("confidence", "brightness", "image_size")
         },
+    }
+    reference_tags = reference.get("tags") or {}
+    item.tag_psi = {
+        label: (
+            drift.tag_rate_psi(
+                reference_present=reference_tags.get("present", {}).get(label, 0),
+                reference_answers=reference_tags.get("answers", 0),
+                recent_present=item.recent_tags.get(label, 0),
+                recent_answers=item.recent_tag_answers,
+            )
+            if reference_tags
+            else None
+        )
+        for label in item.tag_labels
     }
     if item.recent_count < settings.MONITORING_MIN_REQUESTS:
         item.status = "too_few_requests"
@@ -253,6 +323,21 @@ def _judge(item: ModelDrift) -> None:
                     "notice",
                     f"{who}: the {DISTRIBUTION_NAMES[name]} has moved a little from the "
                     f"reference (PSI {value:.2f} ≥ {settings.MONITORING_PSI_NOTICE:g}).",
+                )
+            )
+    if item.recent_tag_answers >= settings.MONITORING_MIN_REQUESTS:
+        for label, ref_rate, recent_rate, value in item.tag_rows():
+            if value is None or value < settings.MONITORING_PSI_NOTICE:
+                continue
+            warning = value >= settings.MONITORING_PSI_WARNING
+            bar = settings.MONITORING_PSI_WARNING if warning else settings.MONITORING_PSI_NOTICE
+            item.findings.append(
+                Finding(
+                    "warning" if warning else "notice",
+                    f"{who}: the rate of the tag {label!r} has "
+                    f"{'shifted' if warning else 'moved a little'} from the reference: "
+                    f"{recent_rate:.0%} of answers against {ref_rate:.0%} (PSI {value:.2f} "
+                    f"≥ {bar:g}).",
                 )
             )
     recent, expected = item.recent_low_confidence_share, item.reference_low_confidence_share

@@ -86,6 +86,7 @@ def _observation(label: str, confidence: float, result: Any) -> drift.Observatio
         width=stats.get("width"),
         height=stats.get("height"),
         brightness=stats.get("brightness"),
+        tags=None if result.tags is None else {tag.label: tag.present for tag in result.tags},
     )
 
 
@@ -104,15 +105,17 @@ def reference_profile_from_requests(
         rows = rows.filter(created_at__gte=model_version.promoted_at)
     first = list(
         rows.order_by("created_at", "id").values_list(
-            "top_label", "confidence", "image_width", "image_height", "image_brightness"
+            "top_label", "confidence", "image_width", "image_height", "image_brightness", "tags"
         )[:wanted]
     )
     if len(first) < wanted:
         return None
     profile = drift.profile_build(
         [
-            drift.Observation(label, confidence or 0.0, width, height, brightness)
-            for label, confidence, width, height, brightness in first
+            drift.Observation(
+                label, confidence or 0.0, width, height, brightness, _logged_tags(tags)
+            )
+            for label, confidence, width, height, brightness, tags in first
         ],
         source="requests",
         description=f"the first {wanted} answers in production",
@@ -123,6 +126,13 @@ def reference_profile_from_requests(
     ):
         logger.info("Reference profile of %s from its first %d answers", model_version, wanted)
     return profile
+
+
+def _logged_tags(tags: list[dict] | None) -> dict[str, bool] | None:
+    """A log row's tags (``[{"label", "probability", "present"}, ...]``) as label -> present."""
+    if tags is None:
+        return None
+    return {tag["label"]: bool(tag["present"]) for tag in tags}
 
 
 def reference_profiles_ensure(*, model_versions: Sequence[ModelVersion]) -> None:

@@ -16,6 +16,7 @@ from reporting.monitoring.drift import (
     psi,
     share_below,
     sorted_sample,
+    tag_rate_psi,
 )
 
 
@@ -119,3 +120,32 @@ def test_a_profile_counts_labels_bins_and_input_statistics():
     assert profile["image_size"] == [1, 0, 0, 0, 2, 0, 0, 0]  # 9k px; 307k px twice
     assert profile["means"] == {"width": 456.667, "height": 353.333, "brightness": 110.0}
     assert share_below(profile["confidence_sample"], 0.5) == pytest.approx(1 / 3)
+
+
+def test_a_tag_rate_is_compared_as_two_bins():
+    assert tag_rate_psi(
+        reference_present=10, reference_answers=100, recent_present=30, recent_answers=100
+    ) == pytest.approx(0.2 * math.log(3) + 0.2 * math.log(0.9 / 0.7))
+    assert tag_rate_psi(
+        reference_present=1, reference_answers=10, recent_present=10, recent_answers=100
+    ) == pytest.approx(0.0)
+    assert (
+        tag_rate_psi(reference_present=0, reference_answers=0, recent_present=1, recent_answers=3)
+        is None
+    )
+
+
+def test_a_profile_counts_tags_only_for_answers_that_have_them():
+    observations = [
+        Observation("a", 0.9, tags={"x": True, "y": False}),
+        Observation("a", 0.8, tags={"x": True, "y": True}),
+        Observation("b", 0.7),
+    ]
+    profile = profile_build(
+        observations, source="images", description="", built_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    assert profile["tags"] == {"answers": 2, "present": {"x": 2, "y": 1}}
+    untagged = profile_build(
+        observations[2:], source="images", description="", built_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    assert "tags" not in untagged

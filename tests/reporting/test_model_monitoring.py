@@ -359,3 +359,160 @@ def test_metrics_endpoint_serves_the_drift_gauges(settings, api_client, profiled
     (alert,) = families["classifier_model_drift_alert_level"].samples
     assert alert.labels == {"model": "tiny", "version": "1"}
     assert alert.value == 2
+
+
+# --- Tag rates of multi-task versions --------------------------------------------------------
+
+
+def send_tagged(api_client, data: bytes) -> dict:
+    response = api_client.post(
+        "/classify-image",
+        {"image_base64": base64.b64encode(data).decode(), "model": "tiny-tags"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.fixture
+def mixed_reference_dir(tmp_path: Path) -> Path:
+    """Eight reddish and four bluish images: the tag 'warm' on 2/3 of them, 'cool' on 1/3."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for seed in range(8):
+        (folder / f"red-{seed:02}.png").write_bytes(reddish(seed))
+    for seed in range(4):
+        (folder / f"blue-{seed:02}.png").write_bytes(bluish(seed))
+    return folder
+
+
+@pytest.fixture
+def profiled_tags_model(tiny_multi_task_model, mixed_reference_dir: Path) -> ModelVersion:
+    call_command(
+        "model_profile",
+        "tiny-tags",
+        str(tiny_multi_task_model.version),
+        "--images",
+        str(mixed_reference_dir),
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    tiny_multi_task_model.refresh_from_db()
+    return tiny_multi_task_model
+
+
+@pytest.fixture
+def cool_traffic(api_client, profiled_tags_model) -> None:
+    """Recent traffic with more 'cool' tags than the reference: 3 reddish, 9 bluish photos."""
+    for seed in range(3):
+        send_tagged(api_client, reddish(100 + seed))
+    for seed in range(9):
+        send_tagged(api_client, bluish(100 + seed))
+
+
+def test_a_multi_task_reference_profile_keeps_the_tag_rates(profiled_tags_model):
+    profile = profiled_tags_model.reference_profile
+    assert profile["count"] == 12
+    assert profile["tags"] == {"answers": 12, "present": {"warm": 8, "cool": 4}}
+
+
+def test_a_classifier_profile_has_no_tag_rates(profiled_model):
+    assert "tags" not in profiled_model.reference_profile
+    assert current().tag_rows() == []
+
+
+def test_tag_rates_like_the_reference_cross_no_threshold(
+    api_client, profiled_tags_model, mixed_reference_dir
+):
+    for path in sorted(mixed_reference_dir.glob("*.png")):
+        send_tagged(api_client, path.read_bytes())
+    drift = current("tiny-tags")
+    assert drift.recent_tag_answers == 12
+    assert drift.tag_rows() == [
+        ("warm", pytest.approx(2 / 3), pytest.approx(2 / 3), 0.0),
+        ("cool", pytest.approx(1 / 3), pytest.approx(1 / 3), 0.0),
+    ]
+    assert drift.status == "ok" and drift.findings == []
+
+
+def test_a_tag_rate_that_moves_raises_a_warning(cool_traffic):
+    drift = current("tiny-tags")
+    rows = {tag: (ref, recent, value) for tag, ref, recent, value in drift.tag_rows()}
+    assert rows["cool"][:2] == (pytest.approx(1 / 3), pytest.approx(0.75))
+    assert rows["warm"][:2] == (pytest.approx(2 / 3), pytest.approx(0.25))
+    # Two bins, present and absent: (0.75 - 1/3) ln(0.75 / (1/3)) + (0.25 - 2/3) ln(0.25 / (2/3))
+    expected = (0.75 - 1 / 3) * np.log(0.75 * 3) + (0.25 - 2 / 3) * np.log(0.25 * 1.5)
+    assert rows["cool"][2] == pytest.approx(expected) == pytest.approx(rows["warm"][2])
+    assert rows["cool"][2] >= 0.25
+    assert drift.status == "warning"
+    assert any(
+        "the rate of the tag 'cool' has shifted from the reference: 75% of answers against 33%"
+        in message
+        for message in drift.warnings
+    )
+    report = drift.as_dict()
+    assert report["recent_tag_answers"] == 12
+    assert [tag["label"] for tag in report["tags"]] == ["warm", "cool"]
+    assert report["tags"][1]["recent_rate"] == 0.75
+
+
+def test_without_images_the_first_answers_give_the_reference_tag_rates(
+    api_client, settings, tiny_multi_task_model
+):
+    settings.MONITORING_REFERENCE_REQUESTS = 4
+    for seed in range(3):
+        send_tagged(api_client, reddish(seed))
+    send_tagged(api_client, bluish(0))
+    model_monitoring_refresh()
+    profile = ModelVersion.objects.get(pk=tiny_multi_task_model.pk).reference_profile
+    assert profile["source"] == "requests"
+    assert profile["tags"] == {"answers": 4, "present": {"warm": 3, "cool": 1}}
+
+
+def test_tag_rates_keep_the_comparison_at_two_queries(
+    django_assert_num_queries, cool_traffic, drifted_traffic
+):
+    since, until = monitoring_window()
+    versions = list(ModelVersion.objects.filter(stage="production").order_by("name"))
+    assert [v.name for v in versions] == ["tiny", "tiny-tags"]
+    with django_assert_num_queries(2):
+        tiny, tagged = model_drift_compare(model_versions=versions, since=since, until=until)
+    assert tiny.tag_rows() == [] and tiny.recent_count == 14
+    assert tagged.recent_tag_answers == 12 and tagged.recent_tags == {"warm": 3, "cool": 9}
+
+
+def test_staff_see_the_tag_rates_on_the_statistics_page(client, admin_user, cool_traffic):
+    client.force_login(admin_user)
+    page = client.get(STATISTICS).content.decode()
+    assert "<h3>tiny-tags v1</h3>" in page
+    assert '<li class="warning">tiny-tags v1: the rate of the tag &#x27;cool&#x27; has shifted' in (
+        page
+    )
+    assert "<th>recent rate</th>" in page
+    assert "<tr><th>cool</th>\n          <td>33 %</td>\n          <td>75 %</td>" in page
+
+
+def test_model_report_prints_the_tag_rates(cool_traffic):
+    out = io.StringIO()
+    call_command("model_report", "--model", "tiny-tags", stdout=out)
+    text = out.getvalue()
+    assert "tag (share of answers present)" in text
+    cool = next(line for line in text.splitlines() if line.startswith("cool "))
+    assert cool.split() == ["cool", "33.3%", "75.0%", f"{current('tiny-tags').tag_psi['cool']:.3f}"]
+
+
+def test_the_metrics_collector_exposes_the_tag_rates(settings, cool_traffic):
+    settings.MONITORING_METRICS_SECONDS = 0
+    registry = CollectorRegistry()
+    registry.register(ModelMonitoringCollector())
+    samples = _samples(registry)
+    recent, reference = (
+        ("classifier_model_tag_rate", "model=tiny-tags", f"population={population}", "tag=cool",
+         "version=1")
+        for population in ("recent", "reference")
+    )  # fmt: skip
+    assert samples[recent] == 0.75
+    assert samples[reference] == pytest.approx(1 / 3)
+    psi = ("classifier_model_tag_drift_psi", "model=tiny-tags", "tag=cool", "version=1")
+    assert samples[psi] >= 0.25
+    assert samples[("classifier_model_drift_alert_level", "model=tiny-tags", "version=1")] == 2

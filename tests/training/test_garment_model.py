@@ -43,6 +43,8 @@ def test_short_training_beats_chance_and_the_majority_class(report_dir):
     for tag in ("polka dot", "floral"):
         assert model["tags"][tag]["f1"] >= 0.6
         assert model["tags"][tag]["f1"] > model["tags"][tag]["f1_always_present"] + 0.1
+    # The rare tag: about six positives among the held-out rows, so a looser bound.
+    assert model["tags"]["checker"]["f1"] > model["tags"]["checker"]["f1_always_present"] + 0.25
     assert model["tag_macro_f1"] > np.mean([model["tags"][t]["f1_always_present"] for t in TAGS])
 
 
@@ -91,7 +93,9 @@ def test_litert_and_keras_agree_on_both_heads(garment_model, garment_run, garmen
         max_pixels=10**7,
     )
     batch = image_preprocess(
-        image=image.image, input_size=64, preprocessing=garment_model.preprocessing
+        image=image.image,
+        input_size=garment_model.input_size,
+        preprocessing=garment_model.preprocessing,
     )
     expected = heads_by_name(model=keras_model, outputs=keras_model(batch))
     served = get_runtime().serving_model("garments")

@@ -123,6 +123,16 @@ def table(report: ModelDrift) -> str:
     for label, ref_share, recent_share in report.label_rows():
         name = label[:33] or "(none)"
         lines.append(f"{name:<34}{_share(ref_share):>12}{_share(recent_share):>12}")
+    if report.tag_labels:
+        lines += [
+            "",
+            f"{'tag (share of answers present)':<34}{'reference':>12}{'recent':>12}{'PSI':>9}",
+        ]
+        for tag, ref_rate, recent_rate, value in report.tag_rows():
+            lines.append(
+                f"{tag[:33]:<34}{_share(ref_rate):>12}{_share(recent_rate):>12}"
+                f"{_number(value, 3):>9}"
+            )
     lines.append("")
     status_text = {
         "no_reference": "no reference profile yet: nothing to compare with",
