@@ -4,6 +4,8 @@ Product code on purpose: ``make bench`` serves its image URLs with it, and the t
 model downloads and images, so both exercise the same server.
 """
 
+import contextlib
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -60,3 +62,21 @@ def serve_files(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers we start)."""
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for Django's connection settings, for the servers we start beside it."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    credentials = f"{user}{password}@" if user else ""
+    host, port = settings_dict["HOST"], settings_dict["PORT"] or 5432
+    return f"postgres://{credentials}{host}:{port}/{settings_dict['NAME']}"

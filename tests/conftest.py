@@ -23,6 +23,7 @@ from classification.registry.services import (
 from classification.registry.sources import ModelSource, dog_breeds
 from classification.serving.engine import reset_runtime
 from classifier_site.cache_breaker import cache_breaker
+from classifier_site.loopback import database_url, free_port
 from tests.models import (
     TINY_LABELS,
     TINY_TAG_LABELS,
@@ -180,23 +181,6 @@ def dog_model(register_model, dog_source: ModelSource) -> ModelVersion:
     )
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url_for_tests() -> str:
-    """A URL for the test database this session created, for servers the tests start."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or ""
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    credentials = f"{user}{password}@" if user else ""
-    return f"postgres://{credentials}{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @dataclass
 class LiveServer:
     url: str
@@ -216,7 +200,7 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
         port = free_port()
         environment = {
             **os.environ,
-            "DATABASE_URL": database_url_for_tests(),
+            "DATABASE_URL": database_url(connection.settings_dict),
             "MODEL_STORE": str(model_store),
             "VAR_DIR": str(django_settings.VAR_DIR),
             "PORT": str(port),

@@ -6,8 +6,8 @@ import pytest
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
+from classifier_site.loopback import free_port
 from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
-from tests.conftest import free_port
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.django_db

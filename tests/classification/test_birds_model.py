@@ -218,7 +218,7 @@ def test_without_checksums_it_refuses_unless_told_to_record_them(tf2_files, sett
 
 
 def test_offline_it_fails_at_once_with_advice(settings, tmp_path):
-    from tests.conftest import free_port
+    from classifier_site.loopback import free_port
 
     settings.MODEL_DOWNLOAD_CACHE = tmp_path
     settings.BIRDS_MODEL_URL = f"http://127.0.0.1:{free_port()}/birds.tar.gz"  # nothing listens

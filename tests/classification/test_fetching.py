@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from classification.serving.services import ImageSource, image_source_classify
-from tests.conftest import free_port
+from classifier_site.loopback import free_port
 from tests.fetch_support import gzip_bomb
 from tests.images import image_bytes
 

@@ -6,9 +6,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
+from classifier_site.loopback import free_port
 from reporting.export import sender
 from reporting.models import ReportCall, RequestLog
-from tests.conftest import free_port
 from tests.images import image_bytes
 from tests.reporting.conftest import T0, log_row, wait_for
 

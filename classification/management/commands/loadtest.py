@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,18 +27,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classification.management.commands.bench import bench_jpeg
-from classifier_site.loopback import serve_files
+from classifier_site.loopback import free_port, serve_files
 
 BENCHMARKS = Path(__file__).resolve().parent.parent.parent / "benchmarks"
 SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 UNTHROTTLED = "100000000/minute"
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -195,7 +188,7 @@ class Command(BaseCommand):
             ["fetch_model", "imagenet-lite0", "--if-missing"],
         ):
             subprocess.run([*manage, *step], cwd=settings.BASE_DIR, env=environment, check=True)  # noqa: S603
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -333,7 +326,7 @@ class Command(BaseCommand):
         keras_file = workdir / "model.keras"
         shutil.copy(artifact_path(version.source_artifact), keras_file)
         low, high = version.preprocessing.get("scale", [-1.0, 1.0])
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(  # noqa: S603 - our own peer script, fixed arguments
             [
                 sys.executable,

@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import socket
 import socketserver
 import statistics
 import struct
@@ -50,6 +49,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from PIL import Image
 
+from classifier_site.loopback import database_url, free_port
 from reporting.log_writer import RequestLogWriter
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_build, request_log_insert_now
@@ -119,28 +119,13 @@ def logging_cost(runs: int) -> dict[str, Any]:
 # --- A real server and its clients ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or ""
-    credentials = f"{user}@" if user else ""
-    return f"postgres://{credentials}{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @contextlib.contextmanager
 def _server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
+    port = free_port()
     spill = tempfile.mkdtemp(prefix="bench-spill-")
     environment = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(connection.settings_dict),
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "4",
