@@ -359,11 +359,13 @@ REQUEST_LOG_CLIENT_HASH = env_bool("REQUEST_LOG_CLIENT_HASH", True)
 # In gunicorn workers, log rows are queued and inserted in bulk by a writer thread per worker
 # (reporting/log_writer.py), so a slow or locked table never holds an answer. 0: insert on the
 # request thread. Queue bound (rows per worker; beyond it rows are dropped and counted), rows
-# per insert, retry back-off after a failed insert (doubling up to the maximum), the seconds a
-# stopping worker gives the writer, and where what is left then is spilled for the next start.
+# per insert, how long the writer waits for a batch to fill, the retry back-off after a failed
+# insert (doubling up to the maximum), the seconds a stopping worker gives the writer, and
+# where what is left then is spilled for the next start.
 REQUEST_LOG_QUEUE = env_bool("REQUEST_LOG_QUEUE", True)
 REQUEST_LOG_QUEUE_SIZE = env_int("REQUEST_LOG_QUEUE_SIZE", 20_000)
 REQUEST_LOG_BATCH_SIZE = env_int("REQUEST_LOG_BATCH_SIZE", 500)
+REQUEST_LOG_LINGER_SECONDS = env_float("REQUEST_LOG_LINGER_SECONDS", 0.2)
 REQUEST_LOG_RETRY_SECONDS = env_float("REQUEST_LOG_RETRY_SECONDS", 0.5)
 REQUEST_LOG_MAX_BACKOFF = env_float("REQUEST_LOG_MAX_BACKOFF", 5.0)
 REQUEST_LOG_FLUSH_SECONDS = env_float("REQUEST_LOG_FLUSH_SECONDS", 5.0)

@@ -104,7 +104,9 @@ class RequestLogWriter:
                 return False
             self._rows.append(row)
             self.queued += 1
-            self._wake.notify()
+            # Only the first row of a batch, or a full batch, is worth waking the writer for.
+            if len(self._rows) in (1, settings.REQUEST_LOG_BATCH_SIZE):
+                self._wake.notify()
         metrics.REQUEST_LOG_QUEUE_LENGTH.inc()
         return True
 
@@ -142,6 +144,7 @@ class RequestLogWriter:
                         self._wake.wait()
                     if not self._rows:  # stopping, nothing left
                         return
+                    self._linger()
                     if self._stopping and time.monotonic() > self._flush_deadline:
                         return  # stop() spills the rest
                     batch = list(itertools.islice(self._rows, settings.REQUEST_LOG_BATCH_SIZE))
@@ -170,6 +173,19 @@ class RequestLogWriter:
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
+
+    def _linger(self) -> None:
+        """Wait (lock held) up to REQUEST_LOG_LINGER_SECONDS for a batch to fill.
+
+        Why: under load an insert per row or two costs more CPU than the requests it logs; a
+        fifth of a second of rows goes in one statement instead.
+        """
+        deadline = time.monotonic() + settings.REQUEST_LOG_LINGER_SECONDS
+        while len(self._rows) < settings.REQUEST_LOG_BATCH_SIZE and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.wait(remaining)
 
     def _write(self, batch: list[RequestLog]) -> None:
         """Insert the rows of ``batch`` not written yet; raises when the database refuses."""

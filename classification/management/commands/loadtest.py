@@ -95,6 +95,7 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", default="1,4,16,64")
         parser.add_argument("--soak-seconds", type=float, default=0.0)
         parser.add_argument("--variants", default="local,redis-postgres")
+        parser.add_argument("--scenarios", default=",".join(SCENARIOS))
         parser.add_argument("--no-peer", action="store_true")
         parser.add_argument("--report", type=Path, default=settings.VAR_DIR / "bench")
         parser.add_argument(
@@ -105,6 +106,9 @@ class Command(BaseCommand):
         if shutil.which("wrk") is None:
             raise CommandError("wrk is not installed: 'apt-get install -y wrk' (Debian).")
         self.seconds = float(options["seconds"])  # type: ignore[arg-type]
+        self.scenarios = str(options["scenarios"]).split(",")
+        if unknown := set(self.scenarios) - set(SCENARIOS):
+            raise CommandError(f"Unknown scenarios {sorted(unknown)} (of {', '.join(SCENARIOS)}).")
         concurrencies = [int(c) for c in str(options["concurrency"]).split(",")]
         workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
         image = workdir / "photo.jpg"
@@ -221,7 +225,7 @@ class Command(BaseCommand):
         soak_seconds: float,
     ) -> dict:
         figures: dict[str, object] = {"rss_mb_start": [_rss_mb(p) for p in server.workers()]}
-        for scenario in SCENARIOS:
+        for scenario in self.scenarios:
             figures[scenario] = {
                 str(c): self._run(server, scenario, c, image=image, image_base=image_base)
                 for c in concurrencies
@@ -393,7 +397,7 @@ class Command(BaseCommand):
                 squeeze=False,
             )
             for axis, (variant, figures) in zip(axes[0], results["variants"].items(), strict=True):
-                for scenario in SCENARIOS:
+                for scenario in self.scenarios:
                     axis.plot(
                         concurrencies,
                         [figures[scenario][str(c)][metric] for c in concurrencies],
