@@ -65,10 +65,11 @@ fi
 if [ "${1:-web}" = "web" ]; then
   n=$(cpus)
   # One worker per CPU (each holds its own model), four request threads each (they mostly wait
-  # on I/O); one inference uses two threads unless the container has a single CPU.
+  # on I/O), and one thread per inference: with a worker per CPU, a second interpreter thread
+  # only takes a CPU from another request (see docs/performance.md).
   export WEB_CONCURRENCY="${WEB_CONCURRENCY:-$n}"
   export GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
-  if [ "$n" -eq 1 ]; then export LITERT_NUM_THREADS="${LITERT_NUM_THREADS:-1}"; fi
+  export LITERT_NUM_THREADS="${LITERT_NUM_THREADS:-1}"
   if [ "${MIGRATE_ON_START:-1}" = "1" ]; then setup; else models_sync; fi
   echo "Starting gunicorn: $WEB_CONCURRENCY workers x $GUNICORN_THREADS threads ($n CPUs)"
   exec gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi

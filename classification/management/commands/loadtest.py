@@ -174,7 +174,8 @@ class Command(BaseCommand):
     def _service(self, env: dict[str, str]) -> Iterator[Server]:
         environment = {
             **os.environ,
-            "LOG_LEVEL": "WARNING",
+            # The access line per request is part of the cost, as in production.
+            "LOG_LEVEL": os.environ.get("LOADTEST_LOG_LEVEL", "INFO"),
             "THROTTLE_ANON_RATE": UNTHROTTLED,
             "THROTTLE_USER_RATE": UNTHROTTLED,
             "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",
