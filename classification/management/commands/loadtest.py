@@ -135,7 +135,10 @@ class Command(BaseCommand):
                         image=image,
                         image_base=images.url,
                         concurrencies=concurrencies,
-                        soak_seconds=float(options["soak_seconds"]) if variant == "local" else 0.0,  # type: ignore[arg-type]
+                        # The soak runs as deployed: Redis holds the cache, not the worker.
+                        soak_seconds=float(options["soak_seconds"])  # type: ignore[arg-type]
+                        if variant == "redis-postgres"
+                        else 0.0,
                     )
             if not options["no_peer"]:
                 self.stdout.write("== naive peer (Flask + Keras model.predict)")
@@ -151,7 +154,9 @@ class Command(BaseCommand):
         report.mkdir(parents=True, exist_ok=True)
         (report / "load.json").write_text(json.dumps(results, indent=2) + "\n")
         self._plots(results, Path(options["plots"]))  # type: ignore[arg-type]
-        self.stdout.write(json.dumps(results, indent=2))
+        tables = self._tables(results)
+        (report / "load.md").write_text(tables)
+        self.stdout.write(tables)
         shutil.rmtree(workdir, ignore_errors=True)
 
     # --- the service ------------------------------------------------------------------------
@@ -378,6 +383,68 @@ class Command(BaseCommand):
             "cpu_ms_per_image": round(cpu_ms, 3),
             "ceiling_rps (2000 / cpu_ms)": round(2000 / cpu_ms, 1),
         }
+
+    def _tables(self, results: dict) -> str:
+        """The figures as the Markdown tables of docs/performance.md, and the goals' ratios."""
+        concurrencies = results["concurrency"]
+        header = "| scenario | " + " | ".join(str(c) for c in concurrencies) + " |"
+        rule = "|---" * (len(concurrencies) + 1) + "|"
+        lines = ["Cells: requests/s / p50 ms / p99 ms / server CPU ms per request / non-200s.", ""]
+        for variant, figures in results["variants"].items():
+            lines += [f"### {variant}", "", header, rule]
+            for scenario in self.scenarios:
+                cells = [
+                    "{rps:.0f} / {p50_ms:.1f} / {p99_ms:.0f} / {server_cpu_ms_per_request:.1f}"
+                    " / {errors}".format(**figures[scenario][str(c)])
+                    for c in concurrencies
+                ]
+                lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if "peer" in results:
+            lines += ["### naive peer: upload", "", header, rule]
+            cells = [
+                "{rps:.1f} / {p50_ms:.0f} / {p99_ms:.0f} / {server_cpu_ms_per_request:.0f}"
+                " / {errors}".format(**results["peer"]["upload"][str(c)])
+                for c in concurrencies
+            ]
+            lines += ["| upload | " + " | ".join(cells) + " |", ""]
+        model_ms = results["model_only"]["cpu_ms_per_image"]
+        lines.append(
+            f"Model only ({results['model_only']['model']}): {model_ms} ms CPU per image, "
+            f"ceiling {2000 / model_ms:.0f} requests/s."
+        )
+        for variant, figures in results["variants"].items():
+            lines.append(f"- {variant}:")
+            if "upload" in figures:
+                cpu = [
+                    figures["upload"][str(c)]["server_cpu_ms_per_request"] for c in concurrencies
+                ]
+                lines.append(
+                    "  uncached CPU / model: "
+                    + ", ".join(
+                        f"{c}: {ms / model_ms:.2f}x"
+                        for c, ms in zip(concurrencies, cpu, strict=True)
+                    )
+                )
+                if "16" in figures["upload"]:
+                    rps = figures["upload"]["16"]["rps"]
+                    lines.append(f"  uncached req/s at 16 / ceiling: {rps / (2000 / model_ms):.0%}")
+            if "url_hit" in figures and "health_live" in figures and "16" in figures["url_hit"]:
+                hit, live = figures["url_hit"]["16"], figures["health_live"]["16"]
+                lines.append(
+                    f"  URL hit / health_live req/s at 16: {hit['rps'] / live['rps']:.2f}x; "
+                    f"hit p99 / p50 at 16: {hit['p99_ms'] / hit['p50_ms']:.1f}x"
+                )
+            if "soak" in figures:
+                soak = figures["soak"]
+                growth = [
+                    f"{before} -> {after} MB ({after / before - 1:+.1%})"
+                    for before, after in zip(
+                        soak["rss_mb_before"], soak["rss_mb_after"], strict=True
+                    )
+                ]
+                lines.append("  soak RSS per worker: " + ", ".join(growth))
+        return "\n".join(lines) + "\n"
 
     def _plots(self, results: dict, folder: Path) -> None:
         import matplotlib
