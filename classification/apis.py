@@ -93,13 +93,14 @@ class ThreadReusedFieldsMixin:
 
     @cached_property
     def fields(self) -> BindingDict:
-        built = self._fields_by_thread.__dict__
-        fields = built.get(type(self))
+        built: dict[str, BindingDict] = self._fields_by_thread.__dict__
+        key = f"{type(self).__module__}.{type(self).__qualname__}"
+        fields = built.get(key)
         if fields is None:
-            fields = built[type(self)] = super().fields  # type: ignore[misc]
+            fields = built[key] = super().fields  # type: ignore[misc]
         else:
             for field in fields.values():
-                field.parent = self
+                field.parent = self  # type: ignore[assignment]  # a Serializer, by the class it is mixed into
         return fields
 
 
