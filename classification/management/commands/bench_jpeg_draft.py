@@ -67,7 +67,9 @@ def _package_file(package: str, *parts: str) -> Path | None:
 
 def _photo_files() -> list[tuple[str, Path]]:
     """The real photographs inside installed packages, by name."""
-    candidates = [(name.rsplit(".", 1)[0], ("skimage", "data", name)) for name in SKIMAGE_PHOTOS]
+    candidates: list[tuple[str, tuple[str, ...]]] = [
+        (name.rsplit(".", 1)[0], ("skimage", "data", name)) for name in SKIMAGE_PHOTOS
+    ]
     candidates += [
         ("grace_hopper", ("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg")),
         ("china", ("sklearn", "datasets", "images", "china.jpg")),
