@@ -57,6 +57,7 @@ bench: $(VENV)/.requirements-test
 	$(PY) manage.py bench_observability
 	$(PY) manage.py bench_garment
 	$(PY) manage.py bench_zero_shot
+	$(PY) manage.py bench_jpeg_draft
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) manage.py bench_reporting
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \

@@ -6,13 +6,14 @@ The pixel limit is checked from the header, before any pixel is decoded.
 
 import io
 import logging
+import math
 import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from classification.exceptions import (
     EmptyImage,
@@ -52,10 +53,40 @@ def _looks_like_accepted_format(data: bytes) -> bool:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # first frame, fully decoded
+    image: Image.Image  # first frame, fully decoded (reduced by draft_scale)
     format: str
-    width: int
+    width: int  # the image's own size, from the header, whatever draft_scale is
     height: int
+    draft_scale: int = 1  # 2, 4 or 8: a JPEG decoded at that fraction of its size (draft)
+
+
+# A JPEG decoded reduced keeps at least this many times the model's input size on the shorter
+# side of the region the model sees, so the resize after it still averages several pixels.
+JPEG_DRAFT_MARGIN = 2
+
+
+def jpeg_draft_size(
+    *, width: int, height: int, input_size: int, preprocessing: dict | None = None
+) -> tuple[int, int] | None:
+    """The size to ask a ``width`` x ``height`` JPEG's draft() for, or None: decode it whole.
+
+    The central ``crop`` fraction the model sees (``image_preprocess``) must keep at least
+    JPEG_DRAFT_MARGIN x ``input_size`` pixels on its shorter side; square and shorter-side
+    resizes both need no more. draft() only reduces by 2, 4 or 8 and keeps every side at least
+    the size asked, so an image less than twice that size is never reduced. The size asked is a
+    square: the same before and after an EXIF rotation, which happens after decoding.
+    """
+    options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    try:
+        crop = float(options.get("crop", 1.0))
+    except (TypeError, ValueError):
+        return None  # image_preprocess refuses it
+    if not 0.0 < crop <= 1.0 or input_size < 1:
+        return None
+    needed = math.ceil(JPEG_DRAFT_MARGIN * input_size / crop)
+    if min(width, height) < 2 * needed:
+        return None
+    return needed, needed
 
 
 # warnings.catch_warnings changes process-wide state: the lock keeps our own uses from
@@ -76,12 +107,21 @@ def _open_bomb_checked(data: bytes) -> Image.Image:
 
 
 def image_decode(
-    *, data: bytes, max_pixels: int, before_decode: Callable[[int], object] | None = None
+    *,
+    data: bytes,
+    max_pixels: int,
+    before_decode: Callable[[int], object] | None = None,
+    input_size: int | None = None,
+    preprocessing: dict | None = None,
 ) -> DecodedImage:
     """Open ``data`` as one of the accepted formats and decode its first frame.
 
     ``before_decode`` is called with the pixel count once the header passed the checks and
     before any pixel is decoded (the decode budget waits there); what it raises is raised.
+    Both see the header's full size, also when the image is then decoded reduced.
+    With ``input_size`` (the model's, and its ``preprocessing``), a JPEG large enough is
+    decoded reduced by 2, 4 or 8 in the DCT domain (Pillow's draft; see ``jpeg_draft_size``);
+    the result's width and height stay the image's own.
     Raises EmptyImage, UnsupportedImageType (not an accepted format), TooManyPixels (checked from
     the header, before decoding) or UndecodableImage (truncated or corrupt).
     """
@@ -107,14 +147,39 @@ def image_decode(
         )
     if before_decode is not None:
         before_decode(width * height)
+    draft_scale = 1
     try:
         # Animated images: the first frame only. Opening read frame 0's header; seek(0) is then
         # a no-op and load() decodes that frame alone (tests spy on the GIF plugin to prove it).
         image.seek(0)
+        if input_size is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+            draft_scale = _jpeg_drafted(image, input_size=input_size, preprocessing=preprocessing)
         image.load()
     except Exception as exc:
         raise UndecodableImage() from exc
-    return DecodedImage(image=image, format=image.format or "", width=width, height=height)
+    return DecodedImage(
+        image=image,
+        format=image.format or "",
+        width=width,
+        height=height,
+        draft_scale=draft_scale,
+    )
+
+
+def _jpeg_drafted(
+    image: JpegImagePlugin.JpegImageFile, *, input_size: int, preprocessing: dict | None
+) -> int:
+    """Set ``image`` (not loaded yet) to decode reduced if it is large enough; the scale."""
+    width, height = image.size
+    size = jpeg_draft_size(
+        width=width, height=height, input_size=input_size, preprocessing=preprocessing
+    )
+    if size is None:
+        return 1
+    drafted = image.draft("RGB", size)  # "RGB" keeps the mode: greys stay L, CMYK stays CMYK
+    if drafted is None:
+        return 1
+    return round(width / drafted[1][2])
 
 
 _EXIF_ORIENTATION = 0x0112

@@ -93,11 +93,14 @@ def _classify(
     with contextlib.ExitStack() as budget:
         # The decoded pixels count against this process's budget until the small model input
         # is made (see decode_budget); waiting for it is part of the decode time.
+        # The budget holds the header's full pixel count, also for a JPEG decoded reduced.
         mark = time.perf_counter()
         decoded = image_decode(
             data=image_bytes,
             max_pixels=settings.IMAGE_MAX_PIXELS,
             before_decode=lambda pixels: budget.enter_context(decode_budget.held(pixels=pixels)),
+            input_size=model.input_size if settings.IMAGE_JPEG_DRAFT else None,
+            preprocessing=model.preprocessing,
         )
         timings["decode"] = time.perf_counter() - mark
 
