@@ -64,7 +64,7 @@ bench: $(VENV)/.requirements-test
 		$(PY) manage.py bench_reliability
 
 # The service under wrk beside a naive Flask + Keras peer (LOADTEST_SECONDS per run; the
-# figures of docs/performance.md came from LOADTEST_SECONDS=30 LOADTEST_SOAK=600).
+# figures of docs/performance.md came from LOADTEST_SECONDS=15 LOADTEST_SOAK=600).
 LOADTEST_SECONDS ?= 10
 LOADTEST_SOAK ?= 0
 loadtest: $(VENV)/.requirements-test

@@ -230,7 +230,11 @@ class Command(BaseCommand):
         concurrencies: list[int],
         soak_seconds: float,
     ) -> dict:
-        figures: dict[str, object] = {"rss_mb_start": [_rss_mb(p) for p in server.workers()]}
+        figures: dict[str, object] = {
+            "rss_mb_start": [_rss_mb(p) for p in server.workers()],
+            # Measured beside the runs it is compared with: a shared machine's speed drifts.
+            "model_only": self._model_only(image.read_bytes()),
+        }
         for scenario in self.scenarios:
             figures[scenario] = {
                 str(c): self._run(server, scenario, c, image=image, image_base=image_base)
@@ -414,7 +418,8 @@ class Command(BaseCommand):
             f"ceiling {2000 / model_ms:.0f} requests/s."
         )
         for variant, figures in results["variants"].items():
-            lines.append(f"- {variant}:")
+            model_ms = figures["model_only"]["cpu_ms_per_image"]
+            lines.append(f"- {variant} (model only beside its runs: {model_ms} ms):")
             if "upload" in figures:
                 cpu = [
                     figures["upload"][str(c)]["server_cpu_ms_per_request"] for c in concurrencies
