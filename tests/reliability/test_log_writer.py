@@ -1,6 +1,8 @@
 """The request-log writer thread: rows queued off the request thread, written in bulk, retried
 across an outage, spilled at exit and read back at the next start, drops counted."""
 
+import time
+
 import pytest
 from django.db import connection
 
@@ -45,6 +47,35 @@ def test_queued_rows_are_written_in_bulk_and_flushed_on_stop(quick):
     writer.stop(timeout=10)
     assert RequestLog.objects.count() == 300
     assert (writer.written, writer.dropped, writer.spilled) == (300, 0, 0)
+
+
+def test_the_writer_waits_for_a_batch_to_fill_and_a_full_batch_goes_at_once(quick):
+    quick.REQUEST_LOG_BATCH_SIZE = 5
+    quick.REQUEST_LOG_LINGER_SECONDS = 30.0  # far longer than the test: only a full batch writes
+    writer = RequestLogWriter()
+    writer.start()
+    try:
+        assert writer.put(row(0))
+        time.sleep(0.3)
+        assert writer.written == 0  # lingering for more rows, not inserting one
+        for index in range(1, 5):
+            assert writer.put(row(index))
+        wait_for(lambda: writer.written == 5, timeout=10)  # the fifth row woke it
+        assert RequestLog.objects.count() == 5
+    finally:
+        writer.stop(timeout=5)
+
+
+def test_a_batch_that_does_not_fill_is_written_when_the_linger_ends(quick):
+    quick.REQUEST_LOG_LINGER_SECONDS = 0.2
+    writer = RequestLogWriter()
+    writer.start()
+    try:
+        assert writer.put(row(0)) and writer.put(row(1))
+        wait_for(lambda: writer.written == 2)
+        assert RequestLog.objects.count() == 2
+    finally:
+        writer.stop(timeout=5)
 
 
 def test_rows_survive_an_outage_and_are_written_when_the_database_returns(quick):

@@ -149,7 +149,6 @@ class Command(BaseCommand):
                             for c in concurrencies
                         }
                     }
-        results["model_only"] = self._model_only(jpeg)
         report = Path(options["report"])  # type: ignore[arg-type]
         report.mkdir(parents=True, exist_ok=True)
         (report / "load.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -412,14 +411,13 @@ class Command(BaseCommand):
                 for c in concurrencies
             ]
             lines += ["| upload | " + " | ".join(cells) + " |", ""]
-        model_ms = results["model_only"]["cpu_ms_per_image"]
-        lines.append(
-            f"Model only ({results['model_only']['model']}): {model_ms} ms CPU per image, "
-            f"ceiling {2000 / model_ms:.0f} requests/s."
-        )
         for variant, figures in results["variants"].items():
-            model_ms = figures["model_only"]["cpu_ms_per_image"]
-            lines.append(f"- {variant} (model only beside its runs: {model_ms} ms):")
+            model = figures["model_only"]
+            model_ms = model["cpu_ms_per_image"]
+            lines.append(
+                f"- {variant}: model only ({model['model']}, beside the runs) {model_ms} ms CPU"
+                f" per image, ceiling {2000 / model_ms:.0f} requests/s"
+            )
             if "upload" in figures:
                 cpu = [
                     figures["upload"][str(c)]["server_cpu_ms_per_request"] for c in concurrencies
