@@ -30,6 +30,7 @@ from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from classifier_site.cache_breaker import cache_breaker
+from classifier_site.redis_scripts import cache_backend, is_redis, redis_script_run
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,10 @@ def gcra_acquire(*, cache: BaseCache, key: str, limit: int, duration: int, now: 
     A burst of ``limit`` is allowed, then one request per ``duration / limit`` seconds.
     """
     now_ms, interval_ms, period_ms = int(now * 1000), duration * 1000 / limit, duration * 1000
-    if type(cache).__module__.startswith("django_redis"):
-        client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
-        wait_ms = client.eval(_GCRA_SCRIPT, 1, cache.make_key(key), now_ms, interval_ms, period_ms)
+    if is_redis(cache):
+        wait_ms = redis_script_run(
+            cache=cache, source=_GCRA_SCRIPT, keys=[key], args=[now_ms, interval_ms, period_ms]
+        )
         return max(0.0, float(wait_ms) / 1000)
     with _local_lock:
         tat = max(float(cache.get(key) or now_ms), now_ms)
@@ -84,6 +86,12 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
 
     It reads its rate at request time and fails open without its cache.
     """
+
+    @property
+    def cache(self) -> BaseCache:  # type: ignore[override]
+        # The backend, not DRF's default (django.core.cache.cache, a proxy): through the proxy
+        # Redis would not be recognised, and the limit would be read and written in two calls.
+        return cache_backend()
 
     def get_rate(self) -> str | None:
         # DRF's own reads a class attribute frozen at import; this follows settings changes.

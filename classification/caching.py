@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from classification import metrics
 from classifier_site.cache_breaker import cache_breaker
+from classifier_site.redis_scripts import is_redis, redis_script_run
 from classifier_site.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,6 @@ redis.call('HINCRBY', KEYS[2], ARGV[1] .. outcome, 1)
 redis.call('HSETNX', KEYS[2], 'started_at', ARGV[2])
 return value
 """
-
-
-def _is_redis(cache: BaseCache) -> bool:
-    return type(cache).__module__.startswith("django_redis")
 
 
 @dataclass
@@ -70,7 +67,7 @@ class ResultCache:
     @property
     def shared(self) -> bool:
         """Whether every worker sees the same entries and counters (Redis)."""
-        return _is_redis(self.cache)
+        return is_redis(self.cache)
 
     @staticmethod
     def key(
@@ -118,10 +115,10 @@ class ResultCache:
         return value if isinstance(value, dict) else None
 
     def _get_counted_in_redis(self, *, kind: str, key: str) -> Any:
-        client = self.cache.client.get_client(write=True)  # type: ignore[attr-defined]
-        script = client.register_script(_GET_COUNTED_SCRIPT)  # EVALSHA after the first call
-        raw = script(
-            keys=[self.cache.make_key(key), self.cache.make_key(_STATS_KEY)],
+        raw = redis_script_run(
+            cache=self.cache,
+            source=_GET_COUNTED_SCRIPT,
+            keys=[key, _STATS_KEY],
             args=[kind, timezone.now().isoformat()],
         )
         return None if raw is None else self.cache.client.decode(raw)  # type: ignore[attr-defined]

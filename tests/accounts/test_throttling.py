@@ -169,3 +169,24 @@ if "redis" in CACHE_KINDS:  # wherever Redis is configured, and always in CI
         arrival = float(redis.get(key))
         assert 0 < arrival / 1000 - time.time() <= 2 * 12
         assert 0 < redis.pttl(key) <= 60_000
+
+    @pytest.mark.parametrize("shared_cache", ["redis"], indirect=True)
+    def test_with_redis_each_request_takes_the_limit_in_one_atomic_script_call(
+        shared_cache, throttle_rates, tiny_model
+    ):
+        # A read and a separate write would let two workers both take the last request.
+        throttle_rates(classify_anon="5/minute")
+        redis = get_redis_connection("default")
+        classify(APIClient())  # loads the script into Redis
+
+        def calls(command: str) -> int:
+            return int(redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+        before = {command: calls(command) for command in ("evalsha", "eval")}
+        assert classify(APIClient()).status_code == 200
+        after = {command: calls(command) for command in before}
+
+        # One script for the limit and one for the result-cache lookup with its counter (the
+        # commands a script runs count too, so GET and SET cannot tell the paths apart).
+        assert after["evalsha"] - before["evalsha"] == 2
+        assert after["eval"] == before["eval"]  # never the script's whole text
