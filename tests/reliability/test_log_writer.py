@@ -141,3 +141,44 @@ def test_a_reused_request_id_in_a_batch_keeps_both_rows(quick):
     writer.stop(timeout=5)
     ids = sorted(RequestLog.objects.values_list("request_id", flat=True))
     assert len(ids) == 2 and ids[0] == "w-1" and ids[1].startswith("w-1-")
+
+
+def test_a_row_written_in_bulk_reads_back_as_one_saved_by_itself(quick, django_user_model):
+    from classification.serving.results import ClassificationResult, Prediction, TagPrediction
+    from reporting.services import request_log_save
+
+    user = django_user_model.objects.create_user(username="alice", password="a long pass 7")
+    result = ClassificationResult(
+        predictions=[Prediction(label="tabby", confidence=0.75)],
+        model_name="garments",
+        model_version=3,
+        image_sha256="ab" * 32,
+        cached=True,
+        cache_kind="url",
+        processing_time=0.0123,
+        input_stats={"width": 640, "height": 480, "brightness": 101.5},
+        tags=[TagPrediction(label="striped", probability=0.91, present=True)],
+    )
+    fields = {
+        "result": result,
+        "input_kind": "url",
+        "image_url": "http://images.test/é?x=1",
+        "user": user,
+        "client_address": "192.0.2.7",
+    }
+    writer = RequestLogWriter()
+    writer.start()
+    writer.put(row(1, **fields))
+    writer.stop(timeout=5)
+    request_log_save(row=row(2, **fields))
+
+    def stored(request_id: str) -> dict:
+        values = RequestLog.objects.filter(request_id=request_id).values().get()
+        return {k: v for k, v in values.items() if k not in ("id", "request_id", "created_at")}
+
+    bulk, alone = stored("w-1"), stored("w-2")
+    assert bulk == alone
+    assert bulk["tags"] == [{"label": "striped", "probability": 0.91, "present": True}]
+    assert bulk["user_id"] == user.pk and bulk["cache_kind"] == "url"
+    created = RequestLog.objects.get(request_id="w-1").created_at
+    assert created.tzinfo is not None and abs(time.time() - created.timestamp()) < 60
