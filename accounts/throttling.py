@@ -18,13 +18,18 @@ the counter store is down would turn a cache outage into a full outage.
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
+from typing import Any
 
 from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
@@ -37,24 +42,41 @@ logger = logging.getLogger(__name__)
 _CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
 
 
-# GCRA in one atomic Redis call: the key holds the theoretical arrival time (TAT) of the next
-# request, in milliseconds; a request is allowed while it arrives no more than `duration`
-# ahead of it. Returns 0 when allowed, else the milliseconds until one more would be.
-_GCRA_SCRIPT = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local period = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - now > period then
-  return new_tat - period - now
+# GCRA as a Lua function, so that other scripts can take a limit in their own round trip (the
+# result cache's lookup does). The key holds the theoretical arrival time (TAT) of the next
+# request, in milliseconds; a request is allowed while it arrives no more than `period` ahead of
+# it. Returns 0 when allowed, else the whole milliseconds (at least 1) until one more would be.
+GCRA_LUA = """
+local function gcra(key, now, interval, period)
+  now, interval, period = tonumber(now), tonumber(interval), tonumber(period)
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat - now > period then
+    return math.max(1, math.ceil(new_tat - period - now))
+  end
+  redis.call('SET', key, new_tat, 'PX', period)
+  return 0
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', period)
-return 0
 """
+_GCRA_SCRIPT = GCRA_LUA + "return gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
 
 _local_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """One caller's limit: ``limit`` requests per ``duration`` seconds under a cache ``key``."""
+
+    key: str
+    limit: int
+    duration: int
+    scope: str
+    rate: str
+
+    def gcra_args(self, now: float) -> list[float]:
+        """ARGV of ``gcra()``: now, emission interval and period, in milliseconds."""
+        return [int(now * 1000), self.duration * 1000 / self.limit, self.duration * 1000]
 
 
 def gcra_acquire(*, cache: BaseCache, key: str, limit: int, duration: int, now: float) -> float:
@@ -66,7 +88,8 @@ def gcra_acquire(*, cache: BaseCache, key: str, limit: int, duration: int, now: 
     (DRF's own throttle keeps a growing list of timestamps, rewritten on every request).
     A burst of ``limit`` is allowed, then one request per ``duration / limit`` seconds.
     """
-    now_ms, interval_ms, period_ms = int(now * 1000), duration * 1000 / limit, duration * 1000
+    rate_limit = RateLimit(key=key, limit=limit, duration=duration, scope="", rate="")
+    now_ms, interval_ms, period_ms = rate_limit.gcra_args(now)
     if is_redis(cache):
         wait_ms = redis_script_run(
             cache=cache, source=_GCRA_SCRIPT, keys=[key], args=[now_ms, interval_ms, period_ms]
@@ -101,40 +124,119 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
         # A rate is "<count>/<period>" or None (unthrottled); the stubs say a number.
         return rates[self.scope]  # type: ignore[return-value]
 
+    def rate_limit(self, request: Request, view: APIView) -> RateLimit | None:
+        """This throttle's limit for the caller, or None (unthrottled, or not its caller)."""
+        rate = self.get_rate()
+        limit, duration = self.parse_rate(rate)
+        if limit is None or duration is None or rate is None:
+            return None
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return None
+        scope = self.scope or type(self).__name__
+        return RateLimit(key=key, limit=limit, duration=duration, scope=scope, rate=rate)
+
     def allow_request(self, request: Request, view: APIView) -> bool:
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        if self.num_requests is None or self.duration is None:
-            return True  # unthrottled
-        self.key = self.get_cache_key(request, view)
-        if self.key is None or not cache_breaker.available():
-            return True  # not this throttle's caller, or the cache is resting after a fault
-        try:
-            self._retry_after = gcra_acquire(
-                cache=self.cache,
-                key=self.key,
-                limit=self.num_requests,
-                duration=self.duration,
-                now=self.timer(),
-            )
-        except _CACHE_ERRORS as exc:
-            cache_breaker.record_fault(exc, what="throttling")
+        rate_limit = self.rate_limit(request, view)
+        if rate_limit is None:
             return True
-        cache_breaker.record_success()
-        if self._retry_after:
-            logger.warning(
-                "Throttled %s %s for %s (scope %s, rate %s).",
-                request.method,
-                request.path,
-                self.key,
-                self.scope,
-                self.rate,
-            )
-            return False
-        return True
+        self._retry_after = Admission(request=request, rate_limit=rate_limit).take()
+        return not self._retry_after
 
     def wait(self) -> float | None:
         return getattr(self, "_retry_after", None)
+
+
+class Admission:
+    """A request's rate limit, taken exactly once.
+
+    ``take`` takes it on its own; the result cache takes it within its first lookup instead
+    (``taken_with``), so that a cache hit costs one Redis round trip, not two. Either way it
+    fails open while the cache is unavailable, and a refusal is logged.
+    """
+
+    def __init__(self, *, request: Request, rate_limit: RateLimit | None) -> None:
+        self.request = request
+        self.rate_limit = rate_limit
+        self.taken = rate_limit is None
+
+    def take(self) -> float:
+        """Take the limit now if not taken yet: 0.0 when allowed, else the seconds to wait."""
+        if self.taken:
+            return 0.0
+        self.taken = True
+        rate_limit = self.rate_limit
+        assert rate_limit is not None  # set whenever not taken
+        if not cache_breaker.available():
+            return 0.0  # the cache is resting after a fault: fail open
+        try:
+            wait = gcra_acquire(
+                cache=cache_backend(),
+                key=rate_limit.key,
+                limit=rate_limit.limit,
+                duration=rate_limit.duration,
+                now=time.time(),
+            )
+        except _CACHE_ERRORS as exc:
+            cache_breaker.record_fault(exc, what="throttling")
+            return 0.0
+        cache_breaker.record_success()
+        return self.refused(wait) if wait else 0.0
+
+    def taken_with(self, wait_ms: float | None) -> float:
+        """Record the outcome of a script that took the limit (None: it could not run, so the
+        request goes unthrottled); returns the seconds to wait, 0.0 when allowed."""
+        self.taken = True
+        return self.refused(float(wait_ms) / 1000) if wait_ms else 0.0
+
+    def refused(self, wait: float) -> float:
+        rate_limit = self.rate_limit
+        assert rate_limit is not None
+        logger.warning(
+            "Throttled %s %s for %s (scope %s, rate %s).",
+            self.request.method,
+            self.request.path,
+            rate_limit.key,
+            rate_limit.scope,
+            rate_limit.rate,
+        )
+        return wait
+
+
+class DeferredThrottlingMixin:
+    """Takes a view's rate limit with its first result-cache lookup, not before its handler.
+
+    The view passes ``self.admission`` down to the result cache, whose first lookup takes the
+    limit in the same Redis call (raising Throttled when it is exceeded). An answer given
+    before any lookup (a bad request, an unknown model) takes the limit on its own first, so a
+    throttled caller gets 429 whatever it sent, as with throttling before the handler; so does
+    a handler that answered without a lookup.
+    """
+
+    admission: Admission | None = None
+
+    def check_throttles(self, request: Request) -> None:
+        limits = [
+            rate_limit
+            for throttle in self.get_throttles()  # type: ignore[attr-defined]
+            if (rate_limit := throttle.rate_limit(request, self)) is not None
+        ]
+        # One limit rides along with the lookup; any other is taken now.
+        for extra in limits[1:]:
+            if wait := Admission(request=request, rate_limit=extra).take():
+                raise Throttled(wait)
+        self.admission = Admission(request=request, rate_limit=limits[0] if limits else None)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        admission = self.admission
+        if admission is not None and not isinstance(exc, Throttled) and (wait := admission.take()):
+            exc = Throttled(wait)
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.admission is not None:
+            self.admission.take()  # counted, though it is too late to refuse
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
 class ClassifyAnonThrottle(_SharedCacheRateThrottle):

@@ -16,7 +16,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.serializer_helpers import BindingDict
 from rest_framework.views import APIView
 
-from accounts.throttling import CLASSIFY_THROTTLES
+from accounts.throttling import CLASSIFY_THROTTLES, DeferredThrottlingMixin
 from classification import selectors
 from classification.caching import get_result_cache
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
@@ -104,7 +104,7 @@ class ThreadReusedFieldsMixin:
         return fields
 
 
-class ClassifyImageApi(AnswerSignalMixin, APIView):
+class ClassifyImageApi(DeferredThrottlingMixin, AnswerSignalMixin, APIView):
     """Classify one image given by URL, as an upload or as base64 bytes."""
 
     permission_classes = [AllowAny]
@@ -254,6 +254,7 @@ class ClassifyImageApi(AnswerSignalMixin, APIView):
             labels=serializer.validated_data.get("labels"),
             # The address the rate limits count (X-Forwarded-For only behind NUM_PROXIES).
             client=BaseThrottle().get_ident(request),
+            admission=self.admission,  # taken with the first cache lookup: one Redis call
         )
         result.processing_time = round(request_elapsed(request), 6)
         self.result = result  # sent with classify_request_answered (the request log)

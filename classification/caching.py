@@ -20,7 +20,9 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.utils import timezone
+from rest_framework.exceptions import Throttled
 
+from accounts.throttling import GCRA_LUA, Admission
 from classification import metrics
 from classifier_site.cache_breaker import cache_breaker
 from classifier_site.redis_scripts import is_redis, redis_script_run
@@ -32,13 +34,26 @@ KINDS = ("url", "image")
 _STATS_KEY = "result-cache:stats"
 _COUNT_LIMIT = 100_000  # entries counted at most by /cache-stats (a SCAN, never KEYS)
 # GET an entry and count the lookup as a hit or a miss of its kind, in one Redis call.
-_GET_COUNTED_SCRIPT = """
-local value = redis.call('GET', KEYS[1])
-local outcome = value and ':hits' or ':misses'
-redis.call('HINCRBY', KEYS[2], ARGV[1] .. outcome, 1)
-redis.call('HSETNX', KEYS[2], 'started_at', ARGV[2])
-return value
+_GET_COUNTED_LUA = """
+local function get_counted(key, stats, kind, now)
+  local value = redis.call('GET', key)
+  redis.call('HINCRBY', stats, kind .. (value and ':hits' or ':misses'), 1)
+  redis.call('HSETNX', stats, 'started_at', now)
+  return value
+end
 """
+_GET_COUNTED_SCRIPT = _GET_COUNTED_LUA + "return get_counted(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+# The same after taking the caller's rate limit: {wait_ms} when refused (nothing looked up or
+# counted), else {0, value}. A hit is then one round trip, the limit included.
+_ADMIT_AND_GET_COUNTED_SCRIPT = (
+    GCRA_LUA
+    + _GET_COUNTED_LUA
+    + """
+local wait = gcra(KEYS[3], ARGV[3], ARGV[4], ARGV[5])
+if wait > 0 then return {wait} end
+return {0, get_counted(KEYS[1], KEYS[2], ARGV[1], ARGV[2])}
+"""
+)
 
 
 @dataclass
@@ -93,35 +108,63 @@ class ResultCache:
 
     # --- reads and writes -----------------------------------------------------------------
 
-    def get(self, *, kind: str, key: str) -> dict | None:
+    def get(self, *, kind: str, key: str, admission: Admission | None = None) -> dict | None:
         """The cached entry, or None on a miss or when the cache is unavailable.
 
         The lookup is counted as a hit or a miss; with Redis, the lookup and the count are one
-        round trip (a Lua script), so a hit costs one call, not two.
+        round trip (a Lua script), so a hit costs one call, not two. An ``admission`` not taken
+        yet (the request's rate limit) is taken first, in that same round trip; raises
+        Throttled when the limit is exceeded. Without the cache the limit fails open.
         """
+        admit = admission if admission is not None and not admission.taken else None
         if not self.available():
+            if admit is not None:
+                admit.taken_with(None)
             return None
         try:
             if self.shared:
-                value = self._get_counted_in_redis(kind=kind, key=key)
+                wait_ms, value = self._get_counted_in_redis(kind=kind, key=key, admission=admit)
             else:
+                wait_ms = None
+                if admit is not None and (wait := admit.take()):
+                    raise Throttled(wait)
                 value = self.cache.get(key)
                 self._count(kind, "hits" if value is not None else "misses")
+        except Throttled:
+            raise
         except Exception as exc:
             self._fault(exc)
+            if admit is not None:
+                admit.taken_with(None)
             return None
         cache_breaker.record_success()
+        if self.shared and admit is not None and (wait := admit.taken_with(wait_ms)):
+            raise Throttled(wait)
         metrics.CACHE_LOOKUPS.labels(kind, "hit" if value is not None else "miss").inc()
         return value if isinstance(value, dict) else None
 
-    def _get_counted_in_redis(self, *, kind: str, key: str) -> Any:
-        raw = redis_script_run(
-            cache=self.cache,
-            source=_GET_COUNTED_SCRIPT,
-            keys=[key, _STATS_KEY],
-            args=[kind, timezone.now().isoformat()],
-        )
-        return None if raw is None else self.cache.client.decode(raw)  # type: ignore[attr-defined]
+    def _get_counted_in_redis(
+        self, *, kind: str, key: str, admission: Admission | None
+    ) -> tuple[float, Any]:
+        """(the wait in ms that the rate limit asks for, 0 when allowed; the raw value)."""
+        keys, args = [key, _STATS_KEY], [kind, timezone.now().isoformat()]
+        if admission is None:
+            raw = redis_script_run(
+                cache=self.cache, source=_GET_COUNTED_SCRIPT, keys=keys, args=args
+            )
+            wait_ms = 0.0
+        else:
+            rate_limit = admission.rate_limit
+            assert rate_limit is not None  # not taken yet
+            wait_ms, *found = redis_script_run(
+                cache=self.cache,
+                source=_ADMIT_AND_GET_COUNTED_SCRIPT,
+                keys=[*keys, rate_limit.key],
+                args=[*args, *rate_limit.gcra_args(time.time())],
+            )
+            raw = found[0] if found else None
+        value = None if raw is None else self.cache.client.decode(raw)  # type: ignore[attr-defined]
+        return wait_ms, value
 
     def set(self, *, kind: str, key: str, value: dict) -> None:
         if not self.available():

@@ -10,6 +10,7 @@ from typing import TypeVar
 import numpy as np
 from django.conf import settings
 
+from accounts.throttling import Admission
 from classification import metrics
 from classification.caching import get_result_cache
 from classification.intake.fetch_slots import fetch_slots
@@ -164,6 +165,7 @@ def image_source_classify(
     model_name: str | None = None,
     labels: list[str] | None = None,
     client: str | None = None,
+    admission: Admission | None = None,
 ) -> ClassificationResult:
     """Classify the image of ``source``, answering from the result cache when it can.
 
@@ -177,11 +179,18 @@ def image_source_classify(
     of ``image_fetch`` (InvalidUrl, UrlUnreachable, UpstreamError, UpstreamTimeout,
     ImageTooLarge), and ServiceBusy when a URL that must be fetched finds no fetch slot free in
     this process or for ``client`` (its address; see ``intake.fetch_slots``). Errors are never
-    cached. Each answer is counted in the metrics.
+    cached. Each answer is counted in the metrics. ``admission`` (the request's rate limit) is
+    taken with the first cache lookup, in the same Redis round trip; raises Throttled when the
+    limit is exceeded, before any fetch, decode or inference.
     ``top_k`` None: the model's default (2 for a multi-task model, else CLASSIFY_DEFAULT_TOP_K).
     """
     result = _image_source_classify(
-        source=source, top_k=top_k, model_name=model_name, labels=labels, client=client
+        source=source,
+        top_k=top_k,
+        model_name=model_name,
+        labels=labels,
+        client=client,
+        admission=admission,
     )
     metrics.classification_observe(result)
     return result
@@ -194,6 +203,7 @@ def _image_source_classify(
     model_name: str | None,
     labels: list[str] | None,
     client: str | None,
+    admission: Admission | None,
 ) -> ClassificationResult:
     model = get_runtime().serving_model(model_name)  # an unknown model fails before any traffic
     top_k = top_k or model.default_top_k
@@ -203,7 +213,7 @@ def _image_source_classify(
     if source.kind != "url":
         assert source.data is not None
         entry, cache_kind = _classify_bytes_cached(
-            model=model, data=source.data, timings=timings, labels=labels
+            model=model, data=source.data, timings=timings, labels=labels, admission=admission
         )
         return _result_from_entry(
             entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
@@ -213,7 +223,11 @@ def _image_source_classify(
     url = source.url  # a str from here on, in the nested functions too
     cache = get_result_cache()
     url_key = _entry_key(kind="url", model=model, identity=url, labels=labels)
-    cached = _timed(timings, "cache_lookup", lambda: cache.get(kind="url", key=url_key))
+    cached = _timed(
+        timings,
+        "cache_lookup",
+        lambda: cache.get(kind="url", key=url_key, admission=admission),
+    )
     if cached is not None:
         return _result_from_entry(
             cached, model=model, top_k=top_k, cache_kind="url", timings=timings
@@ -250,13 +264,20 @@ def _entry_key(*, kind: str, model: ServingModel, identity: str, labels: list[st
 
 
 def _classify_bytes_cached(
-    *, model: ServingModel, data: bytes, timings: dict[str, float], labels: list[str] | None
+    *,
+    model: ServingModel,
+    data: bytes,
+    timings: dict[str, float],
+    labels: list[str] | None,
+    admission: Admission | None = None,
 ) -> tuple[dict, str | None]:
     """The cache entry for ``data`` and "image" when it came from the cache, None if computed."""
     cache = get_result_cache()
     sha256 = hashlib.sha256(data).hexdigest()
     key = _entry_key(kind="image", model=model, identity=sha256, labels=labels)
-    entry = _timed(timings, "cache_lookup", lambda: cache.get(kind="image", key=key))
+    entry = _timed(
+        timings, "cache_lookup", lambda: cache.get(kind="image", key=key, admission=admission)
+    )
     if entry is not None:
         return entry, "image"
 

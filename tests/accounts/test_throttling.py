@@ -108,6 +108,44 @@ def test_a_throttled_request_is_logged(shared_cache, throttle_rates, tiny_model,
     assert "127.0.0.1" in record.getMessage()
 
 
+@pytest.mark.parametrize(
+    "bad_request",
+    [
+        {"image_base64": "not base64!"},  # refused by the serializer
+        {**IMAGE, "model": "no-such-model"},  # refused by the service, before any lookup
+        {},  # no image at all
+    ],
+    ids=["bad-base64", "unknown-model", "no-image"],
+)
+def test_bad_requests_count_and_a_throttled_caller_gets_429_whatever_it_sends(
+    shared_cache, throttle_rates, tiny_model, bad_request
+):
+    throttle_rates(classify_anon="2/minute")
+    client = APIClient()
+    statuses = [client.post("/classify-image", bad_request, format="json").status_code]
+    statuses.append(classify(client).status_code)  # the last one of the burst
+    assert statuses == [400, 200]
+    assert_throttled(client.post("/classify-image", bad_request, format="json"))
+    assert_throttled(classify(client))
+
+
+def test_a_throttled_cache_hit_is_refused_before_its_lookup_counts(
+    shared_cache, throttle_rates, tiny_model
+):
+    from classification.caching import get_result_cache
+
+    throttle_rates(classify_anon="2/minute")
+    client = APIClient()
+    assert classify(client).status_code == 200  # computed
+    assert classify(client).json()["cached"] is True  # a hit
+    looked_up = get_result_cache().stats()["by_kind"]["image"]
+
+    assert_throttled(classify(client))
+
+    stats = get_result_cache().stats()["by_kind"]["image"]
+    assert (stats["hits"], stats["misses"]) == (looked_up["hits"], looked_up["misses"])
+
+
 def test_other_endpoints_are_not_throttled(shared_cache, throttle_rates, tiny_model, alice):
     throttle_rates(classify_anon="1/minute", classify_user="1/minute")
     client = bearer_client(token_pair(alice)["access"])
@@ -171,22 +209,26 @@ if "redis" in CACHE_KINDS:  # wherever Redis is configured, and always in CI
         assert 0 < redis.pttl(key) <= 60_000
 
     @pytest.mark.parametrize("shared_cache", ["redis"], indirect=True)
-    def test_with_redis_each_request_takes_the_limit_in_one_atomic_script_call(
-        shared_cache, throttle_rates, tiny_model
+    def test_with_redis_a_cache_hit_takes_the_limit_and_its_answer_in_one_script_call(
+        shared_cache, throttle_rates, tiny_model, settings
     ):
-        # A read and a separate write would let two workers both take the last request.
+        # One atomic script: a read and a separate write of the limit would let two workers
+        # both take the last request, and every call more is a round trip per request.
         throttle_rates(classify_anon="5/minute")
         redis = get_redis_connection("default")
-        classify(APIClient())  # loads the script into Redis
+        classify(APIClient())  # computes the answer and loads the scripts into Redis
 
         def calls(command: str) -> int:
             return int(redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
         before = {command: calls(command) for command in ("evalsha", "eval")}
-        assert classify(APIClient()).status_code == 200
+        response = classify(APIClient())
         after = {command: calls(command) for command in before}
 
-        # One script for the limit and one for the result-cache lookup with its counter (the
-        # commands a script runs count too, so GET and SET cannot tell the paths apart).
-        assert after["evalsha"] - before["evalsha"] == 2
+        assert response.status_code == 200 and response.json()["cached"] is True
+        assert after["evalsha"] - before["evalsha"] == 1
         assert after["eval"] == before["eval"]  # never the script's whole text
+        prefix = settings.CACHES["default"]["KEY_PREFIX"]
+        # Both requests took the limit: two emission intervals (12 s each) ahead of now.
+        arrival = float(redis.get(f"{prefix}:1:throttle_classify_anon_127.0.0.1"))
+        assert 12 < arrival / 1000 - time.time() <= 2 * 12
