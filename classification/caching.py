@@ -55,6 +55,15 @@ return {0, get_counted(KEYS[1], KEYS[2], ARGV[1], ARGV[2])}
 """
 )
 
+# Store a computed entry (unless ARGV[1] is empty) and release the single-flight lock, only if
+# it still holds this worker's token: a lock that expired and was taken by another worker is
+# left alone.
+_STORE_AND_RELEASE_SCRIPT = """
+if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 
 @dataclass
 class _Flight:
@@ -191,12 +200,16 @@ class ResultCache:
 
     # --- single flight --------------------------------------------------------------------
 
-    def single_flight(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
-        """Run ``compute`` (which stores its entry) once for concurrent misses of ``key``.
+    def single_flight(
+        self, key: str, compute: Callable[[], dict], *, kind: str
+    ) -> tuple[dict, bool]:
+        """Run ``compute`` once for concurrent misses of ``key``, and store its entry.
 
         Returns the entry and whether this call computed it. Threads of this process wait for
-        the one computing; other workers wait on a Redis lock. Waits are bounded by
-        CACHE_SINGLE_FLIGHT_WAIT, after which a waiter computes by itself.
+        the one computing; other workers wait on a Redis lock, which the computing worker
+        releases in the same call that stores the entry. Waits are bounded by
+        CACHE_SINGLE_FLIGHT_WAIT, after which a waiter computes by itself. An error of
+        ``compute`` is raised to every waiter of this process and never stored.
         """
         with self._lock:
             flight = self._flights.get(key)
@@ -210,9 +223,9 @@ class ResultCache:
                     raise flight.error
                 if flight.value is not None:
                     return flight.value, False
-            return compute(), True
+            return self._compute_and_store(kind, key, compute), True
         try:
-            flight.value, computed = self._across_workers(key, compute)
+            flight.value, computed = self._across_workers(kind, key, compute)
             return flight.value, computed
         except BaseException as exc:
             flight.error = exc
@@ -222,21 +235,31 @@ class ResultCache:
             with self._lock:
                 self._flights.pop(key, None)
 
-    def _across_workers(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+    def _compute_and_store(self, kind: str, key: str, compute: Callable[[], dict]) -> dict:
+        value = compute()
+        self.set(kind=kind, key=key, value=value)
+        return value
+
+    def _across_workers(
+        self, kind: str, key: str, compute: Callable[[], dict]
+    ) -> tuple[dict, bool]:
         if not self.shared or not self.available():
-            return compute(), True
+            return self._compute_and_store(kind, key, compute), True
         lock_key, token = f"{key}:lock", uuid.uuid4().hex
         wait = settings.CACHE_SINGLE_FLIGHT_WAIT
         try:
             acquired = self.cache.add(lock_key, token, timeout=int(wait) + 1)
         except Exception as exc:
             self._fault(exc)
-            return compute(), True
+            return self._compute_and_store(kind, key, compute), True
         if acquired:
             try:
-                return compute(), True
-            finally:
-                self._release(lock_key, token)
+                value = compute()
+            except BaseException:
+                self._store_and_release(kind, key, None, lock_key=lock_key, token=token)
+                raise
+            self._store_and_release(kind, key, value, lock_key=lock_key, token=token)
+            return value, True
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and self.available():
             time.sleep(0.01)
@@ -249,12 +272,27 @@ class ResultCache:
             except Exception as exc:
                 self._fault(exc)
                 break
-        return compute(), True
+        return self._compute_and_store(kind, key, compute), True
 
-    def _release(self, lock_key: str, token: str) -> None:
+    def _store_and_release(
+        self, kind: str, key: str, value: dict | None, *, lock_key: str, token: str
+    ) -> None:
+        """Store ``value`` (None: nothing to store) and release the lock if this worker still
+        holds it, in one round trip; never raises."""
+        if not self.available():
+            return
+        client = self.cache.client  # type: ignore[attr-defined]
         try:
-            if self.cache.get(lock_key) == token:
-                self.cache.delete(lock_key)
+            redis_script_run(
+                cache=self.cache,
+                source=_STORE_AND_RELEASE_SCRIPT,
+                keys=[key, lock_key],
+                args=[
+                    "" if value is None else client.encode(value),
+                    self.ttl(kind),
+                    client.encode(token),
+                ],
+            )
         except Exception as exc:
             self._fault(exc)
 

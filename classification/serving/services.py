@@ -240,12 +240,11 @@ def _image_source_classify(
         found, content_hit[0] = _classify_bytes_cached(
             model=model, data=fetched.data, timings=timings, labels=labels
         )
-        cache.set(kind="url", key=url_key, value=found)
-        return found
+        return found  # stored under the URL by single_flight
 
     # The slot covers waiting for an identical fetch too: a waiter holds a thread as long.
     with fetch_slots.held(client=client):
-        entry, computed = cache.single_flight(url_key, fetch_and_classify)
+        entry, computed = cache.single_flight(url_key, fetch_and_classify, kind="url")
     cache_kind = content_hit[0] if computed else "url"
     return _result_from_entry(
         entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
@@ -298,10 +297,9 @@ def _classify_bytes_cached(
             if result.tags is not None
             else None,
         }
-        cache.set(kind="image", key=key, value=computed_entry)
-        return computed_entry
+        return computed_entry  # stored by single_flight
 
-    entry, computed = cache.single_flight(key, compute)
+    entry, computed = cache.single_flight(key, compute, kind="image")
     return entry, None if computed else "image"
 
 

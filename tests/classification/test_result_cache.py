@@ -211,19 +211,17 @@ def test_single_flight_holds_across_workers_through_a_redis_lock(settings):
     computed = []
     start = threading.Barrier(8)
 
-    def compute(cache: ResultCache) -> dict:
+    def compute() -> dict:
         computed.append(1)
         time.sleep(0.3)
-        entry = {"predictions": [["x", 1.0]]}
-        cache.set(kind="image", key=key, value=entry)
-        return entry
+        return {"predictions": [["x", 1.0]]}
 
     results = []
 
     def request(index: int) -> None:
         cache = workers[index % 2]
         start.wait()
-        results.append(cache.single_flight(key, lambda: compute(cache)))
+        results.append(cache.single_flight(key, compute, kind="image"))
 
     threads = [threading.Thread(target=request, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -232,4 +230,27 @@ def test_single_flight_holds_across_workers_through_a_redis_lock(settings):
         thread.join()
     assert len(computed) == 1
     assert [entry for entry, _ in results] == [{"predictions": [["x", 1.0]]}] * 8
-    workers[0].cache.delete(key)
+    # The computing worker stored the entry with its TTL and released its lock in one call.
+    cache = workers[0].cache
+    assert cache.get(key) == {"predictions": [["x", 1.0]]}
+    assert 0 < cache.ttl(key) <= settings.CACHE_IMAGE_TTL
+    assert cache.get(f"{key}:lock") is None
+    cache.delete(key)
+
+
+def test_a_lock_taken_over_by_another_worker_is_not_released_by_the_first(settings):
+    """A worker whose lock expired while it computed must not delete the next worker's lock."""
+    settings.CACHES = redis_cache_settings(shared_redis_url())
+    cache = ResultCache()
+    key = ResultCache.key(kind="image", model_name="m", model_version=1, identity="cd" * 32)
+
+    def compute_while_the_lock_changes_hands() -> dict:
+        cache.cache.set(f"{key}:lock", "another worker's token", timeout=30)
+        return {"predictions": [["y", 1.0]]}
+
+    entry, computed = cache.single_flight(key, compute_while_the_lock_changes_hands, kind="image")
+
+    assert computed and entry == {"predictions": [["y", 1.0]]}
+    assert cache.cache.get(key) == entry
+    assert cache.cache.get(f"{key}:lock") == "another worker's token"
+    cache.cache.delete_many([key, f"{key}:lock"])
