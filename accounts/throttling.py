@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
@@ -204,28 +205,37 @@ class Admission:
 
 
 class DeferredThrottlingMixin:
-    """Takes a view's rate limit with its first result-cache lookup, not before its handler.
+    """Takes a small request's rate limit with its first result-cache lookup.
 
-    The view passes ``self.admission`` down to the result cache, whose first lookup takes the
-    limit in the same Redis call (raising Throttled when it is exceeded). An answer given
-    before any lookup (a bad request, an unknown model) takes the limit on its own first, so a
-    throttled caller gets 429 whatever it sent, as with throttling before the handler; so does
-    a handler that answered without a lookup.
+    A request whose body is at most DEFERRED_THROTTLING_MAX_BODY bytes (a URL request, the
+    cache hits that matter) has the limit taken in the same Redis call as the lookup: the view
+    passes ``self.admission`` down to the result cache, which raises Throttled when the limit
+    is exceeded. An answer given before any lookup (a bad request, an unknown model) takes the
+    limit on its own first, so a throttled caller gets 429 whatever it sent, as with
+    throttling before the handler; so does a handler that answered without a lookup. A larger
+    body (an upload), one of unknown length, and throttles other than these GCRA ones are
+    checked before the handler, as DRF does, so that a throttled upload is refused unread.
     """
 
     admission: Admission | None = None
 
     def check_throttles(self, request: Request) -> None:
-        limits = [
-            rate_limit
-            for throttle in self.get_throttles()  # type: ignore[attr-defined]
-            if (rate_limit := throttle.rate_limit(request, self)) is not None
-        ]
-        # One limit rides along with the lookup; any other is taken now.
-        for extra in limits[1:]:
-            if wait := Admission(request=request, rate_limit=extra).take():
+        length = request.META.get("CONTENT_LENGTH") or ""
+        deferrable = length.isdigit() and int(length) <= settings.DEFERRED_THROTTLING_MAX_BODY
+        limits = []
+        for throttle in self.get_throttles():  # type: ignore[attr-defined]
+            rate_limit_of = getattr(throttle, "rate_limit", None)
+            if rate_limit_of is None:  # not one of ours: DRF's way
+                if not throttle.allow_request(request, self):
+                    raise Throttled(throttle.wait())
+            elif (rate_limit := rate_limit_of(request, self)) is not None:
+                limits.append(rate_limit)
+        # At most one limit rides along with the lookup; any other is taken now.
+        deferred = limits.pop() if limits and deferrable else None
+        for rate_limit in limits:
+            if wait := Admission(request=request, rate_limit=rate_limit).take():
                 raise Throttled(wait)
-        self.admission = Admission(request=request, rate_limit=limits[0] if limits else None)
+        self.admission = Admission(request=request, rate_limit=deferred)
 
     def handle_exception(self, exc: Exception) -> Response:
         admission = self.admission

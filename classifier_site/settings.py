@@ -267,6 +267,9 @@ SIMPLE_JWT = {
 # address, signed-in callers by user.
 THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "30/minute")
 THROTTLE_USER_RATE = env_str("THROTTLE_USER_RATE", "300/minute")
+# Bodies up to this many bytes (an image_url request) have their rate limit taken in the same
+# Redis call as their result-cache lookup; larger ones (uploads) are limited before being read.
+DEFERRED_THROTTLING_MAX_BODY = env_int("DEFERRED_THROTTLING_MAX_BODY", 16 * 1024)
 # Rate of POST /api/token/ per client address (slows password guessing).
 THROTTLE_TOKEN_RATE = env_str("THROTTLE_TOKEN_RATE", "20/minute")
 # How many proxies in front of the service append to X-Forwarded-For. 0 (the default) trusts no

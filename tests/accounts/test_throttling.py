@@ -1,4 +1,5 @@
 import base64
+import io
 import logging
 import time
 
@@ -8,7 +9,7 @@ from rest_framework.test import APIClient
 
 from classifier_site.loopback import free_port
 from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
-from tests.images import image_bytes
+from tests.images import encode, image_bytes, noise_image
 
 pytestmark = pytest.mark.django_db
 
@@ -144,6 +145,27 @@ def test_a_throttled_cache_hit_is_refused_before_its_lookup_counts(
 
     stats = get_result_cache().stats()["by_kind"]["image"]
     assert (stats["hits"], stats["misses"]) == (looked_up["hits"], looked_up["misses"])
+
+
+def test_a_throttled_upload_is_refused_before_its_body_is_read(
+    shared_cache, throttle_rates, tiny_model, settings
+):
+    from reporting.models import RequestLog
+
+    throttle_rates(classify_anon="1/minute")
+    settings.DEFERRED_THROTTLING_MAX_BODY = 1024
+    client = APIClient()
+    photo = encode(noise_image(size=(64, 64)))
+    assert len(photo) > 1024
+    assert client.post("/classify-image", {"image": io.BytesIO(photo)}).status_code == 200
+
+    upload = {"image": io.BytesIO(photo)}
+    assert_throttled(client.post("/classify-image", upload, format="multipart"))
+    # A URL request is parsed first (its limit rides with the cache lookup); an upload is not.
+    assert_throttled(APIClient().post("/classify-image", {"image_url": "http://x.test/a.jpg"}))
+
+    refused = RequestLog.objects.filter(status_code=429).order_by("id")
+    assert [row.input_kind for row in refused] == ["", "url"]
 
 
 def test_other_endpoints_are_not_throttled(shared_cache, throttle_rates, tiny_model, alice):
