@@ -57,6 +57,14 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _minor_faults(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return total
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -274,6 +282,7 @@ class Command(BaseCommand):
                 urllib.request.urlopen(request, timeout=30).read()  # noqa: S310 (loopback)
         decodes_before = self._decodes(server)
         cpu_before = _cpu_seconds(server.pids())
+        faults_before = _minor_faults(server.pids())
         command = [
             "wrk",
             "-t",
@@ -296,11 +305,15 @@ class Command(BaseCommand):
         }
         output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603
         cpu_after = _cpu_seconds(server.pids())
+        faults_after = _minor_faults(server.pids())
         line = next(line for line in output.splitlines() if line.startswith("{"))
         figures = json.loads(line)
         requests = max(figures["requests"], 1)
         figures["rps"] = round(figures["requests"] / figures["duration_s"], 1)
         figures["server_cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / requests, 3)
+        figures["server_minor_faults_per_request"] = round(
+            (faults_after - faults_before) / requests, 1
+        )
         decodes = self._decodes(server)
         if decodes is not None and decodes_before is not None:
             figures["decodes"] = int(decodes - decodes_before)
