@@ -10,6 +10,10 @@ Client address: DRF's ``NUM_PROXIES`` setting. With 0 (the default) X-Forwarded-
 and the connecting address counts; with N, the address the N-th trusted proxy appended counts,
 so a client cannot escape its limit by sending its own X-Forwarded-For.
 
+POST /classify-image with a small body (an image_url) takes its limit in the same Redis call as
+its result-cache lookup (DeferredThrottlingMixin, Admission), so a cache hit is one round trip;
+uploads are limited before their body is read, as DRF does.
+
 When the cache cannot be reached the throttles fail open: the request is served unthrottled, and
 the shared cache breaker (classifier_site/cache_breaker.py) skips the cache for a few seconds,
 logging the fault once per opening. Refusing every request because
@@ -80,8 +84,8 @@ class RateLimit:
         return [int(now * 1000), self.duration * 1000 / self.limit, self.duration * 1000]
 
 
-def gcra_acquire(*, cache: BaseCache, key: str, limit: int, duration: int, now: float) -> float:
-    """Take one request of ``limit`` per ``duration`` seconds for ``key`` (GCRA).
+def gcra_acquire(*, cache: BaseCache, rate_limit: RateLimit, now: float) -> float:
+    """Take one request of ``rate_limit`` (GCRA) at ``now`` (seconds since the epoch).
 
     Returns 0.0 when the request is allowed, else the seconds until one more would be. The
     state is one number per key, read and written in one round trip (a Lua script on Redis;
@@ -89,7 +93,7 @@ def gcra_acquire(*, cache: BaseCache, key: str, limit: int, duration: int, now: 
     (DRF's own throttle keeps a growing list of timestamps, rewritten on every request).
     A burst of ``limit`` is allowed, then one request per ``duration / limit`` seconds.
     """
-    rate_limit = RateLimit(key=key, limit=limit, duration=duration, scope="", rate="")
+    key, duration = rate_limit.key, rate_limit.duration
     now_ms, interval_ms, period_ms = rate_limit.gcra_args(now)
     if is_redis(cache):
         wait_ms = redis_script_run(
@@ -171,13 +175,7 @@ class Admission:
         if not cache_breaker.available():
             return 0.0  # the cache is resting after a fault: fail open
         try:
-            wait = gcra_acquire(
-                cache=cache_backend(),
-                key=rate_limit.key,
-                limit=rate_limit.limit,
-                duration=rate_limit.duration,
-                now=time.time(),
-            )
+            wait = gcra_acquire(cache=cache_backend(), rate_limit=rate_limit, now=time.time())
         except _CACHE_ERRORS as exc:
             cache_breaker.record_fault(exc, what="throttling")
             return 0.0

@@ -22,7 +22,7 @@ from django.core.cache import BaseCache, caches
 from django.utils import timezone
 from rest_framework.exceptions import Throttled
 
-from accounts.throttling import GCRA_LUA, Admission
+from accounts.throttling import GCRA_LUA, Admission, gcra_acquire
 from classification import metrics
 from classifier_site.cache_breaker import cache_breaker
 from classifier_site.redis_scripts import is_redis, redis_script_run
@@ -131,31 +131,36 @@ class ResultCache:
                 admit.taken_with(None)
             return None
         try:
-            if self.shared:
-                wait_ms, value = self._get_counted_in_redis(kind=kind, key=key, admission=admit)
-            else:
-                wait_ms = None
-                if admit is not None and (wait := admit.take()):
-                    raise Throttled(wait)
-                value = self.cache.get(key)
-                self._count(kind, "hits" if value is not None else "misses")
-        except Throttled:
-            raise
+            get_counted = self._get_counted_in_redis if self.shared else self._get_counted_here
+            wait_ms, value = get_counted(kind=kind, key=key, admission=admit)
         except Exception as exc:
             self._fault(exc)
             if admit is not None:
                 admit.taken_with(None)
             return None
         cache_breaker.record_success()
-        if self.shared and admit is not None and (wait := admit.taken_with(wait_ms)):
+        if admit is not None and (wait := admit.taken_with(wait_ms)):
             raise Throttled(wait)
         metrics.CACHE_LOOKUPS.labels(kind, "hit" if value is not None else "miss").inc()
         return value if isinstance(value, dict) else None
 
+    def _get_counted_here(
+        self, *, kind: str, key: str, admission: Admission | None
+    ) -> tuple[float, Any]:
+        """Local memory: the rate limit (GCRA under a lock), then the lookup and its count."""
+        if admission is not None:
+            assert admission.rate_limit is not None  # not taken yet
+            wait = gcra_acquire(cache=self.cache, rate_limit=admission.rate_limit, now=time.time())
+            if wait:
+                return wait * 1000, None
+        value = self.cache.get(key)
+        self._count(kind, "hits" if value is not None else "misses")
+        return 0.0, value
+
     def _get_counted_in_redis(
         self, *, kind: str, key: str, admission: Admission | None
     ) -> tuple[float, Any]:
-        """(the wait in ms that the rate limit asks for, 0 when allowed; the raw value)."""
+        """(the wait in ms that the rate limit asks for, 0 when allowed; the entry or None)."""
         keys, args = [key, _STATS_KEY], [kind, timezone.now().isoformat()]
         if admission is None:
             raw = redis_script_run(
