@@ -23,6 +23,7 @@ import numpy as np
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
+from classification.registry.conversion import tflite_convert
 from classification.registry.services import (
     PARITY_TOLERANCE,
     model_version_archive,
@@ -112,7 +113,7 @@ def _litert(model: Any) -> bytes:
     import tensorflow as tf
 
     try:
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        return tflite_convert(tf.lite.TFLiteConverter.from_keras_model(model))
     except Exception as exc:
         raise ModelRegistrationError(f"TensorFlow could not convert the encoder: {exc}") from exc
 

@@ -3,6 +3,9 @@
 TensorFlow is imported only inside these functions: serving never loads it.
 """
 
+import contextlib
+import io
+import logging
 import os
 import statistics
 import time
@@ -20,12 +23,25 @@ from classification.serving.engine import LiteRTClassifier, softmax
 
 Reference = Callable[[np.ndarray], np.ndarray]
 
+logger = logging.getLogger(__name__)
+
 
 def _tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     return tf
+
+
+def tflite_convert(converter: Any) -> bytes:
+    """``converter.convert()`` without the SavedModel signature Keras prints (hundreds of lines
+    of TensorSpecs on standard output), which is logged at DEBUG instead."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        content = converter.convert()
+    if printed.getvalue():
+        logger.debug("TensorFlow's conversion said: %s", printed.getvalue())
+    return bytes(content)
 
 
 def artifact_format(path: Path) -> str:
@@ -163,7 +179,7 @@ def model_convert(
             def reference(batch: np.ndarray) -> np.ndarray:
                 return np.asarray(serve(tf.constant(batch)))
 
-        tflite = converter.convert()
+        tflite = tflite_convert(converter)
     except ModelRegistrationError:
         raise
     except Exception as exc:

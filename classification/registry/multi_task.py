@@ -15,7 +15,7 @@ from django.conf import settings
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
-from classification.registry.conversion import _tensorflow, artifact_format
+from classification.registry.conversion import _tensorflow, artifact_format, tflite_convert
 from classification.registry.services import (
     PARITY_TOLERANCE,
     _preprocessing_check,
@@ -39,7 +39,7 @@ def multi_task_convert(*, path: Path) -> tuple[bytes, int, object]:
     tf = _tensorflow()
     try:
         model = tf.keras.models.load_model(str(path), compile=False)
-        tflite = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        tflite = tflite_convert(tf.lite.TFLiteConverter.from_keras_model(model))
     except Exception as exc:
         raise ModelRegistrationError(f"TensorFlow could not load or convert {path}: {exc}") from exc
     if sorted(model.output_names) != sorted(HEADS):
