@@ -28,6 +28,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 COPY manage.py ./
 COPY classifier_site classifier_site
+COPY core core
 COPY classification classification
 COPY reporting reporting
 COPY accounts accounts
@@ -68,6 +69,7 @@ RUN --mount=type=secret,id=pip_ca \
 
 COPY manage.py ./
 COPY classifier_site classifier_site
+COPY core core
 COPY classification classification
 COPY reporting reporting
 COPY accounts accounts

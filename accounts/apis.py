@@ -17,8 +17,8 @@ from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts import selectors
 from accounts.throttling import TokenObtainThrottle
-from classifier_site.negotiation import FixedContentNegotiation
-from classifier_site.openapi import error_response as _error
+from core.negotiation import FixedContentNegotiation
+from core.openapi import error_response as _error
 
 
 class SecretApi(APIView):

@@ -15,7 +15,7 @@ its result-cache lookup (DeferredThrottlingMixin, Admission), so a cache hit is 
 uploads are limited before their body is read, as DRF does.
 
 When the cache cannot be reached the throttles fail open: the request is served unthrottled, and
-the shared cache breaker (classifier_site/cache_breaker.py) skips the cache for a few seconds,
+the shared cache breaker (core/cache_breaker.py) skips the cache for a few seconds,
 logging the fault once per opening. Refusing every request because
 the counter store is down would turn a cache outage into a full outage.
 """
@@ -39,8 +39,8 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
-from classifier_site.cache_breaker import cache_breaker
-from classifier_site.redis_scripts import cache_backend, is_redis, redis_script_run
+from core.cache_breaker import cache_breaker
+from core.redis_scripts import cache_backend, is_redis, redis_script_run
 
 logger = logging.getLogger(__name__)
 

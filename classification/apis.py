@@ -24,8 +24,8 @@ from classification.models import ModelVersion
 from classification.serving import services
 from classification.serving.results import ClassificationResult, ImageSource
 from classification.signals import AnswerSignalMixin
-from classifier_site.middleware import request_elapsed
-from classifier_site.openapi import error_response
+from core.middleware import request_elapsed
+from core.openapi import error_response
 
 # Per-request labels of zero-shot models: bounded so that one request embeds at most this much.
 ZERO_SHOT_MAX_LABELS = 100

@@ -8,10 +8,10 @@ class ClassificationConfig(AppConfig):
     def ready(self) -> None:
         from classification.health import fetch_capacity_check, model_check, redis_check
         from classification.metrics import ProductionModelCollector
-        from classifier_site.health import health_check_register
-        from classifier_site.lifecycle import worker_start_hook_register
-        from classifier_site.metrics import scrape_collector_register
-        from classifier_site.openapi import schema_exactly_one_of_register
+        from core.health import health_check_register
+        from core.lifecycle import worker_start_hook_register
+        from core.metrics import scrape_collector_register
+        from core.openapi import schema_exactly_one_of_register
 
         scrape_collector_register(ProductionModelCollector())
         # The request's image: exactly one of the three (the serializer checks it in code).

@@ -24,9 +24,9 @@ from rest_framework.exceptions import Throttled
 
 from accounts.throttling import GCRA_LUA, Admission, gcra_acquire
 from classification import metrics
-from classifier_site.cache_breaker import cache_breaker
-from classifier_site.redis_scripts import is_redis, redis_script_run
-from classifier_site.singleton import ProcessSingleton
+from core.cache_breaker import cache_breaker
+from core.redis_scripts import is_redis, redis_script_run
+from core.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
 

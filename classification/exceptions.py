@@ -2,7 +2,7 @@
 
 from rest_framework import status
 
-from classifier_site.errors import PayloadTooLarge, ServiceError
+from core.errors import PayloadTooLarge, ServiceError
 
 
 class InvalidClassificationRequest(ServiceError):

@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 
-from classifier_site.errors import ServiceError
-from classifier_site.health import Check
+from core.errors import ServiceError
+from core.health import Check
 
 
 def model_check() -> Check:

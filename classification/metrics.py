@@ -1,6 +1,6 @@
 """Prometheus metrics of classification: stages, cache, models and answers.
 
-Defined on the site's registry (classifier_site.metrics), so both the single-process and the
+Defined on the site's registry (core.metrics), so both the single-process and the
 multiprocess exposition include them.
 """
 
@@ -12,8 +12,8 @@ from prometheus_client.metrics_core import Metric
 
 from classification.models import ModelVersion
 from classification.serving.results import ClassificationResult
-from classifier_site.failures import FailureCounter
-from classifier_site.metrics import REGISTRY
+from core.failures import FailureCounter
+from core.metrics import REGISTRY
 
 _STAGE_BUCKETS = (
     0.0005,

@@ -8,7 +8,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
 from classification import selectors
-from classifier_site.page_headers import page_security_headers
+from core.page_headers import page_security_headers
 
 # How many predictions the page asks for and draws as bars.
 UPLOAD_PAGE_TOP_K = 5

@@ -22,7 +22,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
-# Off by default: the service writes its own access line per request (classifier_site.access),
+# Off by default: the service writes its own access line per request (core.access),
 # with the request id, route, cache kind and model that gunicorn's line cannot know. Set
 # GUNICORN_ACCESS_LOG=- to have gunicorn's as well.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
@@ -94,8 +94,8 @@ def post_worker_init(worker: "Worker") -> None:
     from django.db import connections
     from django.urls import get_resolver
 
-    from classifier_site.errors import ServiceError
-    from classifier_site.lifecycle import worker_start_hooks
+    from core.errors import ServiceError
+    from core.lifecycle import worker_start_hooks
 
     try:
         get_resolver().url_patterns  # noqa: B018 (imports the views now)
@@ -112,7 +112,7 @@ def post_worker_init(worker: "Worker") -> None:
 
 def worker_exit(server: "Arbiter", worker: "Worker") -> None:
     """Run the apps' worker-exit hooks (the request log writes out its queue)."""
-    from classifier_site.lifecycle import worker_exit_hooks
+    from core.lifecycle import worker_exit_hooks
 
     for hook in worker_exit_hooks():
         try:
@@ -127,7 +127,7 @@ if os.environ.get("LOG_FORMAT", "json" if _production else "plain").strip().lowe
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "classifier_site.logs.JsonLineFormatter"}},
+        "formatters": {"json": {"()": "core.logs.JsonLineFormatter"}},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "json"},
             "error_console": {"class": "logging.StreamHandler", "formatter": "json"},

@@ -70,9 +70,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "classifier_site.middleware.RequestTimingMiddleware",
-    "classifier_site.middleware.RequestIdMiddleware",
-    "classifier_site.middleware.AccessLogMiddleware",
+    "core.middleware.RequestTimingMiddleware",
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.AccessLogMiddleware",
     # A POST /classify-image refused before its view (unknown Host) still gets its log row.
     "classification.middleware.ClassifyRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -326,7 +326,7 @@ X_FRAME_OPTIONS = "DENY"
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "classifier_site.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     # JWT first, so a 401 carries its 'WWW-Authenticate: Bearer' challenge; the session (with
     # DRF's CSRF check on unsafe methods) serves staff signed in through the browser.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -361,7 +361,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "classifier_site.openapi.schema_exactly_one_of_hook",
+        "core.openapi.schema_exactly_one_of_hook",
     ],
 }
 
@@ -428,10 +428,10 @@ if LOG_FORMAT not in ("json", "plain"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "classifier_site.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logs.RequestIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s %(message)s"},
-        "json": {"()": "classifier_site.logs.JsonLineFormatter"},
+        "json": {"()": "core.logs.JsonLineFormatter"},
     },
     "handlers": {
         "console": {

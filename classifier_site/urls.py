@@ -2,10 +2,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from classifier_site import apis
+from core import apis
 
 urlpatterns = [
-    # Route names in classifier_site.middleware.UNOBSERVED_ROUTES: not logged, not counted.
+    # Route names in core.middleware.UNOBSERVED_ROUTES: not logged, not counted.
     path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("health/live", apis.HealthLiveApi.as_view(), name="health-live"),
     path("health/ready", apis.HealthReadyApi.as_view(), name="health-ready"),
@@ -18,7 +18,7 @@ urlpatterns = [
 ]
 
 # Django's error answers outside DRF views, in the API's JSON error shape.
-handler400 = "classifier_site.errors.bad_request_view"
-handler403 = "classifier_site.errors.permission_denied_view"
-handler404 = "classifier_site.errors.not_found_view"
-handler500 = "classifier_site.errors.server_error_view"
+handler400 = "core.errors.bad_request_view"
+handler403 = "core.errors.permission_denied_view"
+handler404 = "core.errors.not_found_view"
+handler500 = "core.errors.server_error_view"

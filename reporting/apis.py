@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from classifier_site.openapi import error_response
+from core.openapi import error_response
 from reporting import selectors, services
 
 

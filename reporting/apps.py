@@ -8,12 +8,12 @@ class ReportingConfig(AppConfig):
 
     def ready(self) -> None:
         from classification.signals import classify_request_answered
-        from classifier_site.health import health_check_register
-        from classifier_site.lifecycle import (
+        from core.health import health_check_register
+        from core.lifecycle import (
             worker_exit_hook_register,
             worker_start_hook_register,
         )
-        from classifier_site.metrics import scrape_collector_register
+        from core.metrics import scrape_collector_register
         from reporting.health import elasticsearch_check, request_log_check
         from reporting.log_writer import request_log_writer_start, request_log_writer_stop
         from reporting.metrics import ExportQueueCollector

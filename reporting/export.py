@@ -23,7 +23,7 @@ from django.utils import timezone
 from elasticsearch import Elasticsearch
 from elasticsearch.dsl import Document
 
-from classifier_site.failures import FailureCounter
+from core.failures import FailureCounter
 from reporting import metrics
 from reporting.elastic import (
     ReportDocument,

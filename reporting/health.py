@@ -3,7 +3,7 @@ required)."""
 
 from django.conf import settings
 
-from classifier_site.health import Check
+from core.health import Check
 
 
 def elasticsearch_check() -> Check:

@@ -7,8 +7,8 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from classifier_site.failures import FailureCounter
-from classifier_site.metrics import REGISTRY
+from core.failures import FailureCounter
+from core.metrics import REGISTRY
 
 EXPORT_SENT = Counter(
     "classifier_elasticsearch_documents_sent",

@@ -12,8 +12,8 @@ from typing import Any
 from rest_framework.request import Empty, Request
 
 from classification.metrics import STAGE_SECONDS
-from classifier_site.logs import request_annotate
-from classifier_site.middleware import request_elapsed, request_id
+from core.logs import request_annotate
+from core.middleware import request_elapsed, request_id
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_failures, request_log_record
 

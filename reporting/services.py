@@ -16,7 +16,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils.crypto import salted_hmac
 
-from classifier_site.failures import FailureCounter
+from core.failures import FailureCounter
 from reporting import metrics
 from reporting.models import ReportCall, RequestLog
 

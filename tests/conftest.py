@@ -13,6 +13,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
+from bench.loopback import database_url, free_port
 from classification.caching import reset_result_cache
 from classification.models import ModelVersion
 from classification.registry.services import (
@@ -22,8 +23,7 @@ from classification.registry.services import (
 )
 from classification.registry.sources import ModelSource, dog_breeds
 from classification.serving.engine import reset_runtime
-from classifier_site.cache_breaker import cache_breaker
-from classifier_site.loopback import database_url, free_port
+from core.cache_breaker import cache_breaker
 from tests.models import (
     TINY_LABELS,
     TINY_TAG_LABELS,

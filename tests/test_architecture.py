@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["classifier_site", "classification", "reporting", "accounts", "training"]
+PACKAGES = ["classifier_site", "core", "classification", "reporting", "accounts", "training"]
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
 
@@ -44,14 +44,22 @@ def test_classification_importing_reporting_breaks_a_contract(tmp_path):
     assert "reporting may use classification, never the reverse BROKEN" in result.stdout
 
 
-def test_the_site_importing_an_app_inside_a_function_breaks_a_contract(tmp_path):
+def test_core_importing_an_app_inside_a_function_breaks_a_contract(tmp_path):
     root = copy_of_the_code(tmp_path)
-    (root / "classifier_site" / "glue.py").write_text(
+    (root / "core" / "glue.py").write_text(
         "def late():\n    from classification import selectors  # noqa\n"
     )
     result = lint_imports(root)
     assert result.returncode != 0
-    assert "classifier_site is settings and glue: it imports no app BROKEN" in result.stdout
+    assert "core is shared by every app and imports none BROKEN" in result.stdout
+
+
+def test_an_app_importing_the_site_configuration_breaks_a_contract(tmp_path):
+    root = copy_of_the_code(tmp_path)
+    (root / "reporting" / "reach.py").write_text("import classifier_site.urls  # noqa\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "no app imports classifier_site BROKEN" in result.stdout
 
 
 def test_accounts_importing_classification_breaks_a_contract(tmp_path):

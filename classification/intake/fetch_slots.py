@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
-from classifier_site.errors import ServiceBusy
+from core.errors import ServiceBusy
 
 
 class FetchSlots:

@@ -13,7 +13,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import DataAndFiles, JSONParser, MultiPartParser
 
 from classification.exceptions import InvalidClassificationRequest
-from classifier_site.errors import PayloadTooLarge
+from core.errors import PayloadTooLarge
 
 if TYPE_CHECKING:
     from django.http.request import _ImmutableQueryDict  # a name of django-stubs only

@@ -27,7 +27,7 @@ from classification.exceptions import (
 from classification.models import ModelVersion
 from classification.registry.store import artifact_read_verified
 from classification.serving.multi_task import MultiTaskServable
-from classifier_site.singleton import ProcessSingleton
+from core.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The figures come from the database (the request log and the registry), so every worker would
 report the same numbers: they are computed when the registry is scraped, by whichever process
 answers, and need no multiprocess files. ReportingConfig.ready() registers the process-wide
-``monitoring_collector`` with classifier_site.metrics.scrape_collector_register, so /metrics
+``monitoring_collector`` with core.metrics.scrape_collector_register, so /metrics
 serves it in both single-process and multiprocess mode.
 
 A worker reuses its last comparison for MONITORING_METRICS_SECONDS, so frequent scrapes cost
@@ -19,7 +19,7 @@ from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from classifier_site.failures import FailureCounter
+from core.failures import FailureCounter
 from reporting.monitoring.selectors import DISTRIBUTIONS, ModelDrift
 from reporting.monitoring.services import model_monitoring_refresh
 

@@ -7,7 +7,7 @@ import pytest
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
-from classifier_site.loopback import free_port
+from bench.loopback import free_port
 from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
 from tests.images import encode, image_bytes, noise_image
 
@@ -202,11 +202,11 @@ def test_with_redis_down_requests_are_served_unthrottled_and_it_is_logged_once(
     }
     throttle_rates(classify_anon="1/minute")
 
-    with caplog.at_level(logging.WARNING, logger="classifier_site.cache_breaker"):
+    with caplog.at_level(logging.WARNING, logger="core.cache_breaker"):
         statuses = [classify(APIClient()).status_code for _ in range(3)]
 
     assert statuses == [200, 200, 200]
-    warnings = [r for r in caplog.records if r.name == "classifier_site.cache_breaker"]
+    warnings = [r for r in caplog.records if r.name == "core.cache_breaker"]
     assert len(warnings) == 1
     assert "Cache unreachable" in warnings[0].getMessage()
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
+from bench.loopback import serve_files
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.sources import birds
-from classifier_site.loopback import serve_files
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -218,7 +218,7 @@ def test_without_checksums_it_refuses_unless_told_to_record_them(tf2_files, sett
 
 
 def test_offline_it_fails_at_once_with_advice(settings, tmp_path):
-    from classifier_site.loopback import free_port
+    from bench.loopback import free_port
 
     settings.MODEL_DOWNLOAD_CACHE = tmp_path
     settings.BIRDS_MODEL_URL = f"http://127.0.0.1:{free_port()}/birds.tar.gz"  # nothing listens

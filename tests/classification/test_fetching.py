@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
+from bench.loopback import free_port
 from classification.serving.services import ImageSource, image_source_classify
-from classifier_site.loopback import free_port
 from tests.fetch_support import gzip_bomb
 from tests.images import image_bytes
 

@@ -9,8 +9,8 @@ import h5py
 import pytest
 from django.core.management import CommandError, call_command
 
+from bench.loopback import serve_files
 from classification.models import ModelVersion
-from classifier_site.loopback import serve_files
 
 pytestmark = pytest.mark.django_db
 
@@ -91,7 +91,7 @@ def test_mobilenet_without_a_configured_checksum_is_refused(settings, tmp_path):
 
 
 def test_mobilenet_offline_fails_fast_with_advice(settings, tmp_path):
-    from classifier_site.loopback import free_port
+    from bench.loopback import free_port
 
     settings.MODEL_DOWNLOAD_CACHE = tmp_path
     settings.MOBILENET_WEIGHTS_URL = f"http://127.0.0.1:{free_port()}/w.h5"  # nothing listens

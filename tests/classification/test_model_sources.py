@@ -9,10 +9,10 @@ import h5py
 import pytest
 from django.core.management import CommandError, call_command
 
+from bench.loopback import serve_files
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.sources import dog_breeds, keras_imagenet
-from classifier_site.loopback import serve_files
 
 pytestmark = pytest.mark.django_db
 
@@ -119,7 +119,7 @@ def test_imagenet_without_a_configured_checksum_is_refused(settings, tmp_path):
 
 
 def test_imagenet_offline_fails_fast_with_advice(settings, tmp_path):
-    from classifier_site.loopback import free_port
+    from bench.loopback import free_port
 
     settings.MODEL_DOWNLOAD_CACHE = tmp_path
     settings.IMAGENET_WEIGHTS_URL = f"http://127.0.0.1:{free_port()}/weights.h5"  # nothing listens

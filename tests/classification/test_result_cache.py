@@ -11,10 +11,10 @@ import pytest
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
+from bench.loopback import serve_files
 from classification.caching import ResultCache, get_result_cache
 from classification.registry.services import model_version_promote
 from classification.serving import engine
-from classifier_site.loopback import serve_files
 from tests.images import encode, noise_image
 from tests.models import TINY_LABELS
 from tests.redis_support import local_cache_settings, redis_cache_settings, shared_redis_url

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from classifier_site.loopback import free_port
+from bench.loopback import free_port
 from tests.conftest import ROOT
 from tests.images import encode, noise_image
 from tests.models import TINY_LABELS

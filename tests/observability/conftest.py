@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from rest_framework.test import APIClient
 
-from classifier_site.logs import JsonLineFormatter, RequestIdFilter
+from core.logs import JsonLineFormatter, RequestIdFilter
 from tests.images import encode, noise_image
 from tests.metrics_support import samples_sum
 
@@ -46,7 +46,7 @@ class JsonLines(logging.Handler):
         return [json.loads(line) for line in self.lines]
 
     def access(self) -> list[dict]:
-        return [r for r in self.records() if r["logger"] == "classifier_site.access"]
+        return [r for r in self.records() if r["logger"] == "core.access"]
 
 
 @pytest.fixture

@@ -76,6 +76,6 @@ def test_a_bad_token_does_not_matter_to_health(tiny_model):
 
 
 def _closed_port() -> int:
-    from classifier_site.loopback import free_port
+    from bench.loopback import free_port
 
     return free_port()

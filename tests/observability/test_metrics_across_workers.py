@@ -42,7 +42,7 @@ def json_lines(server) -> list[dict]:
 
 
 def access_lines(server) -> list[dict]:
-    return [r for r in json_lines(server) if r["logger"] == "classifier_site.access"]
+    return [r for r in json_lines(server) if r["logger"] == "core.access"]
 
 
 def test_requests_served_by_both_workers_add_up_in_one_scrape(

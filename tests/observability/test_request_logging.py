@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from classifier_site.logs import request_annotate
+from core.logs import request_annotate
 from tests.observability.conftest import CLASSIFY, upload
 
 pytestmark = pytest.mark.django_db

@@ -34,7 +34,7 @@ def row(index: int, **fields) -> RequestLog:
 
 
 def metric(name: str, **labels) -> float:
-    from classifier_site.metrics import exposition
+    from core.metrics import exposition
 
     return samples_sum(exposition().decode(), name, labels)
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from classifier_site.loopback import serve_files
+from bench.loopback import serve_files
 from reporting.models import RequestLog
 from tests.db_support import request_log_locked
 from tests.images import encode, noise_image

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
-from classifier_site.loopback import free_port
+from bench.loopback import free_port
 from reporting.export import sender
 from reporting.models import ReportCall, RequestLog
 from tests.images import image_bytes

@@ -26,7 +26,7 @@ def test_queue_length_sent_and_dropped_documents(es_export, caplog):
     before = scrape()
     assert value(before, "classifier_elasticsearch_queue_length", index=EVENTS) == 4
 
-    with caplog.at_level(logging.ERROR, logger="classifier_site.failures"):
+    with caplog.at_level(logging.ERROR, logger="core.failures"):
         assert outbox_drain(client=elasticsearch_client()) == 3
         log_row(url="http://example.test/again.jpg")
         outbox_drain(client=elasticsearch_client())
@@ -43,7 +43,7 @@ def test_queue_length_sent_and_dropped_documents(es_export, caplog):
 
 
 def test_refusals_are_logged_once_while_they_last(es_export, caplog):
-    with caplog.at_level(logging.ERROR, logger="classifier_site.failures"):
+    with caplog.at_level(logging.ERROR, logger="core.failures"):
         for round_ in range(3):
             row = log_row(url=f"http://example.test/refused-{round_}.jpg")
             es_export.refuse_ids.add(row.request_id)

@@ -23,13 +23,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test import override_settings
 from PIL import Image
 
+from bench.loopback import serve_files
 from classification import selectors
 from classification.caching import ResultCache
 from classification.models import ModelVersion
 from classification.registry.store import artifact_path
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
-from classifier_site.loopback import serve_files
 
 
 def _percentile(values: list[float], q: float) -> float:

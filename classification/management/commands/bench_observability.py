@@ -22,8 +22,8 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from classification import metrics as classification_metrics
 from classification.serving.results import ClassificationResult, Prediction
-from classifier_site import metrics
-from classifier_site.logs import JsonLineFormatter, RequestIdFilter
+from core import metrics
+from core.logs import JsonLineFormatter, RequestIdFilter
 
 
 def _one_request(logger: logging.Logger, result: ClassificationResult, index: int) -> None:

@@ -26,8 +26,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bench.loopback import free_port, serve_files
 from classification.management.commands.bench import bench_jpeg
-from classifier_site.loopback import free_port, serve_files
 
 BENCHMARKS = Path(__file__).resolve().parent.parent.parent / "benchmarks"
 SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]

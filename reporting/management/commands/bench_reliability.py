@@ -49,7 +49,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from PIL import Image
 
-from classifier_site.loopback import database_url, free_port
+from bench.loopback import database_url, free_port
 from reporting.log_writer import RequestLogWriter
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_build, request_log_insert_now

@@ -1,6 +1,6 @@
 """A real HTTP server on loopback that serves fixed files, counting the requests it gets.
 
-Product code on purpose: ``make bench`` serves its image URLs with it, and the tests their
+``make bench`` serves its image URLs with it, and the tests their
 model downloads and images, so both exercise the same server.
 """
 

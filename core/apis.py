@@ -20,8 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from classifier_site import health, metrics
-from classifier_site.negotiation import FixedContentNegotiation
+from core import health, metrics
+from core.negotiation import FixedContentNegotiation
 
 
 class MetricsTokenAuthentication(BaseAuthentication):

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from classifier_site import metrics
-from classifier_site.logs import request_id_bind, request_id_unbind
+from core import metrics
+from core.logs import request_id_bind, request_id_unbind
 
-access_logger = logging.getLogger("classifier_site.access")
+access_logger = logging.getLogger("core.access")
 
 
 class RequestTimingMiddleware:

@@ -12,7 +12,7 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="Error")
 class ErrorSerializer(serializers.Serializer):
-    """The one error shape of the API (classifier_site/errors.py renders it)."""
+    """The one error shape of the API (core/errors.py renders it)."""
 
     error = ErrorDetailSerializer()
 
