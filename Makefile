@@ -50,18 +50,19 @@ chromium:
 	       "'apt-get install -y chromium', or set CHROMIUM_PATH to another Chromium."; \
 	fi
 
+# The benchmarks of bench/ ('python -m bench --help' lists them); their figures go to var/bench/.
 bench: $(VENV)/.requirements-test
 	$(PY) manage.py migrate --noinput -v0
 	$(OFFLINE_MODELS)
-	$(PY) manage.py bench
-	$(PY) manage.py bench_observability
-	$(PY) manage.py bench_garment
-	$(PY) manage.py bench_zero_shot
-	$(PY) manage.py bench_jpeg_draft
+	$(PY) -m bench classification
+	$(PY) -m bench observability
+	$(PY) -m bench garment
+	$(PY) -m bench zero_shot
+	$(PY) -m bench jpeg_draft
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
-		$(PY) manage.py bench_reporting
+		$(PY) -m bench reporting
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
-		$(PY) manage.py bench_reliability
+		$(PY) -m bench reliability
 
 # The service under wrk beside a naive Flask + Keras peer (LOADTEST_SECONDS per run; the
 # figures of docs/performance.md came from LOADTEST_SECONDS=15 LOADTEST_SOAK=600).
@@ -72,7 +73,7 @@ loadtest: $(VENV)/.requirements-test
 	  { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
 	$(PY) manage.py migrate --noinput -v0
 	$(OFFLINE_MODELS)
-	$(PY) manage.py loadtest --seconds $(LOADTEST_SECONDS) --soak-seconds $(LOADTEST_SOAK)
+	$(PY) -m bench loadtest --seconds $(LOADTEST_SECONDS) --soak-seconds $(LOADTEST_SOAK)
 
 lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff check .

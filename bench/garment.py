@@ -1,3 +1,8 @@
+"""python -m bench garment: the garment model at full size (in make bench), not a test.
+
+Writes var/bench/garment.json unless --output says where.
+"""
+
 import json
 import tempfile
 from pathlib import Path

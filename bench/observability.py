@@ -1,4 +1,4 @@
-"""What the logs and metrics cost each request: a short loop, figures printed (not a test).
+"""python -m bench observability: what the logs and metrics cost each request (not a test).
 
 Times, per request, what AccessLogMiddleware and the classification path add: the request
 counter and histogram, the stage histograms, a cache counter, the prediction counter and
@@ -103,8 +103,8 @@ class Command(BaseCommand):
         results = {mode: figures}
         if not metrics.multiprocess_dir():
             with tempfile.TemporaryDirectory(prefix="bench-metrics-") as directory:
-                command = ["manage.py", "bench_observability", "--json", f"-n={iterations}"]
-                child = subprocess.run(  # noqa: S603 (this command again, fixed arguments)
+                command = ["-m", "bench", "observability", "--json", f"-n={iterations}"]
+                child = subprocess.run(  # noqa: S603 (this benchmark again, fixed arguments)
                     [sys.executable, *command],
                     cwd=settings.BASE_DIR,
                     env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory},

@@ -1,8 +1,8 @@
-"""make bench: JPEG draft decoding (IMAGE_JPEG_DRAFT) against a full decode, on real photos.
+"""python -m bench jpeg_draft: JPEG draft decoding (IMAGE_JPEG_DRAFT) against a full decode.
 
-A benchmark, not a test: for every photo and model it compares the answers and the model input
-of a draft decode with those of a full decode, and the CPU time of decode + preprocess, then
-prints a table and writes var/bench/jpeg_draft.json.
+A benchmark, not a test (in make bench): on real photos, for every photo and model it compares
+the answers and the model input of a draft decode with those of a full decode, and the CPU time
+of decode + preprocess, then prints a table and writes var/bench/jpeg_draft.json.
 
 The photos are the real ones shipped inside installed wheels (scikit-image, matplotlib and,
 when installed, scikit-learn); nothing is downloaded. They are small (at most 1411 pixels a

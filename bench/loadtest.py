@@ -1,12 +1,14 @@
-"""make loadtest: the service under load from a real load tool, beside a naive peer.
+"""python -m bench loadtest: the service under load from a real load tool, beside a naive peer.
 
-A benchmark, not a test. It starts the service as 'make run' does (gunicorn, its workers and
-threads), once with local memory and SQLite and once with Redis and PostgreSQL, drives it with
-wrk (Debian's package) at several concurrencies for a fixed time per run, and records for each
-scenario requests/s, p50/p95/p99 latency, errors, the server's CPU milliseconds per request
-(its processes' user + system time over the run, from /proc) and each worker's RSS. The same
-uncached uploads go to a naive peer (Flask and Keras model.predict, as tutorials serve it) so
-every figure is also a ratio. Figures go to var/bench/load.json and plots to docs/performance/.
+A benchmark, not a test ('make loadtest' runs it). It starts the service as 'make run' does
+(gunicorn, its workers and threads), once with local memory and SQLite and once with Redis and
+PostgreSQL, drives it with wrk (Debian's package; the scenarios are load.lua's) at several
+concurrencies for a fixed time per run, and records for each scenario requests/s, p50/p95/p99
+latency, errors, the server's CPU milliseconds per request (its processes' user + system time
+over the run, from /proc) and each worker's RSS. The same uncached uploads go to a naive peer
+(naive_peer.py: Flask and Keras model.predict, as tutorials serve it) so every figure is also a
+ratio. Figures go to var/bench/load.json, their tables to var/bench/load.md and plots to
+docs/performance/.
 """
 
 import contextlib
@@ -26,10 +28,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bench.classification import bench_jpeg
 from bench.loopback import free_port, serve_files
-from classification.management.commands.bench import bench_jpeg
 
-BENCHMARKS = Path(__file__).resolve().parent.parent.parent / "benchmarks"
+BENCH = Path(__file__).resolve().parent  # load.lua beside this file
 SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 UNTHROTTLED = "100000000/minute"
@@ -294,7 +296,7 @@ class Command(BaseCommand):
             "--timeout",
             "10s",
             "-s",
-            str(BENCHMARKS / "load.lua"),
+            str(BENCH / "load.lua"),
             server.url + path,
         ]
         env = {
@@ -356,7 +358,8 @@ class Command(BaseCommand):
         process = subprocess.Popen(  # noqa: S603 - our own peer script, fixed arguments
             [
                 sys.executable,
-                str(BENCHMARKS / "naive_peer.py"),
+                "-m",
+                "bench.naive_peer",
                 str(keras_file),
                 str(labels),
                 str(port),
@@ -364,6 +367,7 @@ class Command(BaseCommand):
                 str(low),
                 str(high),
             ],
+            cwd=settings.BASE_DIR,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

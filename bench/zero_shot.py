@@ -1,8 +1,9 @@
-"""A benchmark, not a test: zero-shot (CLIP) serving costs, written to var/bench/zero_shot.json.
+"""python -m bench zero_shot: zero-shot (CLIP) serving costs, written to var/bench/zero_shot.json.
 
-It measures a registered zero-shot version (``--model NAME``, its production version), or else
-the tiny CLIP the tests build (trained for a few seconds, registered as a staging version of
-``bench-tiny-clip``): no download either way. Figures are medians in milliseconds.
+A benchmark, not a test (in make bench). It measures a registered zero-shot version
+(``--model NAME``, its production version), or else the tiny CLIP the tests build (trained for
+a few seconds, registered as a staging version of ``bench-tiny-clip``): no download either way.
+Figures are medians in milliseconds.
 """
 
 import io
@@ -40,7 +41,7 @@ def _tiny_clip_version() -> ModelVersion:
             name="bench-tiny-clip",
             labels=TINY_CLIP_LABELS,
             template=TINY_CLIP_TEMPLATE,
-            source="the tests' tiny CLIP (bench_zero_shot)",
+            source="the tests' tiny CLIP (python -m bench zero_shot)",
         )
 
 

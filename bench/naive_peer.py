@@ -1,9 +1,9 @@
-"""The naive peer of ``make loadtest``: Flask and Keras ``model.predict``, as tutorials serve it.
+"""The load test's naive peer: Flask and Keras ``model.predict``, as tutorials serve it.
 
 It loads the same Keras file our registry converted for LiteRT, decodes and resizes with
 Pillow, and answers the top 3 labels. One process, Flask's threaded development server, no
 cache: the deployment a tutorial ends with, measured beside ours under the same load.
-Run: python naive_peer.py MODEL.keras LABELS.json PORT INPUT_SIZE LOW HIGH
+Run: python -m bench.naive_peer MODEL.keras LABELS.json PORT INPUT_SIZE LOW HIGH
 """
 
 import io

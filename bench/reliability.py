@@ -1,6 +1,6 @@
 """Benchmark of the service under the faults of hostile load (a measurement, not a test).
 
-    [DATABASE_URL=postgres://...] python manage.py bench_reliability
+    [DATABASE_URL=postgres://...] python -m bench reliability
 
 Prints and writes to var/bench/reliability.json:
 - the request-path cost of logging a request: the queued row (what a request pays with the

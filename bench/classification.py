@@ -1,6 +1,9 @@
-"""make bench: how fast classification is on this machine, printed and written to a report.
+"""python -m bench classification: how fast classification is on this machine (in make bench).
 
-A benchmark, not a test: it prints figures and writes them to var/bench/classification.json.
+A benchmark, not a test: for every production model, the bare LiteRT invoke, the in-process
+pipeline stage by stage and the HTTP processing_time through gunicorn; the default model's
+source artifact in TensorFlow beside it; the result cache's misses and hits over HTTP. It prints
+the figures and writes them to var/bench/classification.json.
 """
 
 import contextlib

@@ -1,4 +1,5 @@
--- wrk script for make loadtest: one scenario per run, chosen with the SCENARIO variable.
+-- wrk script of 'python -m bench loadtest' (make loadtest): one scenario per run, chosen with
+-- the SCENARIO variable.
 --   upload        multipart uploads of a JPEG made unique per request (bytes after its end)
 --   content_hit   the same upload every time
 --   url_miss      image_url of the loopback image server, a new URL (and new bytes) each time

@@ -1,6 +1,6 @@
 """Benchmark of the request log and /report (a measurement, not a test).
 
-    DATABASE_URL=postgres://... python manage.py bench_reporting [--rows 1000000]
+    DATABASE_URL=postgres://... python -m bench reporting [--rows 1000000]
 
 Prints and writes to var/bench/reporting.json:
 - the cost of writing one request log row (what POST /classify-image pays for logging),
@@ -8,7 +8,7 @@ Prints and writes to var/bench/reporting.json:
   log rows in PostgreSQL (the goal is a median under 200 ms with 1,000,000 rows).
 
 The rows go to a separate database (bench_<DATABASE_URL's database>, kept between runs),
-never to the service's own data. ``run()`` is what ``make bench`` calls.
+never to the service's own data. ``run()`` is the measurement; the command runs it.
 """
 
 import json
