@@ -5,8 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["classifier_site", "core", "classification", "reporting", "accounts", "training"]
+PACKAGES = [
+    "classifier_site",
+    "core",
+    "classification",
+    "reporting",
+    "accounts",
+    "training",
+    "bench",
+]
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
 
@@ -68,3 +78,12 @@ def test_accounts_importing_classification_breaks_a_contract(tmp_path):
     result = lint_imports(root)
     assert result.returncode != 0
     assert "accounts imports neither classification nor reporting BROKEN" in result.stdout
+
+
+@pytest.mark.parametrize("package", [package for package in PACKAGES if package != "bench"])
+def test_the_product_importing_bench_breaks_a_contract(tmp_path, package):
+    root = copy_of_the_code(tmp_path)
+    (root / package / "measure.py").write_text("from bench.loopback import free_port  # noqa\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "no app, core or classifier_site imports it BROKEN" in result.stdout

@@ -2,6 +2,7 @@
 kustomizations (rendered by kubectl kustomize, checked by kubernetes-validate against the
 Kubernetes versions we support), and requirements-serve.txt is current."""
 
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -103,13 +104,34 @@ def test_the_image_copies_every_package_of_the_project():
     packages = {
         path.parent.name
         for path in ROOT.glob("*/__init__.py")
-        if path.parent.name not in {"tests", "docs", "deploy"}
+        if path.parent.name not in {"tests", "docs", "deploy", "bench"}
     }
     dockerfile = (ROOT / "Dockerfile").read_text()
     allowed = (ROOT / ".dockerignore").read_text().splitlines()
     for package in sorted(packages):
         assert dockerfile.count(f"COPY {package} {package}\n") == 2, package  # both stages
         assert f"!{package}/" in allowed, package
+
+
+def test_the_image_holds_no_benchmark():
+    """bench/ measures the service and is no part of it: neither copied nor in the context."""
+    assert (ROOT / "bench" / "__main__.py").is_file()
+    rules = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert rules[0] == "*"  # the build context holds only what a later rule lets back in
+    let_in = [rule[1:] for rule in rules if rule.startswith("!")]
+    for path in ("bench/", "bench/__main__.py", "bench/loadtest.py", "bench/load.lua"):
+        assert not [rule for rule in let_in if fnmatch.fnmatch(path, rule)], path
+    copies = [
+        line.split()[1:-1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+    ]
+    sources = [source for sources in copies for source in sources]
+    assert sources and not [s for s in sources if s in {".", "./", "*"} or s.startswith("bench")]
 
 
 @pytest.mark.parametrize(("kustomization", "shards"), [("batch", 4), ("batch/assemble", 1)])
