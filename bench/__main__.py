@@ -44,7 +44,7 @@ def _django_setup(argv: list[str]) -> None:
 
 
 def _module(name: str) -> ModuleType:
-    return importlib.import_module(f"{__package__ or 'bench'}.{name}")
+    return importlib.import_module(f"bench.{name}")
 
 
 def _help() -> str:

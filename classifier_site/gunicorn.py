@@ -62,8 +62,8 @@ def post_fork(server: "Arbiter", worker: "Worker") -> None:
     from the heap and be reused: at 1 MiB each one was mapped anew and faulted in page by
     page. Fixing it also fixes glibc's trim threshold at 128 kB, so that every request gave the
     top of its heap back and faulted it in again; MALLOC_TRIM_THRESHOLD (4 MiB) lets an arena
-    keep that much free at its top. Measured on 640 x 480 uploads: 800-900 minor faults and
-    1-2 ms more CPU per upload before, under 10 faults after.
+    keep that much free at its top. What that saves an upload, in page faults and CPU, is in
+    docs/performance.md.
     """
     threshold = int(os.environ.get("MALLOC_MMAP_THRESHOLD", str(4 * 1024 * 1024)))
     if threshold <= 0:

@@ -200,8 +200,8 @@ DEFAULT_MODEL = env_str("DEFAULT_MODEL", "imagenet-lite0")
 MODEL_REFRESH_SECONDS = env_float("MODEL_REFRESH_SECONDS", 2.0)
 # Threads one LiteRT interpreter uses for one inference: the CPUs per gunicorn worker. More
 # oversubscribes the cores under load (each worker's requests already keep a CPU busy) and
-# costs a fifth more CPU per image spinning; fewer leaves single requests slower than they
-# need to be on an idle machine.
+# costs CPU per image spinning (docs/performance.md); fewer leaves single requests slower than
+# they need to be on an idle machine.
 LITERT_NUM_THREADS = env_int(
     "LITERT_NUM_THREADS",
     max(1, len(os.sched_getaffinity(0)) // max(1, env_int("WEB_CONCURRENCY", 2))),

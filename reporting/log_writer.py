@@ -300,9 +300,9 @@ def _rows_insert(rows: list[RequestLog]) -> None:
     """Insert ``rows`` with one prepared INSERT run for each (``executemany``).
 
     Why not ``bulk_create``: it prepares every value through its field and compiles the SQL
-    per row: about twice the CPU (measured: 55-90 us a row against 30 us here, on SQLite and
-    PostgreSQL alike), and that is the writer holding the GIL that the worker's request
-    threads wait for. The rows' primary keys stay unset.
+    per row, which costs more CPU on SQLite and PostgreSQL alike (docs/performance.md), and
+    that is the writer holding the GIL that the worker's request threads wait for. The rows'
+    primary keys stay unset.
     """
     fields = [field for field in RequestLog._meta.concrete_fields if not field.primary_key]
     prepared = [field.get_internal_type() not in _PLAIN_TYPES for field in fields]

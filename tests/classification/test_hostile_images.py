@@ -135,7 +135,7 @@ def test_a_later_frame_that_enlarges_the_canvas_is_never_read(gif_frames_sought)
 
 
 def test_a_10000_frame_gif_decodes_to_its_first_frames_pixels():
-    # How long that takes against a one-frame GIF is measured by 'make bench', not here.
+    # The frames after the first are never decoded, however many there are.
     decoded = image_decode(data=gif_with_frames(10_000), max_pixels=10**6)
     assert decoded.image.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
 

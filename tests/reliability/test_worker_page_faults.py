@@ -12,8 +12,9 @@ from tests.reliability.http_support import upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-# Measured with the 640 x 480 photos below: about 5 minor faults per upload with the trim
-# threshold, 800-900 without it (glibc's 128 kB once the mmap threshold is fixed).
+# Far above what an upload of the 640 x 480 photos below takes with the trim threshold, far
+# below what it takes without it (glibc's 128 kB once the mmap threshold is fixed); both
+# figures are in docs/performance.md.
 MAX_FAULTS_PER_UPLOAD = 100
 
 

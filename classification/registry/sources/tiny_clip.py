@@ -1,7 +1,8 @@
 """A tiny real CLIP built and trained here (KerasHub, no downloads), for tests and benchmarks.
 
 Product code on purpose: no real CLIP weights can be had offline, so the tests and
-``make bench`` (bench_zero_shot) both register this one to exercise the real zero-shot path.
+``make bench`` (``python -m bench zero_shot``) both register this one to exercise the real
+zero-shot path.
 
 Patch 16 over 32 x 32 images, 64 dimensions, 2 layers per tower (~0.24 M parameters), and a
 byte-level BPE vocabulary of its own: the 512 byte symbols CLIP's vocabulary starts with, the
