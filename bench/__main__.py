@@ -56,8 +56,8 @@ def _help() -> str:
         )
     lines += [
         "",
-        "'make bench' runs all but loadtest; 'make loadtest' runs loadtest. Figures and what they",
-        "mean: docs/performance.md.",
+        "'make bench' runs all but loadtest; 'make loadtest' runs loadtest. Their figures go to",
+        "var/bench/; README.md and docs/performance.md say what they mean.",
     ]
     return "\n".join(lines)
 
