@@ -155,15 +155,21 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
 class Admission:
     """A request's rate limit, taken exactly once.
 
-    ``take`` takes it on its own; the result cache takes it within its first lookup instead
-    (``taken_with``), so that a cache hit costs one Redis round trip, not two. Either way it
-    fails open while the cache is unavailable, and a refusal is logged.
+    ``take`` takes it on its own; a script that also does other work (the result cache's
+    lookup) takes ``pending`` with ``GCRA_LUA`` and reports with ``taken_with``, so that a cache
+    hit costs one Redis round trip, not two. Either way it fails open while the cache is
+    unavailable, and a refusal is logged.
     """
 
     def __init__(self, *, request: Request, rate_limit: RateLimit | None) -> None:
         self.request = request
         self.rate_limit = rate_limit
         self.taken = rate_limit is None
+
+    @property
+    def pending(self) -> RateLimit | None:
+        """The limit while it is still to be taken, else None."""
+        return None if self.taken else self.rate_limit
 
     def take(self) -> float:
         """Take the limit now if not taken yet: 0.0 when allowed, else the seconds to wait."""
@@ -207,8 +213,8 @@ class DeferredThrottlingMixin:
 
     A request whose body is at most DEFERRED_THROTTLING_MAX_BODY bytes (a URL request, the
     cache hits that matter) has the limit taken in the same Redis call as the lookup: the view
-    passes ``self.admission`` down to the result cache, which raises Throttled when the limit
-    is exceeded. An answer given before any lookup (a bad request, an unknown model) takes the
+    passes ``self.admission`` down to the lookup, which raises Throttled when the limit is
+    exceeded. An answer given before any lookup (a bad request, an unknown model) takes the
     limit on its own first, so a throttled caller gets 429 whatever it sent, as with
     throttling before the handler; so does a handler that answered without a lookup. A larger
     body (an upload), one of unknown length, and throttles other than these GCRA ones are

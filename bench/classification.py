@@ -28,7 +28,7 @@ from PIL import Image
 
 from bench.loopback import serve_files
 from classification import selectors
-from classification.caching import ResultCache
+from classification.cache_statistics import CacheStatistics
 from classification.models import ModelVersion
 from classification.registry.store import artifact_path
 from classification.serving.engine import get_runtime
@@ -262,13 +262,13 @@ class Command(BaseCommand):
                 else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
             }
             with override_settings(CACHES=caches_setting):
-                result_cache = ResultCache()
+                counters = CacheStatistics()
                 samples = []
                 for _ in range(500):
                     started = time.perf_counter()
-                    result_cache._count("image", "misses")
+                    counters.count(kind="image", hit=False)
                     samples.append(time.perf_counter() - started)
-                result_cache.reset_counters()
+                counters.reset()
             costs[backend] = round(statistics.median(samples) * 1e6, 1)
         return costs
 

@@ -18,7 +18,6 @@ from rest_framework.views import APIView
 
 from accounts.throttling import CLASSIFY_THROTTLES, DeferredThrottlingMixin
 from classification import selectors
-from classification.caching import get_result_cache
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
 from classification.serving import services
@@ -351,5 +350,5 @@ class CacheStatsApi(APIView):
 
     @extend_schema(operation_id="cache_stats", responses={200: OutputSerializer})
     def get(self, request: Request) -> Response:
-        stats = get_result_cache().stats()
+        stats = selectors.result_cache_stats()
         return Response(self.OutputSerializer(stats).data)

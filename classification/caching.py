@@ -1,5 +1,9 @@
 """The result cache: answers keyed by model version and by image URL or image content.
 
+It stores entries and runs single flight (identical concurrent misses compute once, across
+workers too). Counting lookups is ``cache_statistics``'s; a request's lookup, which takes its
+rate limit and is counted in the same Redis round trip, is ``cache_lookup.admit_and_read``.
+
 Values are JSON (django-redis' JSON serializer, or plain dicts in local memory), never pickle.
 Keys carry the model name and version, so a promotion never serves an old answer. A Redis that
 is down, failing or hung costs at most one short socket timeout: a breaker then skips the
@@ -7,57 +11,25 @@ cache for CACHE_BREAKER_SECONDS, and the outage is logged when it starts and end
 """
 
 import hashlib
-import logging
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.utils import timezone
-from rest_framework.exceptions import Throttled
 
-from accounts.throttling import GCRA_LUA, Admission, gcra_acquire
-from classification import metrics
 from core.cache_breaker import cache_breaker
 from core.redis_scripts import is_redis, redis_script_run
 from core.singleton import ProcessSingleton
 
-logger = logging.getLogger(__name__)
-
 KINDS = ("url", "image")
-_STATS_KEY = "result-cache:stats"
 _COUNT_LIMIT = 100_000  # entries counted at most by /cache-stats (a SCAN, never KEYS)
-# GET an entry and count the lookup as a hit or a miss of its kind, in one Redis call.
-_GET_COUNTED_LUA = """
-local function get_counted(key, stats, kind, now)
-  local value = redis.call('GET', key)
-  redis.call('HINCRBY', stats, kind .. (value and ':hits' or ':misses'), 1)
-  redis.call('HSETNX', stats, 'started_at', now)
-  return value
-end
-"""
-_GET_COUNTED_SCRIPT = _GET_COUNTED_LUA + "return get_counted(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
-# The same after taking the caller's rate limit: {wait_ms} when refused (nothing looked up or
-# counted), else {0, value}. A hit is then one round trip, the limit included.
-_ADMIT_AND_GET_COUNTED_SCRIPT = (
-    GCRA_LUA
-    + _GET_COUNTED_LUA
-    + """
-local wait = gcra(KEYS[3], ARGV[3], ARGV[4], ARGV[5])
-if wait > 0 then return {wait} end
-return {0, get_counted(KEYS[1], KEYS[2], ARGV[1], ARGV[2])}
-"""
-)
 
-# Store a computed entry (unless ARGV[1] is empty) and release the single-flight lock, only if
-# it still holds this worker's token: a lock that expired and was taken by another worker is
-# left alone.
+# Store a computed entry (unless ARGV[1] is empty) for ARGV[2] seconds and release the
+# single-flight lock, only if it still holds this worker's token: a lock that expired and was
+# taken by another worker is left alone.
 _STORE_AND_RELEASE_SCRIPT = """
 if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
@@ -79,8 +51,6 @@ class ResultCache:
         self.alias = alias
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
-        self._local_counts: Counter[str] = Counter()
-        self._local_started = timezone.now()
 
     # --- keys and plumbing ----------------------------------------------------------------
 
@@ -90,7 +60,7 @@ class ResultCache:
 
     @property
     def shared(self) -> bool:
-        """Whether every worker sees the same entries and counters (Redis)."""
+        """Whether every worker sees the same entries (Redis)."""
         return is_redis(self.cache)
 
     @staticmethod
@@ -107,78 +77,35 @@ class ResultCache:
         return f"{key}:labels-{labels_digest}" if labels_digest else key
 
     def ttl(self, kind: str) -> int:
+        """Seconds an entry of ``kind`` lives."""
         return settings.CACHE_URL_TTL if kind == "url" else settings.CACHE_IMAGE_TTL
 
     def available(self) -> bool:
         return cache_breaker.available()
 
-    def _fault(self, exc: BaseException) -> None:
+    def fault(self, exc: BaseException) -> None:
+        """A cache call failed: the breaker rests the cache (and logs an outage's start)."""
         cache_breaker.record_fault(exc, what="a result cache call")
 
     # --- reads and writes -----------------------------------------------------------------
 
-    def get(self, *, kind: str, key: str, admission: Admission | None = None) -> dict | None:
-        """The cached entry, or None on a miss or when the cache is unavailable.
-
-        The lookup is counted as a hit or a miss; with Redis, the lookup and the count are one
-        round trip (a Lua script), so a hit costs one call, not two. An ``admission`` not taken
-        yet (the request's rate limit) is taken first, in that same round trip; raises
-        Throttled when the limit is exceeded. Without the cache the limit fails open.
-        """
-        admit = admission if admission is not None and not admission.taken else None
+    def get(self, *, key: str) -> dict | None:
+        """The entry of ``key``, or None on a miss or when the cache is unavailable; uncounted
+        (a request's lookup is ``cache_lookup.admit_and_read``)."""
         if not self.available():
-            if admit is not None:
-                admit.taken_with(None)
             return None
         try:
-            get_counted = self._get_counted_in_redis if self.shared else self._get_counted_here
-            wait_ms, value = get_counted(kind=kind, key=key, admission=admit)
+            value = self.cache.get(key)
         except Exception as exc:
-            self._fault(exc)
-            if admit is not None:
-                admit.taken_with(None)
+            self.fault(exc)
             return None
         cache_breaker.record_success()
-        if admit is not None and (wait := admit.taken_with(wait_ms)):
-            raise Throttled(wait)
-        metrics.CACHE_LOOKUPS.labels(kind, "hit" if value is not None else "miss").inc()
         return value if isinstance(value, dict) else None
 
-    def _get_counted_here(
-        self, *, kind: str, key: str, admission: Admission | None
-    ) -> tuple[float, Any]:
-        """Local memory: the rate limit (GCRA under a lock), then the lookup and its count."""
-        if admission is not None:
-            assert admission.rate_limit is not None  # not taken yet
-            wait = gcra_acquire(cache=self.cache, rate_limit=admission.rate_limit, now=time.time())
-            if wait:
-                return wait * 1000, None
-        value = self.cache.get(key)
-        self._count(kind, "hits" if value is not None else "misses")
-        return 0.0, value
-
-    def _get_counted_in_redis(
-        self, *, kind: str, key: str, admission: Admission | None
-    ) -> tuple[float, Any]:
-        """(the wait in ms that the rate limit asks for, 0 when allowed; the entry or None)."""
-        keys, args = [key, _STATS_KEY], [kind, timezone.now().isoformat()]
-        if admission is None:
-            raw = redis_script_run(
-                cache=self.cache, source=_GET_COUNTED_SCRIPT, keys=keys, args=args
-            )
-            wait_ms = 0.0
-        else:
-            rate_limit = admission.rate_limit
-            assert rate_limit is not None  # not taken yet
-            wait_ms, *found = redis_script_run(
-                cache=self.cache,
-                source=_ADMIT_AND_GET_COUNTED_SCRIPT,
-                keys=[*keys, rate_limit.key],
-                args=[*args, *rate_limit.gcra_args(time.time())],
-            )
-            raw = found[0] if found else None
+    def decode(self, raw: bytes | None) -> dict | None:
+        """An entry as a Redis script returned it (None: there was none)."""
         value = None if raw is None else self.cache.client.decode(raw)  # type: ignore[attr-defined]
-        return wait_ms, value
+        return value if isinstance(value, dict) else None
 
     def set(self, *, kind: str, key: str, value: dict) -> None:
         if not self.available():
@@ -186,22 +113,7 @@ class ResultCache:
         try:
             self.cache.set(key, value, timeout=self.ttl(kind))
         except Exception as exc:
-            self._fault(exc)
-
-    def _count(self, kind: str, outcome: str) -> None:
-        if not self.shared:
-            with self._lock:
-                self._local_counts[f"{kind}:{outcome}"] += 1
-            return
-        try:
-            client = self.cache.client.get_client(write=True)  # type: ignore[attr-defined]
-            stats_key = self.cache.make_key(_STATS_KEY)
-            pipe = client.pipeline(transaction=False)
-            pipe.hincrby(stats_key, f"{kind}:{outcome}", 1)
-            pipe.hsetnx(stats_key, "started_at", timezone.now().isoformat())
-            pipe.execute()
-        except Exception as exc:
-            self._fault(exc)
+            self.fault(exc)
 
     # --- single flight --------------------------------------------------------------------
 
@@ -255,7 +167,7 @@ class ResultCache:
         try:
             acquired = self.cache.add(lock_key, token, timeout=int(wait) + 1)
         except Exception as exc:
-            self._fault(exc)
+            self.fault(exc)
             return self._compute_and_store(kind, key, compute), True
         if acquired:
             try:
@@ -275,7 +187,7 @@ class ResultCache:
                 if self.cache.get(lock_key) is None:  # the other worker gave up or failed
                     break
             except Exception as exc:
-                self._fault(exc)
+                self.fault(exc)
                 break
         return self._compute_and_store(kind, key, compute), True
 
@@ -299,54 +211,12 @@ class ResultCache:
                 ],
             )
         except Exception as exc:
-            self._fault(exc)
+            self.fault(exc)
 
-    # --- statistics -----------------------------------------------------------------------
-
-    def stats(self) -> dict[str, Any]:
-        """Hits, misses and hit rates (overall and per kind), entries, TTLs and status."""
-        status = "up" if self._ping() else "down"
-        counts = self._local_counts.copy()
-        # A datetime here, an ISO string from Redis: the output serializer takes either.
-        started_at: datetime | None = self._local_started
-        entries: dict[str, int | None] = {}
-        if self.shared and status == "up":
-            try:
-                counts, started_at = self._shared_counts()
-                entries = {kind: self._count_entries(kind) for kind in KINDS}
-            except Exception as exc:
-                self._fault(exc)
-                status = "down"
-        elif not self.shared:
-            entries = {kind: self._count_local_entries(kind) for kind in KINDS}
-
-        def rates(hits: int, misses: int) -> dict[str, Any]:
-            total = hits + misses
-            return {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}
-
-        by_kind = {}
-        for kind in KINDS:
-            by_kind[kind] = {
-                **rates(counts[f"{kind}:hits"], counts[f"{kind}:misses"]),
-                "entries": entries.get(kind),
-                "ttl_seconds": self.ttl(kind),
-            }
-        total_hits = sum(by_kind[kind]["hits"] for kind in KINDS)
-        total_misses = sum(by_kind[kind]["misses"] for kind in KINDS)
-        return {
-            "backend": "redis" if self.shared else "local-memory",
-            "status": status,
-            "counters_scope": "all workers" if self.shared else "this worker process only",
-            **rates(total_hits, total_misses),
-            "by_kind": by_kind,
-            "counters_started_at": started_at,
-        }
+    # --- what /cache-stats and the health check ask -----------------------------------------
 
     def ping(self) -> bool:
         """Whether the cache answers now (always, for local memory); a fault opens the breaker."""
-        return self._ping()
-
-    def _ping(self) -> bool:
         if not self.shared:
             return True
         if not self.available():
@@ -355,19 +225,18 @@ class ResultCache:
             self.cache.client.get_client(write=False).ping()  # type: ignore[attr-defined]
             return True
         except Exception as exc:
-            self._fault(exc)
+            self.fault(exc)
             return False
 
-    def _shared_counts(self) -> tuple[Counter[str], datetime | None]:
-        client = self.cache.client.get_client(write=False)  # type: ignore[attr-defined]
-        raw = client.hgetall(self.cache.make_key(_STATS_KEY))
-        decoded = {k.decode(): v.decode() for k, v in raw.items()}
-        started_at = decoded.pop("started_at", None)
-        # A datetime, as with local memory, so that both backends render it the same way.
-        started = datetime.fromisoformat(started_at) if started_at else None
-        return Counter({k: int(v) for k, v in decoded.items()}), started
-
-    def _count_entries(self, kind: str) -> int:
+    def entries(self, kind: str) -> int | None:
+        """How many entries of ``kind`` there are (at most 100,000 counted; None where the
+        backend cannot count them). Raises what redis-py raises."""
+        if not self.shared:
+            store = getattr(self.cache, "_cache", None)
+            if store is None:
+                return None
+            marker = f":result:{kind}:"
+            return sum(1 for key in list(store) if marker in key and not key.endswith(":lock"))
         client = self.cache.client.get_client(write=False)  # type: ignore[attr-defined]
         pattern = self.cache.make_key(f"result:{kind}:*")
         count = 0
@@ -377,21 +246,6 @@ class ResultCache:
             if count >= _COUNT_LIMIT:
                 break
         return count
-
-    def _count_local_entries(self, kind: str) -> int | None:
-        store = getattr(self.cache, "_cache", None)
-        if store is None:
-            return None
-        marker = f":result:{kind}:"
-        return sum(1 for key in list(store) if marker in key and not key.endswith(":lock"))
-
-    def reset_counters(self) -> None:
-        """Start the counters again from zero (tests, and operators after a change)."""
-        with self._lock:
-            self._local_counts.clear()
-            self._local_started = timezone.now()
-        if self.shared:
-            self.cache.delete(_STATS_KEY)
 
 
 _result_cache = ProcessSingleton(ResultCache)

@@ -1,8 +1,14 @@
-"""Reads of the model registry."""
+"""Reads: the model registry, and the result cache's statistics."""
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
 
+from classification.cache_statistics import get_cache_statistics
+from classification.caching import KINDS, get_result_cache
 from classification.models import ModelVersion
 
 
@@ -51,3 +57,45 @@ def model_catalogue() -> list[dict]:
 
 def model_version_get(*, name: str, version: int) -> ModelVersion | None:
     return ModelVersion.objects.filter(name=name, version=version).first()
+
+
+def result_cache_stats() -> dict[str, Any]:
+    """/cache-stats: hits, misses and hit rates (overall and per key kind), entries, TTLs, the
+    backend and whether it answers; while it does not, the counters read zero and the entries
+    and the counters' start None."""
+    cache, statistics = get_result_cache(), get_cache_statistics()
+    status = "up" if cache.ping() else "down"
+    counts: Counter[str] = Counter()
+    started_at: datetime | None = None
+    entries: dict[str, int | None] = {}
+    if status == "up":
+        try:
+            counts, started_at = statistics.counts()
+            entries = {kind: cache.entries(kind) for kind in KINDS}
+        except Exception as exc:
+            cache.fault(exc)
+            status = "down"
+
+    def rates(hits: int, misses: int) -> dict[str, Any]:
+        total = hits + misses
+        return {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}
+
+    by_kind = {
+        kind: {
+            **rates(counts[f"{kind}:hits"], counts[f"{kind}:misses"]),
+            "entries": entries.get(kind),
+            "ttl_seconds": cache.ttl(kind),
+        }
+        for kind in KINDS
+    }
+    return {
+        "backend": "redis" if cache.shared else "local-memory",
+        "status": status,
+        "counters_scope": "all workers" if statistics.shared else "this worker process only",
+        **rates(
+            sum(counts[f"{kind}:hits"] for kind in KINDS),
+            sum(counts[f"{kind}:misses"] for kind in KINDS),
+        ),
+        "by_kind": by_kind,
+        "counters_started_at": started_at,
+    }

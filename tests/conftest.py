@@ -14,6 +14,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from bench.loopback import database_url, free_port
+from classification.cache_statistics import reset_cache_statistics
 from classification.caching import reset_result_cache
 from classification.models import ModelVersion
 from classification.registry.services import (
@@ -63,10 +64,12 @@ def _isolated_model_store(settings, model_store: Path) -> Iterator[None]:
     settings.DEFAULT_MODEL = ""
     reset_runtime()
     reset_result_cache()
+    reset_cache_statistics()
     cache_breaker.reset()
     yield
     reset_runtime()
     reset_result_cache()
+    reset_cache_statistics()
     cache_breaker.reset()
 
 

@@ -2,14 +2,18 @@
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.connection import AbstractConnection
 
 from classifier_site.env import cache_settings
 
@@ -98,3 +102,33 @@ class OwnRedis:
         with socket.create_connection(("127.0.0.1", self.port), 1) as sock:
             sock.sendall(f"CLIENT PAUSE {int(seconds * 1000)} ALL\r\n".encode())
             assert sock.recv(16).startswith(b"+OK")
+
+
+_COMMAND_NAME = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
+
+
+@contextlib.contextmanager
+def redis_round_trips() -> Iterator[list[list[str]]]:
+    """Records each round trip this thread makes to Redis: every message redis-py sends (one
+    command, or a pipeline's batch) as the list of its command names.
+
+    It counts at the connection, so it sees this process's calls only, however many other
+    clients share the server (Redis' own commandstats would count theirs too).
+    """
+    trips: list[list[str]] = []
+    thread = threading.get_ident()
+    send = AbstractConnection.send_packed_command
+
+    def counted(connection, command, check_health=True):
+        if threading.get_ident() == thread:
+            packed = command.encode() if isinstance(command, str) else command
+            chunks = [packed] if isinstance(packed, bytes | memoryview) else packed
+            message = b"".join(bytes(chunk) for chunk in chunks)
+            trips.append([name.decode().upper() for name in _COMMAND_NAME.findall(message)])
+        return send(connection, command, check_health)
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield trips
+    finally:
+        AbstractConnection.send_packed_command = send  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from accounts.throttling import Admission
 from classification import metrics
+from classification.cache_lookup import admit_and_read
 from classification.caching import get_result_cache
 from classification.intake.fetch_slots import fetch_slots
 from classification.intake.fetching import image_fetch
@@ -227,7 +228,7 @@ def _image_source_classify(
     cached = _timed(
         timings,
         "cache_lookup",
-        lambda: cache.get(kind="url", key=url_key, admission=admission),
+        lambda: admit_and_read(admission=admission, kind="url", key=url_key),
     )
     if cached is not None:
         return _result_from_entry(
@@ -276,7 +277,7 @@ def _classify_bytes_cached(
     sha256 = hashlib.sha256(data).hexdigest()
     key = _entry_key(kind="image", model=model, identity=sha256, labels=labels)
     entry = _timed(
-        timings, "cache_lookup", lambda: cache.get(kind="image", key=key, admission=admission)
+        timings, "cache_lookup", lambda: admit_and_read(admission=admission, kind="image", key=key)
     )
     if entry is not None:
         return entry, "image"

@@ -2,6 +2,7 @@ import base64
 import io
 import logging
 import time
+from collections import Counter
 
 import pytest
 from django_redis import get_redis_connection
@@ -10,6 +11,7 @@ from rest_framework.test import APIClient
 from bench.loopback import free_port
 from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
 from tests.images import encode, image_bytes, noise_image
+from tests.redis_support import redis_round_trips
 
 pytestmark = pytest.mark.django_db
 
@@ -133,17 +135,17 @@ def test_bad_requests_count_and_a_throttled_caller_gets_429_whatever_it_sends(
 def test_a_throttled_cache_hit_is_refused_before_its_lookup_counts(
     shared_cache, throttle_rates, tiny_model
 ):
-    from classification.caching import get_result_cache
+    from classification.selectors import result_cache_stats
 
     throttle_rates(classify_anon="2/minute")
     client = APIClient()
     assert classify(client).status_code == 200  # computed
     assert classify(client).json()["cached"] is True  # a hit
-    looked_up = get_result_cache().stats()["by_kind"]["image"]
+    looked_up = result_cache_stats()["by_kind"]["image"]
 
     assert_throttled(classify(client))
 
-    stats = get_result_cache().stats()["by_kind"]["image"]
+    stats = result_cache_stats()["by_kind"]["image"]
     assert (stats["hits"], stats["misses"]) == (looked_up["hits"], looked_up["misses"])
 
 
@@ -240,16 +242,14 @@ if "redis" in CACHE_KINDS:  # wherever Redis is configured, and always in CI
         redis = get_redis_connection("default")
         classify(APIClient())  # computes the answer and loads the scripts into Redis
 
-        def calls(command: str) -> int:
-            return int(redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
-
-        before = {command: calls(command) for command in ("evalsha", "eval")}
-        response = classify(APIClient())
-        after = {command: calls(command) for command in before}
+        # Counted at this process's connection: Redis' commandstats would count other clients.
+        with redis_round_trips() as trips:
+            response = classify(APIClient())
+        calls = Counter(command for trip in trips for command in trip)
 
         assert response.status_code == 200 and response.json()["cached"] is True
-        assert after["evalsha"] - before["evalsha"] == 1
-        assert after["eval"] == before["eval"]  # never the script's whole text
+        assert len(trips) == 1 and calls["EVALSHA"] == 1
+        assert calls["EVAL"] == 0  # never the script's whole text
         prefix = settings.CACHES["default"]["KEY_PREFIX"]
         # Both requests took the limit: two emission intervals (12 s each) ahead of now.
         arrival = float(redis.get(f"{prefix}:1:throttle_classify_anon_127.0.0.1"))

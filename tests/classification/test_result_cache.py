@@ -12,7 +12,8 @@ from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from bench.loopback import serve_files
-from classification.caching import ResultCache, get_result_cache
+from classification.cache_statistics import get_cache_statistics
+from classification.caching import ResultCache
 from classification.registry.services import model_version_promote
 from classification.serving import engine
 from tests.images import encode, noise_image
@@ -118,7 +119,7 @@ def test_a_promotion_changes_the_version_and_so_misses(
 
 
 def test_cache_stats_match_the_requests_made(cache_backend, tiny_model):
-    get_result_cache().reset_counters()
+    get_cache_statistics().reset()
     data, other = unique_png(7), unique_png(8)
     with serve_files({"/a.png": data}) as server:
         classify_url(f"{server.url}/a.png")  # url miss, image miss
