@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.cache import caches
 from redis.connection import AbstractConnection
 
 from classifier_site.env import cache_settings
+from core.redis_scripts import is_redis
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -132,3 +134,31 @@ def redis_round_trips() -> Iterator[list[list[str]]]:
         yield trips
     finally:
         AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+
+
+def cache_clock_advance(*, seconds: float) -> None:
+    """Move the default cache's clock ``seconds`` forward, as far as expiry goes: entries that
+    would have expired by then are gone, the others have that much less to live, and entries
+    stored without a timeout stay. The backend still decides what has expired.
+
+    Redis: every key of this test's prefix is given its time to live less ``seconds``
+    (PTTL, then PEXPIRE, or DEL when nothing is left). Local memory: Django's LocMemCache keeps
+    each key's expiry time in ``_expire_info``, which is moved back by ``seconds``.
+    """
+    backend = caches["default"]
+    if is_redis(backend):
+        client = backend.client.get_client(write=True)  # type: ignore[attr-defined]
+        for key in client.scan_iter(match=backend.make_key("*")):
+            left_ms = client.pttl(key)
+            if left_ms < 0:  # no timeout (-1), or gone meanwhile (-2)
+                continue
+            if (left_ms := left_ms - round(seconds * 1000)) > 0:
+                client.pexpire(key, left_ms)
+            else:
+                client.delete(key)
+        return
+    with backend._lock:  # type: ignore[attr-defined]
+        expiry = backend._expire_info  # type: ignore[attr-defined]
+        for key, expires_at in expiry.items():
+            if expires_at is not None:
+                expiry[key] = expires_at - seconds

@@ -18,7 +18,12 @@ from classification.registry.services import model_version_promote
 from classification.serving import engine
 from tests.images import encode, noise_image
 from tests.models import TINY_LABELS
-from tests.redis_support import local_cache_settings, redis_cache_settings, shared_redis_url
+from tests.redis_support import (
+    cache_clock_advance,
+    local_cache_settings,
+    redis_cache_settings,
+    shared_redis_url,
+)
 
 
 @pytest.fixture(params=["local-memory", "redis"])
@@ -97,11 +102,13 @@ def test_any_top_k_is_answered_from_one_entry(cache_backend, tiny_model):
 
 
 def test_entries_expire_after_their_ttl(cache_backend, tiny_model, settings):
-    settings.CACHE_IMAGE_TTL = 1
+    settings.CACHE_IMAGE_TTL = 60
     data = unique_png(5)
     assert classify_upload(data)["cached"] is False
     assert classify_upload(data)["cached"] is True
-    time.sleep(1.5)
+    cache_clock_advance(seconds=50)
+    assert classify_upload(data)["cached"] is True  # ten seconds left
+    cache_clock_advance(seconds=11)
     assert classify_upload(data)["cached"] is False
 
 
