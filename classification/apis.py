@@ -82,10 +82,11 @@ class LabelListField(serializers.ListField):
 class ThreadReusedFieldsMixin:
     """A serializer whose fields are built once per thread instead of once per instance.
 
-    DRF deep-copies the declared fields for every serializer, so that an instance may change
-    its own; this one never does, and the copies were a third of the view's CPU on a cache
-    hit. Per thread, because a bound field points at the serializer that uses it (``parent``,
-    through which it finds the context): each new instance takes them over.
+    Kept because DRF's deep copy of the fields is a large share of a cache hit's CPU
+    (docs/performance.md, "What was tried"). DRF copies them so that an instance may change
+    its own; this one never does. Per thread, because a bound field points at the
+    serializer that uses it (``parent``, through which it finds the context): each new
+    instance takes them over.
     """
 
     _fields_by_thread = threading.local()
@@ -263,8 +264,8 @@ class ClassifyImageApi(DeferredThrottlingMixin, AnswerSignalMixin, APIView):
 def classification_data(result: ClassificationResult) -> dict:
     """The answer's JSON, as ClassifyImageApi.OutputSerializer (its schema) describes it.
 
-    Built by hand because it is the hot path: the serializer's field copies cost a cache hit
-    more CPU than everything else in the view (a test holds the two to the same output).
+    Built by hand because the serializer is a large share of a cache hit's CPU
+    (docs/performance.md, "What was tried"); a test holds the two to the same output.
     """
     data = {
         "classification": result.classification,

@@ -52,6 +52,9 @@ def when_ready(server: "Arbiter") -> None:
 def post_fork(server: "Arbiter", worker: "Worker") -> None:
     """Have glibc give large freed blocks back to the system in each worker.
 
+    Kept for what it measured: a worker's memory after large decodes (README.md, "Memory"), and
+    page faults and CPU per upload (docs/performance.md, "What was tried").
+
     glibc raises its mmap threshold after the first large free, so later decoded images (tens
     of MB each) come from per-thread heap arenas that keep the memory once freed: four threads
     that each decoded one 36-megapixel image once keep ~150 MB apiece, whatever the decode
@@ -62,8 +65,7 @@ def post_fork(server: "Arbiter", worker: "Worker") -> None:
     from the heap and be reused: at 1 MiB each one was mapped anew and faulted in page by
     page. Fixing it also fixes glibc's trim threshold at 128 kB, so that every request gave the
     top of its heap back and faulted it in again; MALLOC_TRIM_THRESHOLD (4 MiB) lets an arena
-    keep that much free at its top. What that saves an upload, in page faults and CPU, is in
-    docs/performance.md.
+    keep that much free at its top.
     """
     threshold = int(os.environ.get("MALLOC_MMAP_THRESHOLD", str(4 * 1024 * 1024)))
     if threshold <= 0:

@@ -1,4 +1,8 @@
-"""Small server-rendered SVG charts for the admin statistics page (no JavaScript, no CDN)."""
+"""Small server-rendered SVG charts for the admin statistics page (no JavaScript, no CDN).
+
+Kept, hand-drawn, because staff read these charts and the serving image has no plotting
+library (matplotlib is for training only) and no way to fetch a JavaScript one (it runs offline).
+"""
 
 import math
 from collections.abc import Sequence
