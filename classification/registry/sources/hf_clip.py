@@ -431,8 +431,8 @@ def hf_clip_load(*, files: dict[str, Path]) -> HfClip:
     ModelRegistrationError."""
     try:
         config = hf_clip_config(json.loads(files["config.json"].read_text(encoding="utf-8")))
-    except ValueError as exc:
-        raise ModelRegistrationError(f"config.json is not JSON: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # not JSON, or a value of the wrong type
+        raise ModelRegistrationError(f"config.json cannot be read as a CLIP config: {exc}") from exc
     tensors = hf_clip_tensors(files["model.safetensors"])
     vocabulary, merges = hf_clip_vocabulary(
         vocab_path=files["vocab.json"], merges_path=files["merges.txt"]
@@ -488,9 +488,18 @@ def hf_clip_register(
         prompts=prompts,
         tolerance=tolerance,
     )
+    logger.info(
+        "%s at %s agrees with the NumPy reference: %.1e (image), %.1e (text)",
+        repo,
+        listed.commit,
+        reference["reference_max_abs_diff"],
+        reference["text_reference_max_abs_diff"],
+    )
+    checkpoint = loaded.checkpoint
+    del loaded  # the NumPy copy of the weights (605 MB for ViT-B/32) is not needed past here
     weights = listed.files["model.safetensors"]
     return zero_shot_register(
-        checkpoint=loaded.checkpoint,
+        checkpoint=checkpoint,
         name=name,
         labels=labels,
         template=template,

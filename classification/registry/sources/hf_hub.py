@@ -221,7 +221,7 @@ def _transfer(*, url: str, part: Path, hub_file: HubFile, progress: ProgressStre
         have = part.stat().st_size if part.exists() else 0
         raise ModelRegistrationError(
             f"The download of {hub_file.name} stopped at {have} of {hub_file.size} bytes "
-            f"({reason}); run the command again to resume it. {_OFFLINE_ADVICE}"
+            f"({reason}); run the command again to resume it."
         ) from exc
 
 
