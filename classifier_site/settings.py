@@ -241,6 +241,8 @@ BIRDS_LABELS_URL = env_str(
 )
 BIRDS_LABELS_SHA256 = env_str("BIRDS_LABELS_SHA256", "")
 MODEL_DOWNLOAD_TIMEOUT = env_float("MODEL_DOWNLOAD_TIMEOUT", 30.0)
+# The Hugging Face hub 'fetch_model clip' lists and downloads CLIP checkpoints from.
+HF_HUB_URL = env_str("HF_HUB_URL", "https://huggingface.co")
 
 
 # --- Accounts, tokens and rate limits -----------------------------------------------------

@@ -228,15 +228,18 @@ def _labels_checked(labels: list[str], template: str) -> list[str]:
 
 def zero_shot_register(
     *,
-    preset: str,
+    preset: str = "",
+    checkpoint: ClipCheckpoint | None = None,
     name: str,
     labels: list[str],
     template: str = DEFAULT_TEMPLATE,
     stage: str = ModelVersion.Stage.STAGING,
     source: str = "",
     tolerance: float = PARITY_TOLERANCE,
+    metrics: dict | None = None,
 ) -> ModelVersion:
-    """Register a CLIP preset as the next version of ``name``, of kind ``zero_shot``.
+    """Register a CLIP preset (or a ``checkpoint`` loaded elsewhere) as the next version of
+    ``name``, of kind ``zero_shot``; ``metrics`` are added to the version's own.
 
     ``labels`` are the version's own labels, each put into ``template`` ("{}" marks the label)
     to make its prompt. Stores the backbone (.keras, for retraining), both encoders as LiteRT,
@@ -245,7 +248,8 @@ def zero_shot_register(
     registered then).
     """
     labels = _labels_checked(labels, template)
-    checkpoint = clip_checkpoint_load(preset=preset)
+    if checkpoint is None:
+        checkpoint = clip_checkpoint_load(preset=preset)
     converted = clip_convert(
         checkpoint=checkpoint,
         prompts=[template.replace("{}", label) for label in labels],
@@ -280,7 +284,7 @@ def zero_shot_register(
         labels=labels,
         input_size=checkpoint.input_size,
         preprocessing=dict(CLIP_PREPROCESSING),
-        metrics=converted.metrics,
+        metrics={**converted.metrics, **(metrics or {})},
         source=source or f"KerasHub CLIP preset {preset}",
         zero_shot={
             "template": template,

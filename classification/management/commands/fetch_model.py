@@ -1,9 +1,10 @@
 import tempfile
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from classification.exceptions import ModelRegistrationError
+from classification.management.commands.register_model import read_labels
 from classification.models import ModelVersion
 from classification.registry.services import model_version_register
 from classification.registry.sources import (
@@ -21,7 +22,9 @@ MODELS = {
     "imagenet-lite0": "EfficientNet-Lite0, ImageNet (1000 classes, 224 x 224), works offline",
     "mobilenet": "Keras MobileNet v1 with ImageNet weights (1000 classes, 224 x 224), downloads",
     "birds": "TF Hub AIY birds V1 (964 species and background, 224 x 224), downloads",
+    "clip": "OpenAI's CLIP from the Hugging Face hub, zero-shot over CIFAR-100, downloads",
 }
+CLIP_DEFAULT_NAME = "clip-cifar100"
 
 
 class Command(BaseCommand):
@@ -46,15 +49,39 @@ class Command(BaseCommand):
             help="Models that download: download even when no SHA-256 is configured, and "
             "record the one found.",
         )
+        parser.add_argument(
+            "--name",
+            help=f"The registered model's name (default: the model's, {CLIP_DEFAULT_NAME!r} "
+            "for clip).",
+        )
+        clip = parser.add_argument_group("clip")
+        clip.add_argument(
+            "--repo",
+            help="Another CLIP on the hub (owner/name; default openai/clip-vit-base-patch32).",
+        )
+        clip.add_argument(
+            "--revision", help="A branch, tag or commit of the repository (default main)."
+        )
+        clip.add_argument(
+            "--labels",
+            type=Path,
+            help="A JSON list or one label per line (default: the 100 CIFAR-100 classes).",
+        )
 
     def handle(self, *args: object, model: str, **options: object) -> None:
+        name = str(options["name"] or (CLIP_DEFAULT_NAME if model == "clip" else model))
+        if model != "clip" and any(options[o] is not None for o in ("repo", "revision", "labels")):
+            raise CommandError("--repo, --revision and --labels are for clip.")
         if options["if_no_production"] and model_default_name() is not None:
             self.stdout.write(f"A model is already in production ({model_default_name()}).")
             return
-        if options["if_missing"] and model_name_exists(name=model):
-            self.stdout.write(f"{model} is already registered.")
+        if options["if_missing"] and model_name_exists(name=name):
+            self.stdout.write(f"{name} is already registered.")
             return
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
+        if model == "clip":
+            self._clip(name=name, options=options)
+            return
         try:
             with tempfile.TemporaryDirectory() as workdir:
                 source = _source(
@@ -64,7 +91,7 @@ class Command(BaseCommand):
                 )
                 model_version = model_version_register(
                     artifact_path=source.artifact_path,
-                    name=model,
+                    name=name,
                     labels=source.labels,
                     input_size=source.input_size,
                     stage=str(options["stage"]),
@@ -74,6 +101,46 @@ class Command(BaseCommand):
         except ModelRegistrationError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Registered {model_version}."))
+
+    def _clip(self, *, name: str, options: dict) -> None:
+        # Imported here: KerasHub and TensorFlow are needed by this model only.
+        from classification.registry.sources.hf_clip import DEFAULT_REPO, hf_clip_register
+
+        labels_path = options["labels"]
+        try:
+            model_version = hf_clip_register(
+                repo=options["repo"] or DEFAULT_REPO,
+                revision=options["revision"] or "main",
+                name=name,
+                labels=read_labels(labels_path) if labels_path else None,
+                stage=str(options["stage"]),
+                progress=_Progress(self.stderr),
+            )
+        except ModelRegistrationError as exc:
+            raise CommandError(str(exc)) from exc
+        metrics = model_version.metrics
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Registered {model_version} (zero-shot, {len(model_version.labels)} labels) "
+                f"from {model_version.source}. Keras against the NumPy reference: "
+                f"{metrics['reference_max_abs_diff']:.2e} (image), "
+                f"{metrics['text_reference_max_abs_diff']:.2e} (text); LiteRT against Keras: "
+                f"{metrics['parity_max_abs_diff']:.2e}, {metrics['text_parity_max_abs_diff']:.2e}."
+            )
+        )
+
+
+class _Progress:
+    """The command's stderr for tqdm, which ends its own lines (carriage returns)."""
+
+    def __init__(self, stream: OutputWrapper) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(text, ending="")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _source(model: str, *, workdir: Path, accept_unverified: bool) -> ModelSource:
