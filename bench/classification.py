@@ -30,6 +30,7 @@ from bench.loopback import serve_files
 from classification import selectors
 from classification.cache_statistics import CacheStatistics
 from classification.models import ModelVersion
+from classification.registry.conversion import _tensorflow
 from classification.registry.store import artifact_path
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
@@ -178,8 +179,6 @@ class Command(BaseCommand):
         model_version = selectors.model_version_production(name=name)
         if model_version is None or model_version.source_format != ModelVersion.Format.KERAS:
             return {}
-        from classification.registry.conversion import _tensorflow
-
         tf = _tensorflow()
         keras_model = tf.keras.models.load_model(
             str(artifact_path(model_version.source_artifact)), compile=False

@@ -30,6 +30,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.classification import bench_jpeg
 from bench.loopback import free_port, serve_files
+from classification import selectors
+from classification.registry.store import artifact_path
+from classification.serving.engine import get_runtime
+from classification.serving.imaging import image_decode, image_preprocess
 
 BENCH = Path(__file__).resolve().parent  # load.lua beside this file
 SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
@@ -343,9 +347,6 @@ class Command(BaseCommand):
 
     @contextlib.contextmanager
     def _peer(self, workdir: Path) -> Iterator[Server]:
-        from classification import selectors
-        from classification.registry.store import artifact_path
-
         version = selectors.model_version_production(name="imagenet-lite0")
         if version is None:
             raise CommandError("imagenet-lite0 is not in production in this database.")
@@ -384,9 +385,6 @@ class Command(BaseCommand):
     @staticmethod
     def _model_only(jpeg: bytes) -> dict:
         """decode + preprocess + invoke of the default model, in this process: the ceiling."""
-        from classification.serving.engine import get_runtime
-        from classification.serving.imaging import image_decode, image_preprocess
-
         model = get_runtime().serving_model()
         samples = []
         for _ in range(100):

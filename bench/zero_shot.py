@@ -18,7 +18,12 @@ from PIL import Image
 
 from classification import selectors
 from classification.models import ModelVersion
-from classification.registry.clip import median_ms
+from classification.registry.clip import median_ms, zero_shot_register
+from classification.registry.sources.tiny_clip import (
+    TINY_CLIP_LABELS,
+    TINY_CLIP_TEMPLATE,
+    build_tiny_clip_preset,
+)
 from classification.serving.engine import serving_model_load
 from classification.serving.services import serving_model_classify
 
@@ -27,13 +32,6 @@ VIT_B32_IMAGE_GFLOPS = 4.4
 
 
 def _tiny_clip_version() -> ModelVersion:
-    from classification.registry.clip import zero_shot_register
-    from classification.registry.sources.tiny_clip import (
-        TINY_CLIP_LABELS,
-        TINY_CLIP_TEMPLATE,
-        build_tiny_clip_preset,
-    )
-
     with tempfile.TemporaryDirectory() as workdir:
         preset = build_tiny_clip_preset(Path(workdir) / "preset")
         return zero_shot_register(

@@ -3,15 +3,16 @@
 import time
 
 import numpy as np
+from django.conf import settings
 
+from classification.caching import get_result_cache
+from classification.intake.fetch_slots import fetch_slots
+from classification.serving.engine import get_runtime
 from core.errors import ServiceError
 from core.health import Check
 
 
 def model_check() -> Check:
-    # Imported here: the engine pulls in LiteRT, which a management command may never need.
-    from classification.serving.engine import get_runtime
-
     try:
         # Loads the model on a worker's first probe, so a worker becomes ready by itself.
         model = get_runtime().serving_model()
@@ -34,8 +35,6 @@ def model_check() -> Check:
 
 
 def redis_check() -> Check:
-    from classification.caching import get_result_cache
-
     cache = get_result_cache()
     if not cache.shared:
         return Check(ok=None, required=False, detail="not configured (local-memory cache)")
@@ -47,9 +46,5 @@ def redis_check() -> Check:
 def fetch_capacity_check() -> Check:
     """Not ready while every fetch slot of this worker is taken: new URL requests would be
     answered busy, so a balancer should send them elsewhere until one frees up."""
-    from django.conf import settings
-
-    from classification.intake.fetch_slots import fetch_slots
-
     in_use, limit = fetch_slots.in_use(), settings.IMAGE_FETCH_CONCURRENCY
     return Check(ok=in_use < limit, required=True, detail=f"{in_use} of {limit} fetch slots in use")

@@ -12,6 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# The hook registries import nothing from Django, so the master may load them before it forks.
+from core.lifecycle import worker_exit_hooks, worker_start_hooks
+
 if TYPE_CHECKING:  # gunicorn ships no type information: these document the hooks' arguments
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
@@ -93,11 +96,11 @@ def post_worker_init(worker: "Worker") -> None:
     warming the production model, starting the Elasticsearch sender). A hook that fails is
     logged and the worker starts anyway: without a model yet, it loads one when promoted.
     """
+    # Imported here: Django (core.errors imports it too) must not load in the master before fork.
     from django.db import connections
     from django.urls import get_resolver
 
     from core.errors import ServiceError
-    from core.lifecycle import worker_start_hooks
 
     try:
         get_resolver().url_patterns  # noqa: B018 (imports the views now)
@@ -114,8 +117,6 @@ def post_worker_init(worker: "Worker") -> None:
 
 def worker_exit(server: "Arbiter", worker: "Worker") -> None:
     """Run the apps' worker-exit hooks (the request log writes out its queue)."""
-    from core.lifecycle import worker_exit_hooks
-
     for hook in worker_exit_hooks():
         try:
             hook()

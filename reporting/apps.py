@@ -16,10 +16,9 @@ class ReportingConfig(AppConfig):
         from core.metrics import scrape_collector_register
         from reporting.health import elasticsearch_check, request_log_check
         from reporting.log_writer import request_log_writer_start, request_log_writer_stop
-        from reporting.metrics import ExportQueueCollector
         from reporting.monitoring.metrics import monitoring_collector
+        from reporting.outbox import ExportQueueCollector, export_sender_wake
         from reporting.request_logging import request_log_on_answer
-        from reporting.services import export_sender_wake
 
         scrape_collector_register(ExportQueueCollector())
         scrape_collector_register(monitoring_collector)

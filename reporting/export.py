@@ -18,7 +18,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Model
 from django.utils import timezone
 from elasticsearch import Elasticsearch
 from elasticsearch.dsl import Document
@@ -32,7 +31,7 @@ from reporting.elastic import (
     elasticsearch_client,
     index_templates_put,
 )
-from reporting.models import ReportCall, RequestLog
+from reporting.models import ExportedRecord, ReportCall, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +40,19 @@ export_failures = FailureCounter("Exporting to Elasticsearch", counter=metrics.E
 
 @dataclass(frozen=True)
 class Outbox:
-    model: type[Model]
-    index_setting: str
-    to_document: Callable[[Model], Document]
+    """An exported table and how one of its rows becomes a document."""
+
+    model: type[ExportedRecord]
+    to_document: Callable[[ExportedRecord], Document]
 
     @property
     def index(self) -> str:
-        return getattr(settings, self.index_setting)
+        return self.model.export_index()
 
 
 OUTBOXES = [
-    Outbox(RequestLog, "ELASTICSEARCH_EVENTS_INDEX", RequestEventDocument.from_row),  # type: ignore[arg-type]
-    Outbox(ReportCall, "ELASTICSEARCH_REPORT_INDEX", ReportDocument.from_row),  # type: ignore[arg-type]
+    Outbox(RequestLog, RequestEventDocument.from_row),  # type: ignore[arg-type]
+    Outbox(ReportCall, ReportDocument.from_row),  # type: ignore[arg-type]
 ]
 
 
@@ -77,7 +77,9 @@ def _send(*, outbox: Outbox, client: Elasticsearch, rows: list) -> int:
     # Documents refused for good (a mapping conflict, say) leave the outbox rather than block
     # it; their rows stay in the database and 'reexport_events' can send them again later.
     dropped_pks = [row_by_id[doc_id].pk for doc_id in dropped if doc_id in row_by_id]
-    outbox.model.objects.filter(pk__in=pks + dropped_pks).update(exported_at=timezone.now())  # type: ignore[attr-defined]
+    outbox.model._default_manager.filter(pk__in=pks + dropped_pks).update(
+        exported_at=timezone.now()
+    )
     metrics.EXPORT_SENT.labels(outbox.index).inc(len(pks))
     if dropped_pks:
         metrics.EXPORT_DROPPED.labels(outbox.index).inc(len(dropped_pks))
@@ -110,7 +112,7 @@ def outbox_drain_batch(*, outbox: Outbox, client: Elasticsearch, batch: int) -> 
     Raises the client's transport errors; nothing is marked exported then.
     """
     pending = (
-        outbox.model.objects.filter(exported_at__isnull=True)  # type: ignore[attr-defined]
+        outbox.model._default_manager.filter(exported_at__isnull=True)
         .select_related("user")
         .order_by("pk")
     )
@@ -139,13 +141,6 @@ def outbox_drain(*, client: Elasticsearch, batch: int | None = None) -> int:
     return exported
 
 
-def outbox_backlog() -> dict[str, int]:
-    return {
-        outbox.index: outbox.model.objects.filter(exported_at__isnull=True).count()  # type: ignore[attr-defined]
-        for outbox in OUTBOXES
-    }
-
-
 def request_log_reexport(
     *, since: datetime | None, until: datetime | None, client: Elasticsearch, batch: int = 1000
 ) -> dict[str, int]:
@@ -155,7 +150,7 @@ def request_log_reexport(
     """
     counts = {}
     for outbox in OUTBOXES:
-        rows = outbox.model.objects.all()  # type: ignore[attr-defined]
+        rows = outbox.model._default_manager.all()
         if since is not None:
             rows = rows.filter(created_at__gte=since)
         if until is not None:

@@ -4,17 +4,21 @@ required)."""
 from django.conf import settings
 
 from core.health import Check
+from reporting.log_writer import request_log_writer
 
 
 def elasticsearch_check() -> Check:
-    # Imported here: the Elasticsearch client is not even imported while export is off.
+    if not settings.ELASTICSEARCH_URL:
+        return Check(ok=None, required=False, detail="not configured (no export)")
+    # Imported here: the Elasticsearch client library loads only once a probe finds export on.
     from reporting.elastic import elasticsearch_client
 
     client = elasticsearch_client()
-    if client is None:
-        return Check(ok=None, required=False, detail="not configured (no export)")
     try:
-        up = client.options(request_timeout=settings.HEALTH_CHECK_TIMEOUT).ping()
+        up = (
+            client is not None
+            and client.options(request_timeout=settings.HEALTH_CHECK_TIMEOUT).ping()
+        )
     except Exception:
         up = False
     if up:
@@ -25,8 +29,6 @@ def elasticsearch_check() -> Check:
 def request_log_check() -> Check:
     """The writer queue of this worker (reported, not required: a full queue drops log rows,
     never answers)."""
-    from reporting.log_writer import request_log_writer
-
     writer = request_log_writer()
     if not writer.running:
         return Check(ok=None, required=False, detail="rows are written on the request thread")

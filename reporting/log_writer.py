@@ -44,6 +44,7 @@ from django.utils.dateparse import parse_datetime
 from core.failures import FailureCounter
 from reporting import metrics
 from reporting.models import RequestLog
+from reporting.outbox import export_sender_wake
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class RequestLogWriter:
                     for _ in batch:
                         self._rows.popleft()
                 metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(batch))
-                self._export_wake()
+                export_sender_wake()
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -207,8 +208,6 @@ class RequestLogWriter:
             metrics.REQUEST_LOG_WRITTEN.inc(len(pending))
 
     def _write_one(self, row: RequestLog) -> None:
-        from reporting.services import request_log_save
-
         replayed = getattr(row, "_replayed", False)
         if replayed and RequestLog.objects.filter(request_id=row.request_id).exists():
             row.pk = -1  # written before the spill (a flush that finished late): not twice
@@ -223,12 +222,6 @@ class RequestLogWriter:
             return
         self.written += 1
         metrics.REQUEST_LOG_WRITTEN.inc()
-
-    @staticmethod
-    def _export_wake() -> None:
-        from reporting.services import export_sender_wake
-
-        export_sender_wake()
 
     # --- Spill files ------------------------------------------------------------------------
 
@@ -343,6 +336,23 @@ def _row_from_record(record: dict[str, Any]) -> RequestLog:
         if record.get(name):
             record[name] = parse_datetime(record[name])
     return RequestLog(**record)
+
+
+def request_log_save(*, row: RequestLog) -> RequestLog:
+    """Insert one built row. A reused request id gets a fresh unique suffix; raises database
+    errors."""
+    try:
+        # A savepoint, so that a repeated client X-Request-ID cannot spoil an outer transaction.
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:
+        if not RequestLog.objects.filter(request_id=row.request_id).exists():
+            raise
+        # The client reused its X-Request-ID: keep the row under a fresh, unique id.
+        row.pk = None
+        row.request_id = f"{row.request_id[:31]}-{uuid.uuid4().hex}"
+        row.save(force_insert=True)
+    return row
 
 
 _writer = RequestLogWriter()

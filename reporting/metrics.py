@@ -1,13 +1,8 @@
-"""Prometheus metrics of the request log and the Elasticsearch export."""
+"""Prometheus metrics of the request log and the Elasticsearch export (the outbox's backlog gauge
+is counted at scrape time: ``reporting.outbox``)."""
 
-from collections.abc import Iterator
-
-from django.conf import settings
 from prometheus_client import Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 
-from core.failures import FailureCounter
 from core.metrics import REGISTRY
 
 EXPORT_SENT = Counter(
@@ -32,44 +27,6 @@ REQUEST_LOG_FAILURES = Counter(
     "Request log rows that could not be written.",
     registry=REGISTRY,
 )
-
-outbox_failures = FailureCounter("Counting the export outbox for /metrics")
-
-
-class ExportQueueCollector:
-    """``classifier_elasticsearch_queue_length{index}``: rows not exported yet.
-
-    Counted in the database at scrape time (the outbox has a partial index on unexported rows),
-    so it is right whichever worker or process does the sending. Absent when export is off.
-    """
-
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "classifier_elasticsearch_queue_length",
-            "Rows waiting to be exported to Elasticsearch, by index.",
-            labels=["index"],
-        )
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
-
-    def collect(self) -> Iterator[Metric]:
-        if not settings.ELASTICSEARCH_URL:
-            return
-        from reporting.export import outbox_backlog
-
-        try:
-            backlog = outbox_backlog()
-        except Exception as exc:  # a scrape must answer even when the database does not
-            outbox_failures.failed(exc)
-            return
-        outbox_failures.recovered()
-        family = self._family()
-        for index, count in backlog.items():
-            family.add_metric([index], count)
-        yield family
-
 
 # The request-log writer (reporting/log_writer.py), per worker, adding up across workers.
 REQUEST_LOG_WRITTEN = Counter(

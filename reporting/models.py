@@ -1,15 +1,50 @@
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 
-class RequestLog(models.Model):
-    """One row per POST /classify-image, success or error, cached or not (the source of truth).
+class ExportedRecord(models.Model):
+    """A record that is also an outbox entry for Elasticsearch: rows with no ``exported_at`` are
+    still to be sent to the index that the setting ``export_index_setting`` names.
 
-    ``exported_at`` makes the table an outbox for the Elasticsearch events index: rows with no
-    export time are still to be sent.
+    It records when it was made and who asked: the signed-in user, if any, and a salted hash of
+    the client address (never the address itself; blank when disabled).
     """
+
+    # The setting that names the Elasticsearch index of a concrete model's documents.
+    export_index_setting: ClassVar[str]
+
+    created_at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_hash = models.CharField(max_length=64, blank=True)
+    exported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The outbox: the sender finds unexported rows without scanning the table.
+            models.Index(
+                fields=["id"], name="%(class)s_unexported", condition=Q(exported_at__isnull=True)
+            ),
+        ]
+
+    @classmethod
+    def export_index(cls) -> str:
+        """The Elasticsearch index this model's rows are exported to (from the settings)."""
+        return getattr(settings, cls.export_index_setting)
+
+
+class RequestLog(ExportedRecord):
+    """One row per POST /classify-image, success or error, cached or not (the source of truth),
+    and an outbox entry for the Elasticsearch events index."""
+
+    export_index_setting = "ELASTICSEARCH_EVENTS_INDEX"
 
     class InputKind(models.TextChoices):
         URL = "url", "URL"
@@ -21,7 +56,6 @@ class RequestLog(models.Model):
         URL = "url", "URL cache"
         IMAGE = "image", "Image cache"
 
-    created_at = models.DateTimeField(default=timezone.now)
     # Unique: the Elasticsearch document id, so a re-export never duplicates a document.
     request_id = models.CharField(max_length=64, unique=True)
     input_kind = models.CharField(max_length=8, choices=InputKind.choices, blank=True)
@@ -55,16 +89,10 @@ class RequestLog(models.Model):
     tags = models.JSONField(null=True, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    # A salted hash of the client address (never the address itself); blank when disabled.
-    client_hash = models.CharField(max_length=64, blank=True)
-    exported_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(ExportedRecord.Meta):
         indexes = [
+            *ExportedRecord.Meta.indexes,
             models.Index(fields=["created_at"], name="requestlog_created"),
             # Model monitoring: a model version's answers in a time window.
             models.Index(
@@ -78,10 +106,6 @@ class RequestLog(models.Model):
                 name="requestlog_report",
                 condition=Q(status_code=200, image_url_key__isnull=False),
             ),
-            # The outbox: the sender finds unexported rows without scanning the table.
-            models.Index(
-                fields=["id"], name="requestlog_unexported", condition=Q(exported_at__isnull=True)
-            ),
         ]
 
     def __str__(self) -> str:
@@ -92,31 +116,19 @@ class RequestLog(models.Model):
         return self.status_code == 200
 
 
-class ReportCall(models.Model):
+class ReportCall(ExportedRecord):
     """One GET /report answer, kept until it is exported to the Elasticsearch report index.
 
     Written only when Elasticsearch export is enabled; the row is the outbox entry.
     """
 
-    created_at = models.DateTimeField(default=timezone.now)
+    export_index_setting = "ELASTICSEARCH_REPORT_INDEX"
+
     document_id = models.CharField(max_length=64, unique=True)
     since = models.DateTimeField(null=True, blank=True)
     until = models.DateTimeField(null=True, blank=True)
     limit = models.PositiveSmallIntegerField()
     top = models.JSONField(default=list)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    client_hash = models.CharField(max_length=64, blank=True)
-    exported_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [
-            models.Index(
-                fields=["id"], name="reportcall_unexported", condition=Q(exported_at__isnull=True)
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"report {self.document_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"

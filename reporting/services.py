@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import IntegrityError, transaction
 from django.utils.crypto import salted_hmac
 
 from core.failures import FailureCounter
 from reporting import metrics
+from reporting.log_writer import request_log_save, request_log_writer
 from reporting.models import ReportCall, RequestLog
+from reporting.outbox import export_sender_wake
 
 if TYPE_CHECKING:
     from classification.serving.results import ClassificationResult
@@ -139,23 +140,6 @@ def request_log_build(*, outcome: RequestOutcome) -> RequestLog:
     return row
 
 
-def request_log_save(*, row: RequestLog) -> RequestLog:
-    """Insert one built row. A reused request id gets a fresh unique suffix; raises database
-    errors."""
-    try:
-        # A savepoint, so that a repeated client X-Request-ID cannot spoil an outer transaction.
-        with transaction.atomic():
-            row.save(force_insert=True)
-    except IntegrityError:
-        if not RequestLog.objects.filter(request_id=row.request_id).exists():
-            raise
-        # The client reused its X-Request-ID: keep the row under a fresh, unique id.
-        row.pk = None
-        row.request_id = f"{row.request_id[:31]}-{uuid.uuid4().hex}"
-        row.save(force_insert=True)
-    return row
-
-
 def request_log_create(*, outcome: RequestOutcome) -> RequestLog:
     """Insert the log row of one request. Raises database errors (see request_log_record)."""
     return request_log_save(row=request_log_build(outcome=outcome))
@@ -178,8 +162,6 @@ def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:
     when it could not be written (counted in ``request_log_failures``, logged at most once a
     minute while it lasts).
     """
-    from reporting.log_writer import request_log_writer
-
     try:
         row = request_log_build(outcome=outcome)
     except Exception as exc:
@@ -237,12 +219,3 @@ def report_call_record(
     report_call_failures.recovered()
     export_sender_wake()
     return call
-
-
-def export_sender_wake() -> None:
-    """Start this process's Elasticsearch sender thread if export is on (cheap when it runs)."""
-    if not (settings.ELASTICSEARCH_URL and settings.ELASTICSEARCH_EXPORT_IN_WORKERS):
-        return  # export off: the Elasticsearch client is never even imported
-    from reporting.export import sender_ensure_started
-
-    sender_ensure_started()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from classification.registry.conversion import _tensorflow
 from classification.serving.imaging import image_decode, image_preprocess
 from training.dataset import CATEGORIES, GarmentLabels, image_path
 
@@ -47,12 +48,6 @@ def image_load(*, path: Path, input_size: int, preprocessing: dict) -> np.ndarra
     return image_preprocess(
         image=decoded.image, input_size=input_size, preprocessing=preprocessing
     )[0]
-
-
-def _tensorflow() -> Any:
-    from classification.registry.conversion import _tensorflow
-
-    return _tensorflow()
 
 
 def dataset_build(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from classification.models import ModelVersion
+from classification.registry.multi_task import multi_task_version_register
 from training import figures
 from training.dataset import CATEGORIES, TAGS, GarmentLabels, dataset_load
 from training.exceptions import TrainingError
@@ -280,8 +281,6 @@ def training_run_register(
 ) -> ModelVersion:
     """Register a finished run's ``model.keras`` as the next multi-task version of ``name``,
     with its labels, tag labels and thresholds (LiteRT parity checked on both heads)."""
-    from classification.registry.multi_task import multi_task_version_register
-
     summary = training_summary_read(run_dir=run_dir)
     validation = summary["validation"]
     return multi_task_version_register(

@@ -17,6 +17,8 @@ from classification.exceptions import (
 )
 from classification.models import ModelVersion
 from classification.registry.services import model_version_reference_profile_set
+from classification.serving.engine import serving_model_load
+from classification.serving.services import serving_model_classify
 from reporting.monitoring import drift
 from reporting.monitoring.selectors import ModelDrift, model_drift_current, model_version_answers
 
@@ -41,9 +43,6 @@ def reference_profile_from_images(
     ReferenceProfileError when the folder holds no image the model could classify, and
     ModelRegistrationError when the version's artifact cannot be loaded.
     """
-    from classification.serving.engine import serving_model_load
-    from classification.serving.services import serving_model_classify
-
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ReferenceProfileError(f"{images_dir} is not a folder.")

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
+from classification.registry.clip import DEFAULT_TEMPLATE, cifar100_labels, zero_shot_register
 from classification.registry.services import model_version_register
 
 
@@ -75,13 +76,6 @@ class Command(BaseCommand):
         )
 
     def _zero_shot(self, options: dict) -> None:
-        # Imported here: KerasHub is needed by zero-shot registrations only.
-        from classification.registry.clip import (
-            DEFAULT_TEMPLATE,
-            cifar100_labels,
-            zero_shot_register,
-        )
-
         if options["input_size"] is not None or options["resample"]:
             raise CommandError("A zero-shot model's input size and preprocessing are CLIP's own.")
         labels_path: Path = options["labels"]

@@ -4,8 +4,9 @@ import signal
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from elasticsearch import ApiError, TransportError
 
-from reporting.export import outbox_backlog, sender
+from reporting.export import sender
 from reporting.management.commands._common import client_or_fail
+from reporting.outbox import outbox_backlog
 
 
 class Command(BaseCommand):
