@@ -8,7 +8,6 @@ Figures are medians in milliseconds.
 
 import io
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +26,11 @@ VIT_B32_IMAGE_GFLOPS = 4.4
 
 
 def _tiny_clip_version() -> ModelVersion:
-    from classification.registry.clip import zero_shot_register
-    from classification.registry.sources.tiny_clip import (
-        TINY_CLIP_LABELS,
-        TINY_CLIP_TEMPLATE,
-        build_tiny_clip_preset,
-    )
+    from classification.registry.sources.tiny_clip import tiny_clip_register
 
-    with tempfile.TemporaryDirectory() as workdir:
-        preset = build_tiny_clip_preset(Path(workdir) / "preset")
-        return zero_shot_register(
-            preset=str(preset),
-            name="bench-tiny-clip",
-            labels=TINY_CLIP_LABELS,
-            template=TINY_CLIP_TEMPLATE,
-            source="the tests' tiny CLIP (python -m bench zero_shot)",
-        )
+    return tiny_clip_register(
+        name="bench-tiny-clip", source="the tests' tiny CLIP (python -m bench zero_shot)"
+    )
 
 
 class Command(BaseCommand):

@@ -21,6 +21,7 @@ MODELS = {
     "imagenet-lite0": "EfficientNet-Lite0, ImageNet (1000 classes, 224 x 224), works offline",
     "mobilenet": "Keras MobileNet v1 with ImageNet weights (1000 classes, 224 x 224), downloads",
     "birds": "TF Hub AIY birds V1 (964 species and background, 224 x 224), downloads",
+    "tiny-clip": "a tiny CLIP trained here on coloured squares (zero-shot, 32 x 32), works offline",
 }
 
 
@@ -55,6 +56,9 @@ class Command(BaseCommand):
             self.stdout.write(f"{model} is already registered.")
             return
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
+        if model == "tiny-clip":
+            self._tiny_clip(stage=str(options["stage"]))
+            return
         try:
             with tempfile.TemporaryDirectory() as workdir:
                 source = _source(
@@ -74,6 +78,19 @@ class Command(BaseCommand):
         except ModelRegistrationError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Registered {model_version}."))
+
+    def _tiny_clip(self, *, stage: str) -> None:
+        # Imported here: KerasHub and TensorFlow are needed by zero-shot registrations only.
+        from classification.registry.sources.tiny_clip import TINY_CLIP_LABELS, tiny_clip_register
+
+        try:
+            model_version = tiny_clip_register(name="tiny-clip", stage=stage)
+        except ModelRegistrationError as exc:
+            raise CommandError(str(exc)) from exc
+        labels = ", ".join(TINY_CLIP_LABELS)
+        self.stdout.write(
+            self.style.SUCCESS(f"Registered {model_version} (zero-shot; its labels: {labels}).")
+        )
 
 
 def _source(model: str, *, workdir: Path, accept_unverified: bool) -> ModelSource:
