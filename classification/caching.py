@@ -8,6 +8,9 @@ Values are JSON (django-redis' JSON serializer, or plain dicts in local memory),
 Keys carry the model name and version, so a promotion never serves an old answer. A Redis that
 is down, failing or hung costs at most one short socket timeout: a breaker then skips the
 cache for CACHE_BREAKER_SECONDS, and the outage is logged when it starts and ends, not per request.
+
+With Redis it also holds values that workers share besides answers (``shared_get_many``,
+``shared_set_many``): the zero-shot models' label embeddings.
 """
 
 import hashlib
@@ -16,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
@@ -210,6 +214,36 @@ class ResultCache:
                     client.encode(token),
                 ],
             )
+        except Exception as exc:
+            self.fault(exc)
+
+    # --- values shared by the workers (Redis only) -----------------------------------------
+    # Local memory is one process's alone, and its entries (Django's default: 300) are the
+    # answers': a copy there of what the worker already keeps in memory would only evict them.
+
+    def shared_get_many(self, keys: list[str]) -> dict[str, Any]:
+        """The values any worker stored under ``keys`` (one round trip), by key: those found.
+
+        Empty with local memory, and when Redis is unavailable or fails (the breaker then skips
+        it for a while); never raises. Not counted as result cache lookups.
+        """
+        if not keys or not self.shared or not self.available():
+            return {}
+        try:
+            found = self.cache.get_many(keys)
+        except Exception as exc:
+            self.fault(exc)
+            return {}
+        cache_breaker.record_success()
+        return found
+
+    def shared_set_many(self, values: dict[str, Any], *, timeout: int) -> None:
+        """Store JSON ``values`` by key for every worker (one round trip); nothing with local
+        memory or while Redis is unavailable; never raises."""
+        if not values or not self.shared or not self.available():
+            return
+        try:
+            self.cache.set_many(values, timeout=timeout)
         except Exception as exc:
             self.fault(exc)
 

@@ -305,6 +305,8 @@ CACHES = cache_settings(
 # Result cache: how long answers live, by key kind (seconds).
 CACHE_URL_TTL = env_int("CACHE_URL_TTL", 3600)
 CACHE_IMAGE_TTL = env_int("CACHE_IMAGE_TTL", 3600)
+# Zero-shot label embeddings shared by the workers through Redis (seconds).
+CACHE_LABEL_EMBEDDING_TTL = env_int("CACHE_LABEL_EMBEDDING_TTL", 86400)
 # After a cache fault, skip the cache (and count throttles open) for this many seconds.
 CACHE_BREAKER_SECONDS = env_float("CACHE_BREAKER_SECONDS", 10.0)
 # Longest a request waits for an identical request's computation before computing itself.

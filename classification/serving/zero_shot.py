@@ -13,9 +13,14 @@ version's ``zero_shot`` field records them (``zero_shot_spec`` below reads it):
 
 Scores: softmax over labels of logit_scale * cosine(image embedding, prompt embedding).
 Per-request labels are tokenised here, in pure Python (no TensorFlow, no KerasHub), embedded
-with the text encoder and remembered per version and label text.
+with the text encoder and remembered per version and label text: in the worker's memory, and
+with Redis in the shared cache too, so that a label one worker encoded costs the others one
+lookup instead of a text encoder run.
 """
 
+import base64
+import binascii
+import hashlib
 import io
 import json
 import threading
@@ -28,6 +33,7 @@ import numpy as np
 import regex
 from django.conf import settings
 
+from classification.caching import get_result_cache
 from classification.exceptions import InvalidClassificationRequest, ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.store import artifact_read_verified
@@ -222,6 +228,11 @@ class ZeroShotServable:
             )
         self._cached: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Shared cache keys: the artifact's SHA-256 besides the version's id, because ids start
+        # again in a new database while Redis keeps its entries.
+        self._shared_key_base = (
+            f"zero-shot-label:{model_version.pk}:{model_version.artifact_sha256}"
+        )
         # Counted for tests and benchmarks: how often the text encoder actually ran.
         self.text_encoder_invocations = 0
 
@@ -262,21 +273,64 @@ class ZeroShotServable:
                 )
 
     def label_embeddings_for(self, labels: list[str]) -> np.ndarray:
-        """L2-normalised prompt embeddings of ``labels``, from memory where seen before."""
-        rows = []
-        for label in labels:
-            with self._cache_lock:
+        """L2-normalised prompt embeddings of ``labels``: from this worker's memory, else from
+        the shared cache (what another worker computed), else computed now and shared."""
+        found: dict[str, np.ndarray] = {}
+        with self._cache_lock:
+            for label in labels:
                 embedding = self._cached.get(label)
                 if embedding is not None:
                     self._cached.move_to_end(label)
+                    found[label] = embedding
+        missing = [label for label in dict.fromkeys(labels) if label not in found]
+        if missing:
+            found |= self._shared_or_computed(missing)
+        return np.stack([found[label] for label in labels])
+
+    def _shared_or_computed(self, labels: list[str]) -> dict[str, np.ndarray]:
+        """Embeddings of ``labels`` from the shared cache or the text encoder (then stored in
+        the cache), all remembered here. The cache is one round trip each way, and a cache that
+        is down or holds a malformed value only means computing."""
+        cache = get_result_cache()
+        keys = {label: self._shared_key(label) for label in labels}
+        shared = cache.shared_get_many(list(keys.values()))
+        found: dict[str, np.ndarray] = {}
+        computed: dict[str, dict] = {}
+        for label, key in keys.items():
+            embedding = self._decoded(shared.get(key))
             if embedding is None:
                 embedding = self.text_embedding(self.spec.prompt(label))
-                with self._cache_lock:
-                    self._cached[label] = embedding
-                    while len(self._cached) > LABEL_EMBEDDINGS_CACHED:
-                        self._cached.popitem(last=False)
-            rows.append(embedding)
-        return np.stack(rows)
+                computed[key] = self._encoded(embedding)
+            found[label] = embedding
+        cache.shared_set_many(computed, timeout=settings.CACHE_LABEL_EMBEDDING_TTL)
+        with self._cache_lock:
+            self._cached.update(found)
+            while len(self._cached) > LABEL_EMBEDDINGS_CACHED:
+                self._cached.popitem(last=False)
+        return found
+
+    def _shared_key(self, label: str) -> str:
+        prompt = hashlib.sha256(self.spec.prompt(label).encode("utf-8")).hexdigest()
+        return f"{self._shared_key_base}:{prompt}"
+
+    @staticmethod
+    def _encoded(embedding: np.ndarray) -> dict:
+        """JSON for the cache: the little-endian float32 bytes in base64 (never pickle)."""
+        data = np.ascontiguousarray(embedding, dtype="<f4").tobytes()
+        return {"float32": base64.b64encode(data).decode("ascii")}
+
+    def _decoded(self, value: object) -> np.ndarray | None:
+        """The embedding in a cache value, or None when there is none or it is not one."""
+        if not isinstance(value, dict) or not isinstance(value.get("float32"), str):
+            return None
+        try:
+            data = base64.b64decode(value["float32"], validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if len(data) != 4 * self.spec.embedding_dim:
+            return None
+        embedding = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        return embedding if bool(np.isfinite(embedding).all()) else None
 
     def text_embedding(self, prompt: str) -> np.ndarray:
         """The text encoder's L2-normalised embedding of ``prompt``, computed now."""

@@ -23,6 +23,7 @@ MODELS = {
     "mobilenet": "Keras MobileNet v1 with ImageNet weights (1000 classes, 224 x 224), downloads",
     "birds": "TF Hub AIY birds V1 (964 species and background, 224 x 224), downloads",
     "clip": "OpenAI's CLIP from the Hugging Face hub, zero-shot over CIFAR-100, downloads",
+    "tiny-clip": "a tiny CLIP trained here on coloured squares (zero-shot, 32 x 32), works offline",
 }
 CLIP_DEFAULT_NAME = "clip-cifar100"
 
@@ -81,6 +82,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
         if model == "clip":
             self._clip(name=name, options=options)
+        if model == "tiny-clip":
+            self._tiny_clip(name=name, stage=str(options["stage"]))
             return
         try:
             with tempfile.TemporaryDirectory() as workdir:
@@ -101,6 +104,19 @@ class Command(BaseCommand):
         except ModelRegistrationError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Registered {model_version}."))
+
+    def _tiny_clip(self, *, name: str, stage: str) -> None:
+        # Imported here: KerasHub and TensorFlow are needed by zero-shot registrations only.
+        from classification.registry.sources.tiny_clip import TINY_CLIP_LABELS, tiny_clip_register
+
+        try:
+            model_version = tiny_clip_register(name=name, stage=stage)
+        except ModelRegistrationError as exc:
+            raise CommandError(str(exc)) from exc
+        labels = ", ".join(TINY_CLIP_LABELS)
+        self.stdout.write(
+            self.style.SUCCESS(f"Registered {model_version} (zero-shot; its labels: {labels}).")
+        )
 
     def _clip(self, *, name: str, options: dict) -> None:
         # Imported here: KerasHub and TensorFlow are needed by this model only.

@@ -1,8 +1,8 @@
-"""A tiny real CLIP built and trained here (KerasHub, no downloads), for tests and benchmarks.
+"""A tiny real CLIP built and trained here (KerasHub, no downloads): a demo, tests, benchmarks.
 
-Product code on purpose: no real CLIP weights can be had offline, so the tests and
-``make bench`` (``python -m bench zero_shot``) both register this one to exercise the real
-zero-shot path.
+Product code on purpose: no real CLIP weights can be had offline, so ``fetch_model tiny-clip``
+(a user's zero-shot demo), the tests and ``make bench`` (``python -m bench zero_shot``) all
+register this one to exercise the real zero-shot path.
 
 Patch 16 over 32 x 32 images, 64 dimensions, 2 layers per tower (~0.24 M parameters), and a
 byte-level BPE vocabulary of its own: the 512 byte symbols CLIP's vocabulary starts with, the
@@ -12,12 +12,14 @@ green and blue squares against "a photo of a red square" ... give its prompts me
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from classification.registry.clip import CLIP_PREPROCESSING
+from classification.models import ModelVersion
+from classification.registry.clip import CLIP_PREPROCESSING, zero_shot_register
 from classification.serving.imaging import image_preprocess
 from classification.serving.zero_shot import (
     END_TOKEN,
@@ -151,3 +153,20 @@ def build_tiny_clip_preset(
     backbone.save_to_preset(str(path))
     tokenizer.save_to_preset(str(path))
     return path
+
+
+def tiny_clip_register(
+    *, name: str, stage: str = ModelVersion.Stage.STAGING, source: str = ""
+) -> ModelVersion:
+    """Build and train the tiny CLIP (a few seconds), then register it as the next version of
+    ``name`` with its three colour labels. Raises ModelRegistrationError as zero_shot_register."""
+    with tempfile.TemporaryDirectory() as workdir:
+        preset = build_tiny_clip_preset(Path(workdir) / "preset")
+        return zero_shot_register(
+            preset=str(preset),
+            name=name,
+            labels=TINY_CLIP_LABELS,
+            template=TINY_CLIP_TEMPLATE,
+            stage=stage,
+            source=source or "a tiny CLIP trained here on coloured squares (tiny_clip.py)",
+        )
