@@ -82,6 +82,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
         if model == "clip":
             self._clip(name=name, options=options)
+            return
         if model == "tiny-clip":
             self._tiny_clip(name=name, stage=str(options["stage"]))
             return
