@@ -5,7 +5,7 @@
 #   runtime  (the default target) the serving packages only (LiteRT, no TensorFlow), the model
 #            store and the manifest, which the entrypoint imports on start when the database
 #            lacks those models. So the image runs without internet.
-# README.md ("Docker, compose and Kubernetes") gives the build and run commands.
+# docs/deployment.md gives the build and run commands.
 FROM docker.io/library/python:3.11-slim-bookworm AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -94,7 +94,7 @@ COPY --from=build /build/static /app/static
 COPY --from=build /build/models /opt/classifier/models
 COPY --from=build /build/model-manifest.json /opt/classifier/model-manifest.json
 
-# Every setting is an environment variable (README.md lists them). These defaults make
+# Every setting is an environment variable (docs/settings.md lists them). These defaults make
 # `docker run -p 8000:8000 classifier-api` a working development API: SQLite and a generated
 # secret key in /var/lib/classifier. PRODUCTION=1 refuses to start without SECRET_KEY and
 # JWT_SIGNING_KEY; set DATABASE_URL, REDIS_URL and ALLOWED_HOSTS there.

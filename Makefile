@@ -1,4 +1,4 @@
-# The README's commands. Each target does every step it needs on a fresh machine.
+# The commands of README.md and docs/. Each target does every step it needs on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -13,7 +13,7 @@ _MIN_SIGNING_KEY_LENGTH = 32
 def check_jwt_signing_key(app_configs: Any, **kwargs: Any) -> list[Error]:
     key = settings.SIMPLE_JWT.get("SIGNING_KEY") or ""
     assert isinstance(key, str)  # settings.py reads it from the environment
-    hint = "Set JWT_SIGNING_KEY to a long random value of its own (README.md)."
+    hint = "Set JWT_SIGNING_KEY to a long random value of its own (docs/accounts.md)."
     if not key:
         return [Error("No JWT signing key is set.", hint=hint, id="accounts.E001")]
     if key == settings.SECRET_KEY:

@@ -1,7 +1,7 @@
 """Settings for the image classification service.
 
-Every knob is an environment variable with a safe default (README.md lists them). The defaults
-give a laptop setup: SQLite, the in-process cache and the offline model in ./var.
+Every knob is an environment variable with a safe default (docs/settings.md lists them). The
+defaults give a laptop setup: SQLite, the in-process cache and the offline model in ./var.
 """
 
 import os

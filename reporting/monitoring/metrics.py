@@ -58,7 +58,7 @@ class ModelMonitoringCollector(Collector):
 
 
 def monitoring_metric_families(drifts: list[ModelDrift]) -> list[GaugeMetricFamily]:
-    """The gauges of a comparison (see README.md, "Model monitoring")."""
+    """The gauges of a comparison (docs/monitoring.md)."""
     model = ["model", "version"]
     psi = GaugeMetricFamily(
         "classifier_model_drift_psi",

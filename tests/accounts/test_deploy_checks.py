@@ -8,7 +8,7 @@ import pytest
 from accounts.checks import check_jwt_signing_key
 from tests.conftest import ROOT
 
-# The production settings README.md documents for 'manage.py check --deploy'.
+# The production settings docs/accounts.md documents for 'manage.py check --deploy'.
 PRODUCTION_ENV = {
     "PRODUCTION": "1",
     "DEBUG": "0",

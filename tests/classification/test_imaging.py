@@ -1,4 +1,4 @@
-"""The preprocessing contract (README: Models), pixel by pixel."""
+"""The preprocessing contract (docs/models.md), pixel by pixel."""
 
 import io
 

@@ -337,7 +337,7 @@ class Shell:
         script.write_text(command + "\n")
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(
-            f"source {script} > {output} 2>&1 < /dev/null; echo \"__done__ $?\"\n"
+            f'source {script} > {output} 2>&1 < /dev/null; echo "__done__ $?"\n'
         )
         self.process.stdin.flush()
         deadline = time.monotonic() + timeout
@@ -387,4 +387,3 @@ def run_commands(
                 except Mismatch as mismatch:
                     problem = str(mismatch)
             yield block, command, problem
-

@@ -77,8 +77,9 @@ def download_verified(*, url: str, sha256: str, name: str, accept_unverified: bo
         return target
     if not sha256 and not accept_unverified:
         raise ModelRegistrationError(
-            f"No SHA-256 is configured for {url}. Set the checksum setting for it (see README.md), "
-            "or pass --accept-unverified to record the downloaded file's checksum as it is."
+            f"No SHA-256 is configured for {url}. Set the checksum setting for it "
+            "(see docs/classifiers.md), or pass --accept-unverified to record the downloaded "
+            "file's checksum as it is."
         )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
