@@ -385,5 +385,5 @@ def run_commands(
                 try:
                     compare_output(substitute(command.expected, replacements), printed)
                 except Mismatch as mismatch:
-                    problem = str(mismatch)
+                    problem = f"{mismatch}\nit printed:\n{printed[-3000:]}"
             yield block, command, problem

@@ -4,6 +4,7 @@ requirements-nodeps.txt, no test tools): what each prints must be what the page 
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -79,8 +80,14 @@ class Service:
     var: Path
     log: Path
 
+    def for_page(self, folder: Path) -> dict[str, str]:
+        """The environment of a page's service and shell: a copy of the state 'make run' set up
+        (database, model store, secret key), so that no page sees what another one did."""
+        var = shutil.copytree(self.var, folder, ignore=shutil.ignore_patterns("*.log"))
+        return {**self.env, "VAR_DIR": str(var), "DATABASE_URL": f"sqlite:///{var / 'db.sqlite3'}"}
+
     @contextlib.contextmanager
-    def serving(self) -> Iterator[str]:
+    def serving(self, env: dict[str, str]) -> Iterator[str]:
         """gunicorn as 'make run' starts it, on a free port, until the block ends."""
         port = free_port()
         with self.log.open("a") as log:
@@ -92,7 +99,7 @@ class Service:
                     "classifier_site.wsgi",
                 ],
                 cwd=ROOT,
-                env={**self.env, "PORT": str(port)},
+                env={**env, "PORT": str(port)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -121,6 +128,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
     collect the static files, register the offline models. Pages then start gunicorn."""
     python = runtime_python()
     var = tmp_path_factory.mktemp("docs-var")
+    log = tmp_path_factory.mktemp("docs-logs") / "make-run.log"
     env = {
         name: value
         for name, value in os.environ.items()
@@ -144,7 +152,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
         ["collectstatic", "--noinput", "-v0"],
         *makefile_model_commands(),
     ]
-    log = var / "make-run.log"
     with log.open("w") as output:
         for step in steps:
             result = subprocess.run(
@@ -186,11 +193,13 @@ RUNNABLE_PAGES = [page for page in PAGES if any(b.runnable for b in blocks_of(pa
 def test_the_commands_of_the_page_print_what_it_shows(page: Path, service: Service, tmp_path):
     blocks = blocks_of(page)
     scratch = _scratch(tmp_path / "checkout", service.python)
-    shell_env = {**service.env, "HOME": str(tmp_path)}
+    env = service.for_page(tmp_path / "var")
+    # Unbuffered, so that a command's standard output and error interleave as in a terminal.
+    shell_env = {**env, "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     problems: list[tuple[Block, str]] = []
     with (
         serve_files({}, fallback=_served_from(scratch)) as images,
-        service.serving() as address,
+        service.serving(env) as address,
     ):
         shell = Shell(cwd=scratch, env=shell_env)
         try:
