@@ -17,11 +17,9 @@ from django.conf import settings as django_settings
 from PIL import Image
 
 from bench.loopback import free_port, serve_files
-from classification.management.commands.fetch_model import MODELS as FETCHABLE_MODELS
 from tests.classification.test_make_run_models import makefile_model_commands
 from tests.conftest import ROOT
 from tests.docs.documented_commands import (
-    Block,
     Shell,
     blocks_of,
     marking_problems,
@@ -34,8 +32,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PAGES = [page for page in PAGES if "_hooks" not in page.parts]
 SERVICE_ADDRESS = "127.0.0.1:8000"  # as the pages show it; the test's service is elsewhere
 IMAGE_SERVER_ADDRESS = "127.0.0.1:8099"
-# The pages' zero-shot example registers the tiny CLIP demo with this command.
-TINY_CLIP = "tiny-clip"
 
 
 def _page_id(page: Path) -> str:
@@ -54,17 +50,10 @@ def _coffee(path: Path) -> None:
     Image.fromarray(data.coffee()).save(path)
 
 
-def _red_square(path: Path) -> None:
-    from classification.registry.sources.tiny_clip import square_image
-
-    square_image("red", seed=1).save(path)
-
-
 # The example files, made as the pages say (README.md and docs/getting-started.md).
 EXAMPLE_FILES: dict[str, Callable[[Path], None]] = {
     "cat.jpg": _chelsea,
     "coffee.jpg": _coffee,
-    "red.png": _red_square,
 }
 
 
@@ -196,7 +185,7 @@ def test_the_commands_of_the_page_print_what_it_shows(page: Path, service: Servi
     env = service.for_page(tmp_path / "var")
     # Unbuffered, so that a command's standard output and error interleave as in a terminal.
     shell_env = {**env, "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    problems: list[tuple[Block, str]] = []
+    problems: list[str] = []
     with (
         serve_files({}, fallback=_served_from(scratch)) as images,
         service.serving(env) as address,
@@ -207,17 +196,11 @@ def test_the_commands_of_the_page_print_what_it_shows(page: Path, service: Servi
                 SERVICE_ADDRESS: address,
                 IMAGE_SERVER_ADDRESS: images.url.removeprefix("http://"),
             }
-            for block, command, problem in run_commands(
+            for _, command, problem in run_commands(
                 blocks, shell=shell, replacements=replacements
             ):
                 if problem is not None:
-                    problems.append((block, f"line {command.line}: $ {command.text}\n{problem}"))
+                    problems.append(f"line {command.line}: $ {command.text}\n{problem}")
         finally:
             shell.close()
-    if not problems:
-        return
-    report = "\n\n".join(f"{page.name}, {problem}" for _, problem in problems)
-    waiting = TINY_CLIP not in FETCHABLE_MODELS
-    if waiting and all(TINY_CLIP in problem for _, problem in problems):
-        pytest.xfail(f"'manage.py fetch_model {TINY_CLIP}' does not exist yet:\n{report}")
-    pytest.fail(report)
+    assert problems == [], "\n\n".join(f"{page.name}, {problem}" for problem in problems)
