@@ -196,9 +196,7 @@ def test_the_commands_of_the_page_print_what_it_shows(page: Path, service: Servi
                 SERVICE_ADDRESS: address,
                 IMAGE_SERVER_ADDRESS: images.url.removeprefix("http://"),
             }
-            for _, command, problem in run_commands(
-                blocks, shell=shell, replacements=replacements
-            ):
+            for _, command, problem in run_commands(blocks, shell=shell, replacements=replacements):
                 if problem is not None:
                     problems.append(f"line {command.line}: $ {command.text}\n{problem}")
         finally:
