@@ -31,9 +31,9 @@ from classification import selectors
 from classification.cache_statistics import CacheStatistics
 from classification.models import ModelVersion
 from classification.registry.conversion import _tensorflow
-from classification.registry.store import artifact_path
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
+from classification.store import artifact_path
 
 
 def _percentile(values: list[float], q: float) -> float:

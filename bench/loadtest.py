@@ -31,9 +31,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from bench.classification import bench_jpeg
 from bench.loopback import free_port, serve_files
 from classification import selectors
-from classification.registry.store import artifact_path
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
+from classification.store import artifact_path
 
 BENCH = Path(__file__).resolve().parent  # load.lua beside this file
 SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
@@ -465,7 +465,7 @@ class Command(BaseCommand):
         return "\n".join(lines) + "\n"
 
     def _plots(self, results: dict, folder: Path) -> None:
-        import matplotlib
+        import matplotlib  # here: only the plots need it, and its backend is chosen first
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

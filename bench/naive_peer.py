@@ -20,7 +20,7 @@ from PIL import Image
 
 
 def main() -> None:
-    import keras
+    import keras  # here: after TF_CPP_MIN_LOG_LEVEL above, and only when the peer runs
 
     model_path, labels_path, port, size, low, high = sys.argv[1:7]
     model = keras.models.load_model(model_path, compile=False)

@@ -6,6 +6,7 @@ class ClassificationConfig(AppConfig):
     verbose_name = "Classification"
 
     def ready(self) -> None:
+        # Imported here: Django imports apps.py before the app registry (and models) is ready.
         from classification.health import fetch_capacity_check, model_check, redis_check
         from classification.metrics import ProductionModelCollector
         from core.health import health_check_register
@@ -29,6 +30,7 @@ class ClassificationConfig(AppConfig):
 
 def serving_model_warm() -> None:
     """Load and warm up the default production model (raises ModelNotReady without one)."""
+    # Imported here: Django imports apps.py before the models the engine imports are ready.
     from classification.serving.engine import get_runtime
 
     get_runtime().serving_model()

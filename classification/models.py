@@ -11,7 +11,8 @@ class ModelVersion(models.Model):
         ARCHIVED = "archived", "Archived"
 
     class Kind(models.TextChoices):
-        # Each kind is implemented once in classification.serving.engine (MODEL_KINDS).
+        # Each kind is registered once through classification.registry.pipeline and served once
+        # through classification.serving.engine's MODEL_KINDS (docs/adding-a-model-kind.md).
         CLASSIFIER = "classifier", "Classifier (softmax over labels)"
         MULTI_TASK = "multi_task", "Multi-task (category softmax and tag sigmoids)"
         ZERO_SHOT = "zero_shot", "Zero-shot (image embedding against text embeddings)"

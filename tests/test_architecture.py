@@ -137,6 +137,51 @@ def test_the_throttles_importing_the_token_apis_breaks_a_contract(tmp_path):
     assert "accounts in layers: URLs and commands, APIs, the rest BROKEN" in result.stdout
 
 
+CLASSIFICATION_LAYERS = "classification's inner layers point one way BROKEN"
+SERVING_LAYERS = "serving's inner layers point one way BROKEN"
+
+
+def test_registration_using_the_serving_engine_inside_a_function_breaks_a_contract(tmp_path):
+    # Registration and the engine are peers over serving's kinds: neither imports the other.
+    root = copy_of_the_code(tmp_path)
+    (root / "classification" / "registry" / "glue.py").write_text(
+        "def late():\n    from classification.serving.engine import get_runtime  # noqa\n"
+    )
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert CLASSIFICATION_LAYERS in result.stdout
+
+
+def test_the_store_importing_the_registry_breaks_a_contract(tmp_path):
+    root = copy_of_the_code(tmp_path)
+    store = root / "classification" / "store.py"
+    store.write_text(store.read_text() + "\nimport classification.registry.services  # noqa\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert CLASSIFICATION_LAYERS in result.stdout
+
+
+def test_a_module_of_classification_in_no_layer_breaks_a_contract(tmp_path):
+    root = copy_of_the_code(tmp_path)
+    (root / "classification" / "loose.py").write_text("X = 1\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert CLASSIFICATION_LAYERS in result.stdout
+    assert "classification.loose" in result.stdout
+
+
+def test_a_serving_kind_importing_the_engine_breaks_a_contract(tmp_path):
+    # The circle there once was, hidden inside a function: the engine serves the kinds.
+    root = copy_of_the_code(tmp_path)
+    (root / "classification" / "serving" / "zero_shot.py").write_text(
+        (ROOT / "classification" / "serving" / "zero_shot.py").read_text()
+        + "\n\ndef late():\n    from classification.serving.engine import softmax  # noqa\n"
+    )
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert SERVING_LAYERS in result.stdout and CLASSIFICATION_LAYERS in result.stdout
+
+
 # --- Import cycles ----------------------------------------------------------------------------
 
 

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from classification.exceptions import ModelNotReady, UnknownModel
 from classification.models import ModelVersion
-from classification.registry.store import artifact_read_verified
 from classification.serving.imaging import image_decode, image_preprocess
 from classification.serving.multi_task import CATEGORY_HEAD, TAGS_HEAD, LiteRTHeads
+from classification.store import artifact_read_verified
 from training.dataset import PREDICTION_COLUMNS, PREDICTION_SCHEMA, TAGS, image_path, uuids_read
 from training.exceptions import TrainingError
 

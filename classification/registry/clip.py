@@ -1,18 +1,17 @@
-"""Registering a CLIP checkpoint as a zero-shot model version (KerasHub and TensorFlow's part).
+"""Registering a CLIP checkpoint as a ``zero_shot`` model version (KerasHub and TensorFlow's part).
 
 KerasHub and TensorFlow are imported only inside these functions: serving never loads them.
 The checkpoint is a KerasHub preset, by name (downloaded from its hub, online only) or as a
 local preset folder (what ``CLIPBackbone.save_to_preset`` and ``CLIPTokenizer.save_to_preset``
-write). Both towers are converted to LiteRT and checked against Keras; the registration labels'
-prompts are embedded once here and stored with the version.
+write), or a ``ClipCheckpoint`` that another source built. Both towers are converted to LiteRT
+and checked against Keras; the registration labels' prompts are embedded once here and stored
+with the version.
 """
 
 import io
 import json
-import logging
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +22,16 @@ import numpy as np
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
-from classification.registry.conversion import tflite_convert
-from classification.registry.services import (
+from classification.registry.conversion import _tensorflow, tflite_convert
+from classification.registry.pipeline import (
     PARITY_TOLERANCE,
-    model_version_archive,
-    model_version_create,
-    model_version_promote,
+    Artifact,
+    Parity,
+    VersionRecord,
+    version_register,
 )
-from classification.registry.store import artifact_put_bytes, artifact_put_file
-from classification.serving.engine import LiteRTClassifier
+from classification.serving.litert import LiteRTClassifier
 from classification.serving.zero_shot import CONTEXT_LENGTH, ClipTokenizer
-
-logger = logging.getLogger(__name__)
 
 # OpenAI CLIP's image preprocessing (its ``_transform``): shorter side to the input size with
 # bicubic resampling, the central square, [0, 1], then these per-channel statistics.
@@ -59,20 +56,29 @@ def cifar100_labels() -> list[str]:
 
 def _keras_hub() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras_hub
+    import keras_hub  # here, not at the top: KerasHub stays out of serving processes
 
     return keras_hub
 
 
 @dataclass(frozen=True)
 class ClipCheckpoint:
-    """A loaded CLIP preset: the Keras backbone and its tokenizer's vocabulary and merges."""
+    """A loaded CLIP: the Keras backbone and its tokenizer's vocabulary and merges.
 
-    backbone: Any
+    ``clip_checkpoint_load`` makes one from a KerasHub preset; a source that builds the KerasHub
+    ``CLIPBackbone`` some other way (from another hub's weights, say) makes its own and gives it
+    to ``zero_shot_register(checkpoint=...)``.
+    """
+
+    backbone: Any  # a KerasHub CLIPBackbone
     vocabulary: dict[str, int]
     merges: list[str]
     pad_token_id: int
-    keras_tokenizer: Any  # KerasHub's CLIPTokenizer, to check ours against at registration
+    # KerasHub's CLIPTokenizer, to check ours against at registration; None: the registration
+    # makes one from ``vocabulary`` and ``merges``.
+    keras_tokenizer: Any = None
+    # Where the weights came from: the version's source when the registration names none.
+    source: str = ""
 
     @property
     def input_size(self) -> int:
@@ -106,12 +112,12 @@ def clip_checkpoint_load(*, preset: str) -> ClipCheckpoint:
         merges=merges,
         pad_token_id=int(tokenizer.pad_token_id),
         keras_tokenizer=tokenizer,
+        source=f"KerasHub CLIP preset {preset}",
     )
 
 
 def _litert(model: Any) -> bytes:
-    import tensorflow as tf
-
+    tf = _tensorflow()
     try:
         return tflite_convert(tf.lite.TFLiteConverter.from_keras_model(model))
     except Exception as exc:
@@ -134,85 +140,14 @@ def median_ms(call: Any, runs: int = 10) -> float:
 
 @dataclass(frozen=True)
 class ConvertedClip:
+    checkpoint: ClipCheckpoint
+    image_model: Any  # the Keras towers, for the parity check
+    text_model: Any
     image_tflite: bytes
     text_tflite: bytes
+    packed: np.ndarray  # the prompts' token ids, (prompts, CONTEXT_LENGTH)
     label_embeddings: np.ndarray  # (labels, dim), L2-normalised, from Keras' text encoder
     logit_scale: float
-    metrics: dict
-
-
-def clip_convert(
-    *, checkpoint: ClipCheckpoint, prompts: list[str], tolerance: float = PARITY_TOLERANCE
-) -> ConvertedClip:
-    """Both towers as LiteRT, the prompts' embeddings, and the parity checks.
-
-    Parity: on random standardised images, LiteRT's normalised image embeddings agree with
-    Keras' within ``tolerance``; on ``prompts``, our tokenizer equals KerasHub's and LiteRT's
-    text embeddings agree with Keras' (which are the ones stored). Raises
-    ModelRegistrationError otherwise.
-    """
-    import keras
-
-    backbone = checkpoint.backbone
-    size = checkpoint.input_size
-    images = keras.Input((size, size, 3), name="images")
-    image_model = keras.Model(images, backbone.get_vision_embeddings(images))
-    token_ids = keras.Input((CONTEXT_LENGTH,), dtype="int32", name="token_ids")
-    text_model = keras.Model(token_ids, backbone.get_text_embeddings(token_ids))
-
-    tokenizer = ClipTokenizer(vocabulary=checkpoint.vocabulary, merges=checkpoint.merges)
-    for prompt in prompts:
-        ours = tokenizer.tokenize(prompt)
-        theirs = [int(i) for i in np.asarray(checkpoint.keras_tokenizer(prompt)).reshape(-1)]
-        if ours != theirs:
-            raise ModelRegistrationError(
-                f"The tokenizer disagrees with KerasHub's on {prompt!r}: {ours} != {theirs}."
-            )
-    packed = np.concatenate(
-        [
-            tokenizer.pack(tokenizer.tokenize(prompt), pad_token_id=checkpoint.pad_token_id)
-            for prompt in prompts
-        ]
-    )
-    label_embeddings = _normalised(np.asarray(text_model.predict(packed, verbose=0)))
-
-    image_tflite, text_tflite = _litert(image_model), _litert(text_model)
-    image_litert = LiteRTClassifier(model_content=image_tflite, num_threads=1)
-    text_litert = LiteRTClassifier(model_content=text_tflite, num_threads=1)
-
-    rng = np.random.default_rng(0)
-    batches = [rng.standard_normal((1, size, size, 3)).astype(np.float32) for _ in range(3)]
-    image_diff = max(
-        float(
-            np.abs(
-                _normalised(image_litert.invoke(batch))
-                - _normalised(np.asarray(image_model(batch)))
-            ).max()
-        )
-        for batch in batches
-    )
-    litert_texts = _normalised(np.concatenate([text_litert.invoke(row[None]) for row in packed]))
-    text_diff = float(np.abs(litert_texts - label_embeddings).max())
-    for what, diff in (("image", image_diff), ("text", text_diff)):
-        if diff >= tolerance:
-            raise ModelRegistrationError(
-                f"LiteRT and Keras disagree by {diff:.2e} on the {what} embeddings (the limit "
-                f"is {tolerance:.0e}); the model was not registered."
-            )
-    logit_scale = float(np.exp(np.asarray(backbone.clip_head.logit_scale)))
-    return ConvertedClip(
-        image_tflite=image_tflite,
-        text_tflite=text_tflite,
-        label_embeddings=label_embeddings.astype(np.float32),
-        logit_scale=logit_scale,
-        metrics={
-            "parity_max_abs_diff": image_diff,
-            "text_parity_max_abs_diff": text_diff,
-            "litert_invoke_ms_median": median_ms(lambda: image_litert.invoke(batches[0])),
-            "text_invoke_ms_median": median_ms(lambda: text_litert.invoke(packed[:1])),
-            "outputs": "zero_shot",
-        },
-    )
 
 
 def _labels_checked(labels: list[str], template: str) -> list[str]:
@@ -226,9 +161,152 @@ def _labels_checked(labels: list[str], template: str) -> list[str]:
     return labels
 
 
+class ZeroShotRegistration:
+    """The ``zero_shot`` kind of the registration pipeline: a CLIP and the version's labels.
+
+    The CLIP is a KerasHub ``preset`` (loaded when the pipeline converts) or a ``checkpoint``
+    loaded elsewhere: exactly one of them. Both towers are converted to LiteRT; the labels'
+    prompts (``template`` with "{}" for the label) are embedded once by Keras and stored.
+    """
+
+    kind = ModelVersion.Kind.ZERO_SHOT
+
+    def __init__(
+        self,
+        *,
+        labels: list[str],
+        template: str = DEFAULT_TEMPLATE,
+        preset: str | None = None,
+        checkpoint: ClipCheckpoint | None = None,
+    ) -> None:
+        if (preset is None) == (checkpoint is None):
+            raise ModelRegistrationError("A zero-shot model needs a preset or a checkpoint.")
+        self.labels = _labels_checked(labels, template)
+        self.template = template
+        self.preprocessing = dict(CLIP_PREPROCESSING)
+        self.preset = preset
+        self.checkpoint = checkpoint
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.template.replace("{}", label) for label in self.labels]
+
+    def convert(self) -> ConvertedClip:
+        """Both towers as LiteRT, and the prompts' embeddings computed by Keras."""
+        import keras  # here, not at the top: Keras stays out of serving processes
+
+        checkpoint = self.checkpoint or clip_checkpoint_load(preset=str(self.preset))
+        backbone = checkpoint.backbone
+        size = checkpoint.input_size
+        images = keras.Input((size, size, 3), name="images")
+        image_model = keras.Model(images, backbone.get_vision_embeddings(images))
+        token_ids = keras.Input((CONTEXT_LENGTH,), dtype="int32", name="token_ids")
+        text_model = keras.Model(token_ids, backbone.get_text_embeddings(token_ids))
+
+        tokenizer = ClipTokenizer(vocabulary=checkpoint.vocabulary, merges=checkpoint.merges)
+        packed = np.concatenate(
+            [
+                tokenizer.pack(tokenizer.tokenize(prompt), pad_token_id=checkpoint.pad_token_id)
+                for prompt in self.prompts
+            ]
+        )
+        label_embeddings = _normalised(np.asarray(text_model.predict(packed, verbose=0)))
+        return ConvertedClip(
+            checkpoint=checkpoint,
+            image_model=image_model,
+            text_model=text_model,
+            image_tflite=_litert(image_model),
+            text_tflite=_litert(text_model),
+            packed=packed,
+            label_embeddings=label_embeddings.astype(np.float32),
+            logit_scale=float(np.exp(np.asarray(backbone.clip_head.logit_scale))),
+        )
+
+    def _tokenizer_check(self, checkpoint: ClipCheckpoint) -> None:
+        """Our tokenizer (serving's) must give KerasHub's token ids on every prompt."""
+        keras_tokenizer = checkpoint.keras_tokenizer or _keras_hub().models.CLIPTokenizer(
+            vocabulary=checkpoint.vocabulary, merges=checkpoint.merges
+        )
+        tokenizer = ClipTokenizer(vocabulary=checkpoint.vocabulary, merges=checkpoint.merges)
+        for prompt in self.prompts:
+            ours = tokenizer.tokenize(prompt)
+            theirs = [int(i) for i in np.asarray(keras_tokenizer(prompt)).reshape(-1)]
+            if ours != theirs:
+                raise ModelRegistrationError(
+                    f"The tokenizer disagrees with KerasHub's on {prompt!r}: {ours} != {theirs}."
+                )
+
+    def parity_check(self, converted: ConvertedClip) -> Parity:
+        """On random standardised images, LiteRT's normalised image embeddings against Keras';
+        on the prompts, our tokenizer against KerasHub's (raises when they differ) and LiteRT's
+        text embeddings against Keras' (which are the ones stored)."""
+        self._tokenizer_check(converted.checkpoint)
+        image_litert = LiteRTClassifier(model_content=converted.image_tflite, num_threads=1)
+        text_litert = LiteRTClassifier(model_content=converted.text_tflite, num_threads=1)
+        size = converted.checkpoint.input_size
+        rng = np.random.default_rng(0)
+        batches = [rng.standard_normal((1, size, size, 3)).astype(np.float32) for _ in range(3)]
+        image_diff = max(
+            float(
+                np.abs(
+                    _normalised(image_litert.invoke(batch))
+                    - _normalised(np.asarray(converted.image_model(batch)))
+                ).max()
+            )
+            for batch in batches
+        )
+        packed = converted.packed
+        litert_texts = _normalised(
+            np.concatenate([text_litert.invoke(row[None]) for row in packed])
+        )
+        text_diff = float(np.abs(litert_texts - converted.label_embeddings).max())
+        return Parity(
+            reference="Keras",
+            differences={"image embeddings": image_diff, "text embeddings": text_diff},
+            metrics={
+                "parity_max_abs_diff": image_diff,
+                "text_parity_max_abs_diff": text_diff,
+                "litert_invoke_ms_median": median_ms(lambda: image_litert.invoke(batches[0])),
+                "text_invoke_ms_median": median_ms(lambda: text_litert.invoke(packed[:1])),
+                "outputs": "zero_shot",
+            },
+        )
+
+    def describe(self, converted: ConvertedClip, *, workdir: Path) -> VersionRecord:
+        """The backbone (.keras, for retraining), both encoders, the tokenizer's vocabulary and
+        merges, and the prompts' L2-normalised embeddings (format in serving/zero_shot.py)."""
+        checkpoint = converted.checkpoint
+        keras_path = workdir / "clip_backbone.keras"
+        checkpoint.backbone.save(keras_path)
+        embeddings = io.BytesIO()
+        np.save(embeddings, converted.label_embeddings, allow_pickle=False)
+        vocabulary = json.dumps(checkpoint.vocabulary, ensure_ascii=False).encode()
+        return VersionRecord(
+            source_format=ModelVersion.Format.KERAS,
+            source_artifact=Artifact(keras_path),
+            artifact=Artifact(converted.image_tflite, suffix=".tflite"),
+            labels=self.labels,
+            input_size=checkpoint.input_size,
+            source=checkpoint.source,
+            fields={
+                "zero_shot": {
+                    "template": self.template,
+                    "logit_scale": converted.logit_scale,
+                    "context_length": CONTEXT_LENGTH,
+                    "pad_token_id": checkpoint.pad_token_id,
+                    "embedding_dim": int(converted.label_embeddings.shape[1]),
+                    "text_encoder": Artifact(converted.text_tflite, suffix=".tflite"),
+                    "vocabulary": Artifact(vocabulary, suffix=".json"),
+                    "merges": Artifact("\n".join(checkpoint.merges).encode(), suffix=".txt"),
+                    "label_embeddings": Artifact(embeddings.getvalue(), suffix=".npy"),
+                }
+            },
+        )
+
+
 def zero_shot_register(
     *,
-    preset: str = "",
+    preset: str | None = None,
     checkpoint: ClipCheckpoint | None = None,
     name: str,
     labels: list[str],
@@ -238,74 +316,24 @@ def zero_shot_register(
     tolerance: float = PARITY_TOLERANCE,
     metrics: dict | None = None,
 ) -> ModelVersion:
-    """Register a CLIP preset (or a ``checkpoint`` loaded elsewhere) as the next version of
-    ``name``, of kind ``zero_shot``; ``metrics`` are added to the version's own.
+    """Register a CLIP as the next version of ``name``, of kind ``zero_shot``.
 
-    ``labels`` are the version's own labels, each put into ``template`` ("{}" marks the label)
-    to make its prompt. Stores the backbone (.keras, for retraining), both encoders as LiteRT,
-    the tokenizer's vocabulary and merges, and the prompts' L2-normalised embeddings. Raises
-    ModelRegistrationError when the preset cannot be loaded, converted or checked (nothing is
-    registered then).
+    The CLIP is a KerasHub ``preset`` (a name or a local folder) or a ``checkpoint`` loaded
+    elsewhere: exactly one of them. ``labels`` are the version's own labels, each put into
+    ``template`` ("{}" marks the label) to make its prompt. Stores the backbone (.keras, for
+    retraining), both encoders as LiteRT, the tokenizer's vocabulary and merges, and the
+    prompts' L2-normalised embeddings; ``metrics`` (the checks a source ran itself) are added
+    to the version's own. Raises ModelRegistrationError when the checkpoint cannot be loaded,
+    converted or checked (nothing is registered then).
     """
-    labels = _labels_checked(labels, template)
-    if checkpoint is None:
-        checkpoint = clip_checkpoint_load(preset=preset)
-    converted = clip_convert(
-        checkpoint=checkpoint,
-        prompts=[template.replace("{}", label) for label in labels],
-        tolerance=tolerance,
+    registration = ZeroShotRegistration(
+        labels=labels, template=template, preset=preset or None, checkpoint=checkpoint
     )
-    with tempfile.TemporaryDirectory() as workdir:
-        keras_path = Path(workdir) / "clip_backbone.keras"
-        checkpoint.backbone.save(keras_path)
-        stored_source = artifact_put_file(path=keras_path, suffix=".keras")
-    embeddings = io.BytesIO()
-    np.save(embeddings, converted.label_embeddings, allow_pickle=False)
-    image = artifact_put_bytes(data=converted.image_tflite, suffix=".tflite")
-    stored = {
-        "text_encoder": artifact_put_bytes(data=converted.text_tflite, suffix=".tflite"),
-        "vocabulary": artifact_put_bytes(
-            data=json.dumps(checkpoint.vocabulary, ensure_ascii=False).encode(), suffix=".json"
-        ),
-        "merges": artifact_put_bytes(
-            data="\n".join(checkpoint.merges).encode("utf-8"), suffix=".txt"
-        ),
-        "label_embeddings": artifact_put_bytes(data=embeddings.getvalue(), suffix=".npy"),
-    }
-    model_version = model_version_create(
+    return version_register(
+        registration=registration,
         name=name,
-        kind=ModelVersion.Kind.ZERO_SHOT,
-        source_format=ModelVersion.Format.KERAS,
-        source_artifact=stored_source.name,
-        source_sha256=stored_source.sha256,
-        artifact=image.name,
-        artifact_sha256=image.sha256,
-        artifact_size=image.size,
-        labels=labels,
-        input_size=checkpoint.input_size,
-        preprocessing=dict(CLIP_PREPROCESSING),
-        metrics={**converted.metrics, **(metrics or {})},
-        source=source or f"KerasHub CLIP preset {preset}",
-        zero_shot={
-            "template": template,
-            "logit_scale": converted.logit_scale,
-            "context_length": CONTEXT_LENGTH,
-            "pad_token_id": checkpoint.pad_token_id,
-            "embedding_dim": int(converted.label_embeddings.shape[1]),
-            **{
-                part: {"artifact": artifact.name, "sha256": artifact.sha256}
-                for part, artifact in stored.items()
-            },
-        },
+        stage=stage,
+        source=source,
+        tolerance=tolerance,
+        metrics=metrics,
     )
-    logger.info(
-        "Registered %s (image parity %s, text parity %s)",
-        model_version,
-        converted.metrics["parity_max_abs_diff"],
-        converted.metrics["text_parity_max_abs_diff"],
-    )
-    if stage == ModelVersion.Stage.PRODUCTION:
-        model_version = model_version_promote(model_version=model_version)
-    elif stage == ModelVersion.Stage.ARCHIVED:
-        model_version = model_version_archive(model_version=model_version)
-    return model_version

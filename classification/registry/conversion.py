@@ -19,7 +19,7 @@ import numpy as np
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
-from classification.serving.engine import LiteRTClassifier, softmax
+from classification.serving.litert import LiteRTClassifier, softmax
 
 Reference = Callable[[np.ndarray], np.ndarray]
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def _tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    import tensorflow as tf  # here, not at the top: TensorFlow stays out of serving processes
 
     return tf
 

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
-from classification.registry.services import model_version_create
-from classification.registry.store import artifact_read_verified
+from classification.registry.versions import model_version_create
+from classification.store import artifact_references, artifact_verify
 
 MANIFEST_FORMAT = 1
 # The PostgreSQL advisory lock that serializes imports (any fixed 64-bit number).
@@ -44,8 +44,10 @@ def manifest_export(*, path: Path) -> int:
 def manifest_import(*, path: Path) -> list[str]:
     """Create the versions of each model name in ``path`` that the registry does not have.
 
-    Each artifact is checked against its SHA-256 in the model store first. Returns the names
-    created. Raises ModelRegistrationError for a manifest that cannot be used.
+    Every file serving reads for a version (its artifact, and those its kind's fields refer to,
+    such as a zero-shot version's text encoder) is checked against its SHA-256 in the model
+    store first. Returns the names created. Raises ModelRegistrationError for a manifest that
+    cannot be used.
     """
     try:
         manifest = json.loads(path.read_text())
@@ -59,7 +61,9 @@ def manifest_import(*, path: Path) -> list[str]:
     created = []
     for name, entries in by_name.items():
         for entry in entries:
-            artifact_read_verified(name=entry["artifact"], sha256=entry["artifact_sha256"])
+            served = [(entry["artifact"], entry["artifact_sha256"])]
+            for stored_name, sha256 in served + artifact_references(entry):
+                artifact_verify(name=stored_name, sha256=sha256)
         with transaction.atomic():
             # Two containers starting at once: one waits for the other's rows, then skips.
             # SQLite's IMMEDIATE transactions (settings.py) already take the write lock.

@@ -1,14 +1,15 @@
-"""Registering a multi-task Keras model: LiteRT conversion with parity on both heads.
+"""Registering a ``multi_task`` Keras model: LiteRT conversion with parity on both heads.
 
 The Keras model takes one image and answers ``{"category": softmax, "tags": sigmoid}``. Its
 flat buffer keeps both heads under those names in its serving signature, so that one invoke
 answers both (see ``classification.serving.multi_task``).
 """
 
-import logging
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -16,19 +17,16 @@ from django.conf import settings
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.conversion import _tensorflow, artifact_format, tflite_convert
-from classification.registry.services import (
+from classification.registry.pipeline import (
     PARITY_TOLERANCE,
-    _preprocessing_check,
-    _source_put,
-    model_version_archive,
-    model_version_create,
-    model_version_promote,
+    Artifact,
+    Parity,
+    VersionRecord,
+    preprocessing_input_range,
+    preprocessing_with_defaults,
+    version_register,
 )
-from classification.registry.store import artifact_put_bytes
-from classification.serving.imaging import DEFAULT_PREPROCESSING
 from classification.serving.multi_task import HEADS, LiteRTHeads, multi_task_shape_check
-
-logger = logging.getLogger(__name__)
 
 
 def multi_task_convert(*, path: Path) -> tuple[bytes, int, object]:
@@ -89,6 +87,85 @@ def multi_task_parity(
     return {"max_abs_diff": differences, "invoke_ms_median": statistics.median(timings)}
 
 
+@dataclass(frozen=True)
+class ConvertedMultiTask:
+    tflite: bytes
+    input_size: int
+    model: Any  # the Keras model, for the parity check
+    heads: LiteRTHeads
+
+
+class MultiTaskRegistration:
+    """The ``multi_task`` kind of the registration pipeline."""
+
+    kind = ModelVersion.Kind.MULTI_TASK
+
+    def __init__(
+        self,
+        *,
+        artifact_path: Path,
+        labels: list[str],
+        tag_labels: list[str],
+        tag_thresholds: list[float],
+        preprocessing: dict | None = None,
+    ) -> None:
+        self.artifact_path = Path(artifact_path)
+        if not self.artifact_path.exists():
+            raise ModelRegistrationError(f"{self.artifact_path} does not exist.")
+        if artifact_format(self.artifact_path) != ModelVersion.Format.KERAS:
+            raise ModelRegistrationError("A multi-task model is registered from a Keras file.")
+        if len(tag_thresholds) != len(tag_labels) or not all(0 <= t <= 1 for t in tag_thresholds):
+            raise ModelRegistrationError(
+                f"Give one threshold in [0, 1] per tag label: {tag_thresholds} for {tag_labels}."
+            )
+        self.labels = list(labels)
+        self.tag_labels = list(tag_labels)
+        self.tag_thresholds = [float(t) for t in tag_thresholds]
+        self.preprocessing = preprocessing_with_defaults(preprocessing)
+
+    def convert(self) -> ConvertedMultiTask:
+        tflite, input_size, model = multi_task_convert(path=self.artifact_path)
+        heads = LiteRTHeads(model_content=tflite, num_threads=settings.LITERT_NUM_THREADS)
+        multi_task_shape_check(
+            heads=heads,
+            input_size=input_size,
+            labels=self.labels,
+            tag_labels=self.tag_labels,
+            name=self.artifact_path.name,
+        )
+        return ConvertedMultiTask(tflite=tflite, input_size=input_size, model=model, heads=heads)
+
+    def parity_check(self, converted: ConvertedMultiTask) -> Parity:
+        report = multi_task_parity(
+            model=converted.model,
+            heads=converted.heads,
+            input_range=preprocessing_input_range(self.preprocessing),
+        )
+        per_head = report["max_abs_diff"]
+        return Parity(
+            reference="TensorFlow",
+            differences={f"{head} head": difference for head, difference in per_head.items()},
+            metrics={
+                "parity_max_abs_diff": max(per_head.values()),
+                "parity_max_abs_diff_per_head": per_head,
+                "litert_invoke_ms_median": round(report["invoke_ms_median"], 3),
+                "litert_num_threads": settings.LITERT_NUM_THREADS,
+                "outputs": "probabilities",
+            },
+        )
+
+    def describe(self, converted: ConvertedMultiTask, *, workdir: Path) -> VersionRecord:
+        return VersionRecord(
+            source_format=ModelVersion.Format.KERAS,
+            source_artifact=Artifact(self.artifact_path),
+            artifact=Artifact(converted.tflite, suffix=".tflite"),
+            labels=self.labels,
+            input_size=converted.input_size,
+            tag_labels=self.tag_labels,
+            fields={"tag_thresholds": self.tag_thresholds},
+        )
+
+
 def multi_task_version_register(
     *,
     artifact_path: Path,
@@ -107,59 +184,13 @@ def multi_task_version_register(
     the preprocessing's range, the heads must have one output per label and per tag label, and
     every threshold must be in [0, 1]. Raises ModelRegistrationError (nothing registered then).
     """
-    artifact_path = Path(artifact_path)
-    if not artifact_path.exists():
-        raise ModelRegistrationError(f"{artifact_path} does not exist.")
-    if artifact_format(artifact_path) != ModelVersion.Format.KERAS:
-        raise ModelRegistrationError("A multi-task model is registered from a Keras file.")
-    if len(tag_thresholds) != len(tag_labels) or not all(0 <= t <= 1 for t in tag_thresholds):
-        raise ModelRegistrationError(
-            f"Give one threshold in [0, 1] per tag label: {tag_thresholds} for {tag_labels}."
-        )
-    preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
-    _preprocessing_check(preprocessing)
-    tflite, input_size, model = multi_task_convert(path=artifact_path)
-    heads = LiteRTHeads(model_content=tflite, num_threads=settings.LITERT_NUM_THREADS)
-    multi_task_shape_check(
-        heads=heads, input_size=input_size, labels=labels, tag_labels=tag_labels, name=name
-    )
-    low, high = (float(bound) for bound in preprocessing["scale"])
-    report = multi_task_parity(model=model, heads=heads, input_range=(low, high))
-    worst = max(report["max_abs_diff"].values())
-    if worst >= tolerance:
-        raise ModelRegistrationError(
-            f"LiteRT and TensorFlow disagree by {report['max_abs_diff']} on the heads "
-            f"(the limit is {tolerance:.0e}); the model was not registered."
-        )
-
-    stored_source = _source_put(path=artifact_path, source_format=ModelVersion.Format.KERAS)
-    stored_tflite = artifact_put_bytes(data=tflite, suffix=".tflite")
-    model_version = model_version_create(
-        name=name,
-        kind=ModelVersion.Kind.MULTI_TASK,
-        source_format=ModelVersion.Format.KERAS,
-        source_artifact=stored_source.name,
-        source_sha256=stored_source.sha256,
-        artifact=stored_tflite.name,
-        artifact_sha256=stored_tflite.sha256,
-        artifact_size=stored_tflite.size,
-        labels=list(labels),
-        tag_labels=list(tag_labels),
-        tag_thresholds=[float(t) for t in tag_thresholds],
-        input_size=input_size,
+    registration = MultiTaskRegistration(
+        artifact_path=artifact_path,
+        labels=labels,
+        tag_labels=tag_labels,
+        tag_thresholds=tag_thresholds,
         preprocessing=preprocessing,
-        metrics={
-            "parity_max_abs_diff": worst,
-            "parity_max_abs_diff_per_head": report["max_abs_diff"],
-            "litert_invoke_ms_median": round(report["invoke_ms_median"], 3),
-            "litert_num_threads": settings.LITERT_NUM_THREADS,
-            "outputs": "probabilities",
-        },
-        source=source,
     )
-    logger.info("Registered %s (parity per head %s)", model_version, report["max_abs_diff"])
-    if stage == ModelVersion.Stage.PRODUCTION:
-        model_version = model_version_promote(model_version=model_version)
-    elif stage == ModelVersion.Stage.ARCHIVED:
-        model_version = model_version_archive(model_version=model_version)
-    return model_version
+    return version_register(
+        registration=registration, name=name, stage=stage, source=source, tolerance=tolerance
+    )

@@ -4,6 +4,9 @@ The runtime is created lazily (never at import time), loads the production versi
 registry names, warms it up once, and re-asks the registry every MODEL_REFRESH_SECONDS so that a
 promotion reaches every worker without a restart. A LiteRT interpreter is not thread-safe, so
 each loaded model serialises its invocations behind its own lock.
+
+Each model kind is served by its own module (``classifier``, ``multi_task``, ``zero_shot``),
+which implements ``Servable`` on the LiteRT wrapper of ``litert``; ``MODEL_KINDS`` names them.
 """
 
 import logging
@@ -14,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 from django.conf import settings
 
 from classification import metrics, selectors
@@ -25,39 +27,14 @@ from classification.exceptions import (
     UnknownModel,
 )
 from classification.models import ModelVersion
-from classification.registry.store import artifact_read_verified
+from classification.serving.classifier import ClassifierServable
+from classification.serving.litert import LiteRTClassifier
 from classification.serving.multi_task import MultiTaskServable
+from classification.serving.zero_shot import ZeroShotServable
+from classification.store import artifact_read_verified
 from core.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-class LiteRTClassifier:
-    """A LiteRT interpreter for one flat buffer, safe to call from many threads."""
-
-    def __init__(self, *, model_content: bytes, num_threads: int) -> None:
-        self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
-        self._interpreter.allocate_tensors()
-        (input_details,) = self._interpreter.get_input_details()
-        (output_details,) = self._interpreter.get_output_details()
-        self._input_index = input_details["index"]
-        self._output_index = output_details["index"]
-        self.input_shape = tuple(int(d) for d in input_details["shape"])
-        self.output_size = int(output_details["shape"][-1])
-        self._lock = threading.Lock()
-
-    def invoke(self, batch: np.ndarray) -> np.ndarray:
-        """Raw outputs for a batch of exactly one preprocessed image."""
-        with self._lock:
-            self._interpreter.set_tensor(self._input_index, batch)
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output_index).copy()
 
 
 class Servable(Protocol):
@@ -74,32 +51,6 @@ class Servable(Protocol):
     def warm_up(self) -> None: ...
 
 
-class ClassifierServable:
-    """The ``classifier`` kind: a softmax over labels (logit outputs are softmaxed here)."""
-
-    def __init__(self, *, model_version: ModelVersion, content: bytes) -> None:
-        self.name = model_version.name
-        self.interpreter = LiteRTClassifier(
-            model_content=content, num_threads=settings.LITERT_NUM_THREADS
-        )
-        self.input_size = size = model_version.input_size
-        shape, outputs = self.interpreter.input_shape, self.interpreter.output_size
-        if shape != (1, size, size, 3) or outputs != len(model_version.labels):
-            raise ModelRegistrationError(
-                f"{model_version} takes {shape} and gives {outputs} outputs, but the registry "
-                f"says {size}x{size} and {len(model_version.labels)} labels."
-            )
-        self.outputs_logits = model_version.metrics.get("outputs") == "logits"
-
-    def warm_up(self) -> None:
-        size = self.input_size
-        self.interpreter.invoke(np.zeros((1, size, size, 3), dtype=np.float32))
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        outputs = self.interpreter.invoke(batch)[0]
-        return softmax(outputs) if self.outputs_logits else outputs
-
-
 @runtime_checkable
 class LabelledServable(Servable, Protocol):
     """A kind that also scores against labels chosen per request (zero-shot)."""
@@ -113,18 +64,11 @@ class LabelledServable(Servable, Protocol):
         ...
 
 
-def _zero_shot_servable(**arguments: object) -> Servable:
-    # Imported on first use: the zero-shot kind builds on this module's LiteRT wrapper.
-    from classification.serving.zero_shot import ZeroShotServable
-
-    return ZeroShotServable(**arguments)  # type: ignore[arg-type]
-
-
-# Every kind the registry can record, implemented once each.
+# Every kind the registry can record, implemented once each (docs/adding-a-model-kind.md).
 MODEL_KINDS: dict[str, Callable[..., Servable]] = {
     ModelVersion.Kind.CLASSIFIER: ClassifierServable,
     ModelVersion.Kind.MULTI_TASK: MultiTaskServable,
-    ModelVersion.Kind.ZERO_SHOT: _zero_shot_servable,
+    ModelVersion.Kind.ZERO_SHOT: ZeroShotServable,
 }
 
 

@@ -36,8 +36,8 @@ from django.conf import settings
 from classification.caching import get_result_cache
 from classification.exceptions import InvalidClassificationRequest, ModelRegistrationError
 from classification.models import ModelVersion
-from classification.registry.store import artifact_read_verified
-from classification.serving.engine import LiteRTClassifier, softmax
+from classification.serving.litert import LiteRTClassifier, softmax
+from classification.store import artifact_read_verified
 
 # CLIP's text context: every prompt is packed to this many token ids, start and end included.
 CONTEXT_LENGTH = 77

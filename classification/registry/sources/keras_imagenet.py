@@ -13,6 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from classification.exceptions import ModelRegistrationError
+from classification.registry.conversion import _tensorflow
 from classification.registry.sources import ModelSource
 from classification.registry.sources.downloads import download_verified
 
@@ -77,8 +78,6 @@ def keras_imagenet_source(
         labels = imagenet_labels(json.loads(index_path.read_text()))
     except ValueError as exc:
         raise ModelRegistrationError("The ImageNet class index is not valid JSON.") from exc
-
-    from classification.registry.conversion import _tensorflow
 
     tf = _tensorflow()
     build = getattr(tf.keras.applications, model.architecture)

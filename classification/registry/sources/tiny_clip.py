@@ -75,6 +75,7 @@ def build_tiny_clip_preset(
     path: Path, *, steps: int = 150, seed: int = 3, learning_rate: float = 3e-3
 ) -> Path:
     """Build, train and save a tiny CLIP as a KerasHub preset folder at ``path``."""
+    # Here, not at the top: KerasHub and TensorFlow stay out of serving processes.
     import keras
     import keras_hub
     import tensorflow as tf

@@ -1,5 +1,7 @@
 """The model store: a content-addressed folder of model artifacts (settings.MODEL_STORE).
 
+Below both the registry, which writes artifacts, and serving, which reads them back verified.
+
 An artifact is named by the SHA-256 of its bytes, so storing the same file twice is free and a
 file whose bytes changed on disk is caught by the checksum on load.
 """
@@ -23,6 +25,22 @@ class StoredArtifact:
     name: str  # file name inside the store
     sha256: str
     size: int
+
+    @property
+    def reference(self) -> dict[str, str]:
+        """How a version's fields point at a stored file besides its main artifact."""
+        return {"artifact": self.name, "sha256": self.sha256}
+
+
+def artifact_references(value: object) -> list[tuple[str, str]]:
+    """(name, sha256) of every ``StoredArtifact.reference`` found anywhere inside ``value``."""
+    if isinstance(value, dict):
+        if set(value) == {"artifact", "sha256"}:
+            return [(str(value["artifact"]), str(value["sha256"]))]
+        return [found for item in value.values() for found in artifact_references(item)]
+    if isinstance(value, list):
+        return [found for item in value for found in artifact_references(item)]
+    return []
 
 
 def store_root() -> Path:
@@ -66,6 +84,19 @@ def artifact_path(name: str) -> Path:
     if path.parent != store_root().resolve():
         raise ArtifactIntegrityError(f"Artifact name {name!r} points outside the model store.")
     return path
+
+
+def artifact_verify(*, name: str, sha256: str) -> None:
+    """Check the stored file against the registry's checksum, reading it in chunks."""
+    path = artifact_path(name)
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        raise ArtifactIntegrityError(f"Artifact {name} is missing from {store_root()}.") from exc
+    if actual != sha256:
+        raise ArtifactIntegrityError(
+            f"Artifact {name} has SHA-256 {actual}, but the registry expects {sha256}."
+        )
 
 
 def artifact_read_verified(*, name: str, sha256: str) -> bytes:
