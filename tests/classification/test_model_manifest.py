@@ -2,6 +2,7 @@
 (the Docker image's build stage exports, its entrypoint imports)."""
 
 import json
+import shutil
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -46,5 +47,30 @@ def test_import_refuses_an_artifact_missing_from_the_store(tiny_model, tmp_path,
     (tmp_path / "empty-store").mkdir()
     assert not artifact_path(tiny_model.artifact).exists()
     with pytest.raises(CommandError, match="missing"):
+        call_command("model_manifest", "import", str(manifest))
+    assert not ModelVersion.objects.exists()
+
+
+def test_import_refuses_a_zero_shot_version_whose_text_encoder_is_missing(
+    zero_shot_model, tmp_path, settings
+):
+    manifest = tmp_path / "manifest.json"
+    call_command("model_manifest", "export", str(manifest))
+    ModelVersion.objects.all().delete()
+    # A store with the version's files but the text encoder, which only its zero-shot field
+    # names.
+    store = tmp_path / "partial-store"
+    store.mkdir()
+    spec = zero_shot_model.zero_shot
+    text_encoder = spec["text_encoder"]["artifact"]
+    for name in [
+        zero_shot_model.artifact,
+        spec["vocabulary"]["artifact"],
+        spec["merges"]["artifact"],
+        spec["label_embeddings"]["artifact"],
+    ]:
+        shutil.copy(artifact_path(name), store / name)
+    settings.MODEL_STORE = store
+    with pytest.raises(CommandError, match=f"{text_encoder} is missing"):
         call_command("model_manifest", "import", str(manifest))
     assert not ModelVersion.objects.exists()

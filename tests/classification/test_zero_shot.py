@@ -208,6 +208,47 @@ def test_an_unavailable_preset_name_fails_with_advice(monkeypatch):
     assert looked_up and all("kaggle" in host for host in looked_up)  # its hub, nothing else
 
 
+def test_a_checkpoint_built_elsewhere_registers_and_answers(api_client, tiny_clip_preset):
+    # Another source builds the KerasHub backbone its own way and has only the vocabulary and
+    # merges: the registration checks our tokenizer against KerasHub's made from them.
+    import keras_hub
+
+    from classification.registry.clip import ClipCheckpoint, zero_shot_register
+    from classification.registry.sources.tiny_clip import tiny_vocabulary
+
+    vocabulary, merges = tiny_vocabulary()
+    checkpoint = ClipCheckpoint(
+        backbone=keras_hub.models.CLIPBackbone.from_preset(str(tiny_clip_preset)),
+        vocabulary=vocabulary,
+        merges=merges,
+        pad_token_id=0,
+        source="a hub of its own",
+    )
+    version = zero_shot_register(
+        checkpoint=checkpoint,
+        name="elsewhere",
+        labels=TINY_CLIP_LABELS,
+        template=TINY_CLIP_TEMPLATE,
+        stage="production",
+    )
+    assert version.kind == ModelVersion.Kind.ZERO_SHOT
+    assert version.source == "a hub of its own"
+    assert version.metrics["text_parity_max_abs_diff"] < 1e-4
+    response = classify(api_client, square("blue", seed=7), model="elsewhere")
+    assert response.status_code == 200, response.json()
+    assert response.json()["classification"] == "blue square"
+
+
+@pytest.mark.parametrize("given", [{}, {"preset": "a-preset", "checkpoint": object()}])
+def test_a_zero_shot_registration_takes_a_preset_or_a_checkpoint(given):
+    from classification.exceptions import ModelRegistrationError
+    from classification.registry.clip import zero_shot_register
+
+    with pytest.raises(ModelRegistrationError, match="a preset or a checkpoint"):
+        zero_shot_register(name="clip", labels=["cat"], **given)
+    assert not ModelVersion.objects.exists()
+
+
 def test_the_admin_shows_a_zero_shot_versions_labels_and_template(client, zero_shot_model):
     from django.contrib.auth import get_user_model
 
