@@ -7,6 +7,7 @@ and ``clip.zero_shot_register``. Versions are created, promoted and archived by 
 
 from classification.models import ModelVersion
 from classification.registry.classifier import model_version_register
+from classification.registry.pipeline import PARITY_TOLERANCE
 from classification.registry.versions import (
     model_version_archive,
     model_version_create,
@@ -14,6 +15,7 @@ from classification.registry.versions import (
 )
 
 __all__ = [
+    "PARITY_TOLERANCE",
     "model_version_archive",
     "model_version_create",
     "model_version_promote",
