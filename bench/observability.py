@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from classification import metrics as classification_metrics
-from classification.serving.results import ClassificationResult, Prediction
+from classification.results import ClassificationResult, Prediction
 from core import metrics
 from core.logs import JsonLineFormatter, RequestIdFilter
 

@@ -23,7 +23,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import setup_test_environment
 
-from classification.serving.results import ClassificationResult, Prediction
+from classification.results import ClassificationResult, Prediction
 from reporting.models import RequestLog
 from reporting.selectors import report_top_urls
 from reporting.services import RequestOutcome, request_log_record

@@ -20,8 +20,8 @@ from accounts.throttling import CLASSIFY_THROTTLES, DeferredThrottlingMixin
 from classification import selectors
 from classification.exceptions import EmptyImage, ImageTooLarge, InvalidClassificationRequest
 from classification.models import ModelVersion
+from classification.results import ClassificationResult, ImageSource
 from classification.serving import services
-from classification.serving.results import ClassificationResult, ImageSource
 from classification.signals import AnswerSignalMixin
 from core.middleware import request_elapsed
 from core.openapi import error_response

@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from classification.models import ModelVersion
-from classification.serving.results import ClassificationResult
+from classification.results import ClassificationResult
 from core.failures import FailureCounter
 from core.metrics import REGISTRY
 

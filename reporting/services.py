@@ -22,7 +22,7 @@ from reporting.models import ReportCall, RequestLog
 from reporting.outbox import export_sender_wake
 
 if TYPE_CHECKING:
-    from classification.serving.results import ClassificationResult
+    from classification.results import ClassificationResult
 
 logger = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from classification.cache_lookup import admit_and_read
 from classification.caching import get_result_cache
 from classification.intake.fetch_slots import fetch_slots
 from classification.intake.fetching import image_fetch
-from classification.serving.decode_budget import decode_budget
-from classification.serving.engine import ServingModel, get_runtime
-from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
-from classification.serving.results import (
+from classification.results import (
     ClassificationResult,
     ImageSource,
     Prediction,
     TagPrediction,
 )
+from classification.serving.decode_budget import decode_budget
+from classification.serving.engine import ServingModel, get_runtime
+from classification.serving.imaging import DEFAULT_PREPROCESSING, image_decode, image_preprocess
 
 T = TypeVar("T")
 

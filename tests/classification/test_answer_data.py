@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from classification.apis import ClassifyImageApi, classification_data
-from classification.serving.results import ClassificationResult, Prediction, TagPrediction
+from classification.results import ClassificationResult, Prediction, TagPrediction
 
 
 def result(*, tags: list[TagPrediction] | None) -> ClassificationResult:

@@ -144,7 +144,7 @@ def test_a_reused_request_id_in_a_batch_keeps_both_rows(quick):
 
 
 def test_a_row_written_in_bulk_reads_back_as_one_saved_by_itself(quick, django_user_model):
-    from classification.serving.results import ClassificationResult, Prediction, TagPrediction
+    from classification.results import ClassificationResult, Prediction, TagPrediction
     from reporting.log_writer import request_log_save
 
     user = django_user_model.objects.create_user(username="alice", password="a long pass 7")

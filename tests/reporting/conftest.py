@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from classification.serving.results import ClassificationResult, Prediction
+from classification.results import ClassificationResult, Prediction
 from reporting.elastic import elasticsearch_clients_reset
 from reporting.export import sender
 from reporting.models import RequestLog
