@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,15 @@ from classification.registry.services import (
 from classification.registry.sources import ModelSource, dog_breeds
 from classification.serving.engine import reset_runtime
 from core.cache_breaker import cache_breaker
-from tests.models import (
+from tests.support.live_server import LiveServer
+from tests.support.models import (
     TINY_LABELS,
     TINY_TAG_LABELS,
     build_tiny_keras_model,
     build_tiny_multi_task_model,
 )
-from tests.redis_support import local_cache_settings, redis_cache_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+from tests.support.redis import local_cache_settings, redis_cache_settings
 
 # Fields that describe a registered artifact (the rest is per registration).
 _ARTIFACT_FIELDS = [
@@ -182,16 +181,6 @@ def dog_model(register_model, dog_source: ModelSource) -> ModelVersion:
         input_size=dog_source.input_size,
         source=dog_source.source,
     )
-
-
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from accounts.checks import check_jwt_signing_key
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # The production settings docs/accounts.md documents for 'manage.py check --deploy'.
 PRODUCTION_ENV = {

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 from rest_framework_simplejwt.utils import aware_utcnow
 
-from tests.accounts.conftest import bearer_client, token_pair
+from tests.support.accounts import bearer_client, token_pair
 
 pytestmark = pytest.mark.django_db
 

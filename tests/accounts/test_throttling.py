@@ -9,9 +9,9 @@ from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from bench.loopback import free_port
-from tests.accounts.conftest import CACHE_KINDS, PASSWORD, bearer_client, token_pair
-from tests.images import encode, image_bytes, noise_image
-from tests.redis_support import redis_round_trips
+from tests.support.accounts import CACHE_KINDS, PASSWORD, bearer_client, token_pair
+from tests.support.images import encode, image_bytes, noise_image
+from tests.support.redis import redis_round_trips
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django_redis import get_redis_connection
 
-from tests.accounts.conftest import CACHE_KINDS, REDIS_URL
+from tests.support.accounts import CACHE_KINDS, REDIS_URL
 
 
 def post_empty_classify(url: str) -> int:

@@ -2,7 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from tests.accounts.conftest import PASSWORD, bearer_client
+from tests.support.accounts import PASSWORD, bearer_client
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rest_framework.response import Response
 
-from tests.fetch_support import LoopbackServer, Tripwire
-from tests.images import image_bytes
+from tests.support.fetch import LoopbackServer, Tripwire
+from tests.support.images import image_bytes
 
 
 @pytest.fixture(autouse=True)

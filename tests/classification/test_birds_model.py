@@ -17,7 +17,7 @@ from bench.loopback import serve_files
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.sources import birds
-from tests.images import image_bytes
+from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from bench.loopback import serve_files
-from tests.images import encode, noise_image
-from tests.redis_support import redis_cache_settings, redis_round_trips, shared_redis_url
+from tests.support.images import encode, noise_image
+from tests.support.redis import redis_cache_settings, redis_round_trips, shared_redis_url
 
 pytestmark = pytest.mark.django_db
 

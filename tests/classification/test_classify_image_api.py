@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from tests.images import image_bytes
-from tests.models import TINY_LABELS
+from tests.support.images import image_bytes
+from tests.support.models import TINY_LABELS
 
 pytestmark = pytest.mark.django_db
 

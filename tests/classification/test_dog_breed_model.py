@@ -5,7 +5,7 @@ import base64
 import numpy as np
 import pytest
 
-from tests.images import encode, noise_image
+from tests.support.images import encode, noise_image
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

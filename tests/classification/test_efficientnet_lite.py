@@ -27,7 +27,7 @@ from classification.registry.sources.efficientnet_lite import (
 from classification.registry.sources.torch_checkpoint import state_dict_read
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_preprocess
-from tests import efficientnet_reference as reference
+from tests.support import efficientnet_reference as reference
 
 MODEL_NAME = "imagenet-lite0"
 

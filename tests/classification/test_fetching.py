@@ -12,8 +12,8 @@ import pytest
 
 from bench.loopback import free_port
 from classification.serving.services import ImageSource, image_source_classify
-from tests.fetch_support import gzip_bomb
-from tests.images import image_bytes
+from tests.support.fetch import gzip_bomb
+from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -324,7 +324,7 @@ def test_https_refuses_a_certificate_for_another_name(classify, tls_server):
 
 
 def test_the_tripwire_stops_connections_beyond_loopback(tripwire):
-    from tests.fetch_support import TripwireTripped
+    from tests.support.fetch import TripwireTripped
 
     with pytest.raises(TripwireTripped), socket.socket() as sock:
         sock.connect(("10.0.0.1", 80))

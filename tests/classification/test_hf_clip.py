@@ -23,8 +23,8 @@ from classification.registry.clip import DEFAULT_TEMPLATE, cifar100_labels
 from classification.registry.sources import hf_clip
 from classification.registry.sources.hf_hub import hub_files_download
 from classification.registry.sources.tiny_clip import TINY_CLIP_LABELS, square_image
-from tests.hf_clip_support import FakeHub, hf_files_from_keras_preset
-from tests.images import encode
+from tests.support.hf_clip import FakeHub, hf_files_from_keras_preset
+from tests.support.images import encode
 
 pytestmark = pytest.mark.django_db
 REPO = "test/tiny-clip"

@@ -8,14 +8,14 @@ import pytest
 from PIL import GifImagePlugin, Image
 
 from classification.serving.imaging import image_decode
-from tests.classification.hostile_images import (
+from tests.support.hostile_images import (
     CORPUS,
     eps_file,
     gif_whose_later_frame_enlarges_the_canvas,
     gif_with_frames,
     psd_header,
 )
-from tests.images import image_bytes
+from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -143,7 +143,7 @@ def test_a_10000_frame_gif_decodes_to_its_first_frames_pixels():
 def test_pillows_bomb_warning_is_an_error_even_below_our_own_limit(settings, classify):
     # 10,000 x 10,000 is past Pillow's warning threshold (89.5 megapixels) but under its error
     # threshold; with our limit raised above it, only the warning-as-error can refuse it.
-    from tests.classification.hostile_images import png_claiming_size
+    from tests.support.hostile_images import png_claiming_size
 
     settings.IMAGE_MAX_PIXELS = 150_000_000
     response = classify(upload=png_claiming_size(10_000, 10_000))

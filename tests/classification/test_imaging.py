@@ -13,7 +13,7 @@ from classification.exceptions import (
     UnsupportedImageType,
 )
 from classification.serving.imaging import image_decode, image_preprocess
-from tests.images import encode, image_bytes
+from tests.support.images import encode, image_bytes
 
 MAX_PIXELS = 40_000_000
 

@@ -14,7 +14,7 @@ from classification.serving.imaging import (
     image_preprocess,
     jpeg_draft_size,
 )
-from tests.images import encode, image_bytes
+from tests.support.images import encode, image_bytes
 
 MAX_PIXELS = 40_000_000
 CROP = {"crop": 0.875}

@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.conf import settings as django_settings
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

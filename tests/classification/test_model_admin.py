@@ -3,7 +3,7 @@
 import pytest
 
 from classification.models import ModelVersion
-from tests.models import TINY_LABELS
+from tests.support.models import TINY_LABELS
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from classification.registry.services import (
 )
 from classification.serving.engine import get_runtime
 from classification.store import artifact_path, file_sha256
-from tests.models import TINY_LABELS, build_tiny_keras_model, build_tiny_saved_model
+from tests.support.models import TINY_LABELS, build_tiny_keras_model, build_tiny_saved_model
 
 pytestmark = pytest.mark.django_db
 

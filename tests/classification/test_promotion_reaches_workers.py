@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from classification.registry.services import model_version_promote
-from tests.images import image_bytes
-from tests.models import TINY_LABELS
+from tests.support.images import image_bytes
+from tests.support.models import TINY_LABELS
 
 pytestmark = pytest.mark.slow
 

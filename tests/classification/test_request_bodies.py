@@ -9,7 +9,7 @@ import socket
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.images import image_bytes
+from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 

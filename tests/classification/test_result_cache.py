@@ -16,9 +16,9 @@ from classification.cache_statistics import get_cache_statistics
 from classification.caching import ResultCache
 from classification.registry.services import model_version_promote
 from classification.serving import engine
-from tests.images import encode, noise_image
-from tests.models import TINY_LABELS
-from tests.redis_support import (
+from tests.support.images import encode, noise_image
+from tests.support.models import TINY_LABELS
+from tests.support.redis import (
     cache_clock_advance,
     local_cache_settings,
     redis_cache_settings,

@@ -6,8 +6,8 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from tests.images import encode, noise_image
-from tests.redis_support import OwnRedis, redis_cache_settings
+from tests.support.images import encode, noise_image
+from tests.support.redis import OwnRedis, redis_cache_settings
 
 pytestmark = pytest.mark.django_db
 

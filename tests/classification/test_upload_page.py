@@ -18,9 +18,9 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from bench.loopback import free_port
-from tests.conftest import ROOT
-from tests.images import encode, noise_image
-from tests.models import TINY_LABELS
+from tests.support.images import encode, noise_image
+from tests.support.models import TINY_LABELS
+from tests.support.paths import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -416,7 +416,7 @@ def test_the_documentation_picture_of_a_photo_classified_by_the_default_model(
 ):
     from skimage import data
 
-    from tests.docs.pictures import documentation_picture
+    from tests.support.pictures import documentation_picture
 
     coffee = tmp_path / "coffee.jpg"
     Image.fromarray(data.coffee()).save(coffee)

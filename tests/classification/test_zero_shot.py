@@ -15,7 +15,7 @@ from classification.registry.sources.tiny_clip import (
 )
 from classification.serving.engine import get_runtime
 from reporting.models import RequestLog
-from tests.images import encode
+from tests.support.images import encode
 
 pytestmark = pytest.mark.django_db
 

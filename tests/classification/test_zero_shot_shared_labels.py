@@ -15,8 +15,8 @@ from classification.registry.sources.tiny_clip import square_image
 from classification.serving.engine import serving_model_load
 from classification.serving.imaging import image_preprocess
 from core.cache_breaker import cache_breaker
-from tests.images import encode
-from tests.redis_support import local_cache_settings, redis_cache_settings, shared_redis_url
+from tests.support.images import encode
+from tests.support.redis import local_cache_settings, redis_cache_settings, shared_redis_url
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.documented_commands import (
+from tests.support.documented_commands import (
     Mismatch,
     Shell,
     blocks_of,

@@ -18,14 +18,14 @@ from PIL import Image
 
 from bench.loopback import free_port, serve_files
 from tests.classification.test_make_run_models import makefile_model_commands
-from tests.conftest import ROOT
-from tests.docs.documented_commands import (
+from tests.runtime_env import runtime_python
+from tests.support.documented_commands import (
     Shell,
     blocks_of,
     marking_problems,
     run_commands,
 )
-from tests.runtime_env import runtime_python
+from tests.support.paths import ROOT
 
 # README first, then every page of the site (the generated API reference has no commands).
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

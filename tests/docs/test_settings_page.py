@@ -2,7 +2,7 @@
 
 import re
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 READS = re.compile(r"""(?:env_\w+\(\s*|os\.environ\.get\(\s*)["']([A-Z][A-Z0-9_]+)["']""")
 

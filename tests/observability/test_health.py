@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from tests.reporting.fake_elasticsearch import FakeElasticsearch
+from tests.support.fake_elasticsearch import FakeElasticsearch
 
 pytestmark = pytest.mark.django_db
 

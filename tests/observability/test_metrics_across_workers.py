@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.images import image_bytes
-from tests.models import TINY_LABELS
-from tests.observability.conftest import CLASSIFY, value
+from tests.support.images import image_bytes
+from tests.support.models import TINY_LABELS
+from tests.support.observability import CLASSIFY, value
 
 pytestmark = pytest.mark.slow
 

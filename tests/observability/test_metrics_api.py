@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from classification.models import ModelVersion
 from classification.registry.services import model_version_promote
-from tests.observability.conftest import CLASSIFY, scrape, upload, value
+from tests.support.observability import CLASSIFY, scrape, upload, value
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_stages_cache_predictions_and_confidence_move_with_each_answer(api_clien
 
 
 def test_the_production_model_and_its_load_are_shown(api_client, register_model, tiny_keras_path):
-    from tests.models import TINY_LABELS
+    from tests.support.models import TINY_LABELS
 
     register_model(tiny_keras_path, name="tiny", labels=TINY_LABELS)
     second = register_model(tiny_keras_path, name="tiny", labels=TINY_LABELS, stage="staging")

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from core.logs import request_annotate
-from tests.observability.conftest import CLASSIFY, upload
+from tests.support.observability import CLASSIFY, upload
 
 pytestmark = pytest.mark.django_db
 

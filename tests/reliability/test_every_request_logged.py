@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from reporting.models import RequestLog
-from tests.images import image_bytes
+from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 

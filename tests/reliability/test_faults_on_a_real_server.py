@@ -10,17 +10,17 @@ import time
 import pytest
 
 from reporting.models import RequestLog
-from tests.db_support import request_log_locked
-from tests.fetch_support import LoopbackServer
-from tests.metrics_support import samples_sum
-from tests.reliability.http_support import (
+from tests.support.db import request_log_locked
+from tests.support.fetch import LoopbackServer
+from tests.support.http_client import (
     classify_url,
     raw_chunked_post,
     send,
     upload,
     upload_body,
 )
-from tests.reporting.conftest import wait_for
+from tests.support.metrics import samples_sum
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -9,9 +9,9 @@ from django.db import connection
 from reporting.log_writer import RequestLogWriter
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_build
-from tests.db_support import request_log_locked
-from tests.metrics_support import samples_sum
-from tests.reporting.conftest import wait_for
+from tests.support.db import request_log_locked
+from tests.support.metrics import samples_sum
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

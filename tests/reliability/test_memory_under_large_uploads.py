@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.http_support import upload
+from tests.support.http_client import upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -8,11 +8,11 @@ import pytest
 
 from bench.loopback import serve_files
 from reporting.models import RequestLog
-from tests.db_support import request_log_locked
-from tests.images import encode, noise_image
-from tests.redis_support import OwnRedis
-from tests.reliability.http_support import Answer, classify_url, send, upload
-from tests.reporting.conftest import wait_for
+from tests.support.db import request_log_locked
+from tests.support.http_client import Answer, classify_url, send, upload
+from tests.support.images import encode, noise_image
+from tests.support.redis import OwnRedis
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.images import encode, noise_image
-from tests.reliability.http_support import upload
+from tests.support.http_client import upload
+from tests.support.images import encode, noise_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

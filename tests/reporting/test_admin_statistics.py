@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from reporting.models import RequestLog
 from reporting.selectors import percentile, request_statistics
-from tests.reporting.conftest import log_row
+from tests.support.reporting import log_row
 
 pytestmark = pytest.mark.django_db
 STATISTICS = "/admin/reporting/requestlog/statistics/"

@@ -11,8 +11,8 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from tests.classification.test_upload_page import DESKTOP, browser  # noqa: F401 (a fixture)
-from tests.docs.pictures import documentation_picture
-from tests.reporting.conftest import log_row
+from tests.support.pictures import documentation_picture
+from tests.support.reporting import log_row
 
 STATISTICS = "/admin/reporting/requestlog/statistics/"
 LABELS = ["Egyptian cat", "espresso", "tabby", "golden retriever", "teapot", "tiger cat"]

@@ -9,8 +9,9 @@ from django.core.management import call_command
 from bench.loopback import free_port
 from reporting.export import sender
 from reporting.models import ReportCall, RequestLog
-from tests.images import image_bytes
-from tests.reporting.conftest import T0, log_row, wait_for
+from tests.support.images import image_bytes
+from tests.support.reporting import T0, log_row
+from tests.support.waiting import wait_for
 
 EVENTS, REPORTS = "classifier-events", "classifier-reports"
 # The sender is a thread with its own database connection: it sees only committed rows.

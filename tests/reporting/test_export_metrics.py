@@ -7,8 +7,8 @@ import pytest
 from reporting.elastic import elasticsearch_client
 from reporting.export import outbox_drain, refusals
 from reporting.models import RequestLog
-from tests.observability.conftest import scrape, value
-from tests.reporting.conftest import log_row
+from tests.support.observability import scrape, value
+from tests.support.reporting import log_row
 
 EVENTS = "classifier-events"
 

@@ -22,9 +22,9 @@ from reporting.monitoring.selectors import (
     monitoring_window,
 )
 from reporting.monitoring.services import model_monitoring_refresh
-from tests.images import encode, image_bytes, noise_image
-from tests.models import TINY_LABELS
-from tests.reporting.conftest import log_row
+from tests.support.images import encode, image_bytes, noise_image
+from tests.support.models import TINY_LABELS
+from tests.support.reporting import log_row
 
 pytestmark = pytest.mark.django_db
 STATISTICS = "/admin/reporting/requestlog/statistics/"

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from reporting.models import ReportCall
-from tests.reporting.conftest import T0, log_row
+from tests.support.reporting import T0, log_row
 
 pytestmark = pytest.mark.django_db
 URL = "https://images.example/cat.jpg"

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from reporting.selectors import report_top_urls
-from tests.reporting.conftest import T0, log_row
+from tests.support.reporting import T0, log_row
 
 A, B, C, D = (f"https://images.example/{name}.jpg" for name in "abcd")
 pytestmark = pytest.mark.django_db

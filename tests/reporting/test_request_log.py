@@ -8,7 +8,7 @@ from rest_framework.throttling import BaseThrottle
 from classification.apis import ClassifyImageApi
 from reporting.models import RequestLog
 from reporting.services import request_log_failures
-from tests.images import image_bytes
+from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 

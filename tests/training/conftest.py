@@ -1,10 +1,7 @@
 """A generated garment dataset and one short training on it, shared by the session."""
 
-import io
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from classification.models import ModelVersion
@@ -69,25 +66,3 @@ def garment_model(db, garment_run: TrainingResult, _garment_registration: dict) 
         return version
     version = model_version_create(name="garments", **_garment_registration)
     return model_version_promote(model_version=version)
-
-
-def garment_jpeg(*, category: str, tags: dict[str, int], seed: int, size: int = 96) -> bytes:
-    """One generated garment photo, as the dataset's images are made."""
-    from training.dataset import TAGS, _garment_image
-
-    rng = np.random.default_rng(seed)
-    image = _garment_image(
-        category=category,
-        colour="LIGHT-BLUE",
-        tags=np.array([tags.get(tag, 0) for tag in TAGS]),
-        size=(size, int(size * 1.15)),
-        rng=rng,
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path

@@ -11,7 +11,7 @@ from classification.registry.multi_task import heads_by_name
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
 from reporting.models import RequestLog
-from tests.training.conftest import garment_jpeg
+from tests.support.training import garment_jpeg
 from training.batch import predictions_batch
 from training.dataset import CATEGORIES, TAGS, labels_read
 from training.evaluation import model_evaluate
@@ -129,7 +129,7 @@ def test_the_api_answers_two_categories_and_the_tags_of_a_polka_dot_blouse(
 
 
 def test_other_models_answer_no_tags(db, tiny_model, api_client):
-    from tests.images import image_bytes
+    from tests.support.images import image_bytes
 
     body = api_client.post("/classify-image", {"image": _upload(image_bytes())}).json()
     assert "tags" not in body

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from training import services
 from training.dataset import dataset_generate
 from training.services import STATE_FILE, TrainingConfig, model_train

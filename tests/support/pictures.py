@@ -8,7 +8,7 @@ import os
 from PIL import Image
 from playwright.sync_api import Page
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 DOCS_IMAGES = ROOT / "docs" / "img"
 ARTIFACTS = ROOT / "test-artifacts" / "docs-img"

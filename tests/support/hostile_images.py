@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tests.images import encode, image_bytes
+from tests.support.images import encode, image_bytes
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -9,7 +9,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
-from tests.images import encode, noise_image
+from tests.support.images import encode, noise_image
 
 
 @dataclass
