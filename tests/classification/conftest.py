@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from tests.support.fetch import LoopbackServer, Tripwire
 from tests.support.images import image_bytes
+from tests.support.keras_files import keras_imagenet_files
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +114,29 @@ def classify(db, api_client, tiny_model) -> Callable[..., Response]:
         return api_client.post("/classify-image", body, format="json")
 
     return post
+
+
+# --- The files the downloading sources fetch, served from loopback by their tests -----------
+
+
+@pytest.fixture(scope="session")
+def imagenet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """MobileNetV2's weights in Keras' own h5 layout (random weights) and a 1000-class index."""
+    return keras_imagenet_files(
+        architecture="MobileNetV2",
+        folder=tmp_path_factory.mktemp("imagenet"),
+        weights_path="/weights.h5",
+    )
+
+
+@pytest.fixture(scope="session")
+def mobilenet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """MobileNet v1's weights (random, weights=None) as Keras publishes them, and a class index."""
+    return keras_imagenet_files(
+        architecture="MobileNet",
+        folder=tmp_path_factory.mktemp("mobilenet"),
+        weights_path="/mobilenet_1_0_224_tf.h5",
+    )
 
 
 # --- Zero-shot (CLIP) models: the tiny CLIP is built and trained once per session -----------

