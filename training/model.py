@@ -38,15 +38,17 @@ def multi_task_model_build(
     weights: str,
     workdir: Path,
     dropout: float = 0.2,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> Any:
     """The Keras model: ``image`` in, ``{"category": softmax, "tags": sigmoid}`` out.
 
     The backbone starts frozen (the heads train first); its batch norms always run in
     inference mode, so fine-tuning on small batches cannot spoil their ImageNet statistics.
+    A ``seed`` makes the heads' initial weights (and the dropout's draws) the same each time.
     """
     keras = _tensorflow().keras
-    keras.utils.set_random_seed(seed)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     backbone = backbone_build(input_size=input_size, weights=weights, workdir=workdir)
     backbone.trainable = False
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")

@@ -7,10 +7,13 @@ thresholds, curves, validation figures). Rerunning the same command on the same 
 continues from the last finished epoch.
 """
 
+import contextlib
 import json
 import logging
+import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from training.model import (
     model_compile,
     multi_task_model_build,
 )
-from training.pipeline import Split, _tensorflow, dataset_build, split_stratified
+from training.pipeline import Split, _tensorflow, dataset_build, epoch_counter, split_stratified
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ class TrainingConfig:
     fine_tune_learning_rate: float = 1e-4
     patience: int = 3
     validation_fraction: float = 0.2
-    seed: int = 0
+    # A number makes the run reproducible on one machine (seeded split, initialisation, shuffle
+    # and augmentation; deterministic ops); None draws a fresh seed and runs at full speed.
+    seed: int | None = None
     weights: str = "imagenet"
 
 
@@ -105,6 +110,40 @@ def _epoch_logger(*, run_dir: Path, state: dict, phase: str, epochs: int, echo: 
     return EpochLine()
 
 
+def _epoch_setter(*, counter: Any, first: int) -> Any:
+    keras = _tensorflow().keras
+
+    class EpochNumber(keras.callbacks.Callback):  # type: ignore[name-defined]
+        """Tells the training dataset which epoch starts (counted across the phases), so its
+        shuffle and augmentation are those of that epoch, resumed or not."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            counter.assign(first + epoch)
+
+    return EpochNumber()
+
+
+@contextlib.contextmanager
+def _determinism(seed: int | None) -> Iterator[None]:
+    """With a seed: Python, NumPy and TensorFlow seeded and TensorFlow's ops deterministic,
+    for the block (op determinism is put back as it was after). Without: nothing changes."""
+    if seed is None:
+        yield
+        return
+    tf = _tensorflow()
+    # Only enabling is public API; the switch back is TensorFlow's own, in its config module.
+    from tensorflow.python.framework import config as tf_config
+
+    tf.keras.utils.set_random_seed(seed)
+    enabled_before = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not enabled_before:
+            tf_config.disable_op_determinism()
+
+
 def _split_from_state(labels: GarmentLabels, state: dict) -> Split:
     index = {uuid: row for row, uuid in enumerate(labels.uuids)}
     try:
@@ -146,7 +185,7 @@ def model_train(
         split = split_stratified(
             categories=labels.categories,
             validation_fraction=config.validation_fraction,
-            seed=config.seed,
+            seed=config.seed if config.seed is not None else secrets.randbits(31),
         )
         state = {
             "config": asdict(config),
@@ -164,18 +203,44 @@ def model_train(
         echo(f"Resuming the run in {run_dir} (finished phases: {state['phases_done'] or 'none'})")
     if len(split.validation) == 0 or len(split.train) == 0:
         raise TrainingError("Too few rows to hold out a validation split: add data.")
+    with _determinism(config.seed):
+        return _phases_train(
+            labels=labels,
+            split=split,
+            images_dir=Path(images_dir),
+            run_dir=run_dir,
+            config=config,
+            state=state,
+            verbose=verbose,
+            echo=echo,
+        )
 
-    tf = _tensorflow()
-    keras = tf.keras
-    keras.utils.set_random_seed(config.seed)
+
+def _phases_train(
+    *,
+    labels: GarmentLabels,
+    split: Split,
+    images_dir: Path,
+    run_dir: Path,
+    config: TrainingConfig,
+    state: dict,
+    verbose: int,
+    echo: Any,
+) -> TrainingResult:
+    keras = _tensorflow().keras
+    # Unseeded, the data still needs one seed: the shuffle and augmentation are stateless.
+    data_seed = config.seed if config.seed is not None else secrets.randbits(31)
+    epoch = epoch_counter()
     common: dict[str, Any] = {
         "labels": labels,
-        "images_dir": Path(images_dir),
+        "images_dir": images_dir,
         "input_size": config.input_size,
         "preprocessing": PREPROCESSING,
         "batch_size": config.batch_size,
     }
-    train = dataset_build(rows=split.train, augment=True, shuffle=True, seed=config.seed, **common)
+    train = dataset_build(
+        rows=split.train, augment=True, shuffle=True, seed=data_seed, epoch=epoch, **common
+    )
     validation = dataset_build(rows=split.validation, **common)
     class_weights = class_weights_balanced(
         categories=labels.categories[split.train], num_categories=len(CATEGORIES)
@@ -200,7 +265,9 @@ def model_train(
             continue
         epochs = config.epochs if phase == "heads" else config.fine_tune_epochs
         if epochs > 0:
+            first = 0 if phase == "heads" else config.epochs
             callbacks = [
+                _epoch_setter(counter=epoch, first=first),
                 keras.callbacks.BackupAndRestore(str(run_dir / f"backup-{phase}")),
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=config.patience, restore_best_weights=True

@@ -24,7 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
         parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
         parser.add_argument("--patience", type=int, default=defaults.patience)
-        parser.add_argument("--seed", type=int, default=defaults.seed)
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=defaults.seed,
+            help="Make the run reproducible on this machine (seeded split, initialisation, "
+            "shuffle and augmentation; deterministic TensorFlow ops, a little slower). "
+            "Without it every run draws its own seed.",
+        )
         parser.add_argument(
             "--weights",
             choices=["imagenet", "random"],
