@@ -380,16 +380,13 @@ of the category model alone (goal: at most 1.2x; met: {comparison["goal_met"]}),
 """
 
 
-def model_evaluate(
-    *, data_path: Path, images_dir: Path, run_dir: Path, output_dir: Path, latency_runs: int = 20
-) -> dict:
-    """Evaluate the finished run in ``run_dir`` on its validation split; write
-    ``predictions.parquet``, ``scores.parquet``, ``report.json`` and ``report.html`` into
-    ``output_dir``. Returns the report. Raises TrainingError / DatasetError."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def validation_predictions_write(
+    *, labels: GarmentLabels, images_dir: Path, run_dir: Path, output_dir: Path
+) -> Any:
+    """Predict the finished run's validation rows into ``output_dir``'s ``predictions.parquet``
+    (the batch format) and ``scores.parquet`` (every probability). Returns the loaded model.
+    Raises TrainingError when the run is not finished."""
     summary = training_summary_read(run_dir=run_dir)
-    labels = dataset_load(data_path=data_path, images_dir=images_dir)
     index = {uuid: row for row, uuid in enumerate(labels.uuids)}
     rows = np.array([index[uuid] for uuid in summary["split"]["validation"]])
     keras = _tensorflow().keras
@@ -411,8 +408,25 @@ def model_evaluate(
         tag_scores=np.asarray(scores["tags"]),
         thresholds=summary["tag_thresholds"],
     )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(predictions, output_dir / PREDICTIONS_FILE)
     pq.write_table(score_table, output_dir / SCORES_FILE)
+    return model
+
+
+def model_evaluate(
+    *, data_path: Path, images_dir: Path, run_dir: Path, output_dir: Path, latency_runs: int = 20
+) -> dict:
+    """Evaluate the finished run in ``run_dir`` on its validation split; write
+    ``predictions.parquet``, ``scores.parquet``, ``report.json`` and ``report.html`` into
+    ``output_dir``. Returns the report. Raises TrainingError / DatasetError."""
+    output_dir = Path(output_dir)
+    summary = training_summary_read(run_dir=run_dir)
+    labels = dataset_load(data_path=data_path, images_dir=images_dir)
+    model = validation_predictions_write(
+        labels=labels, images_dir=images_dir, run_dir=run_dir, output_dir=output_dir
+    )
     # Recomputed from the files just written, as a reader of the report would.
     model_figures = figures_from_predictions(
         predictions=pq.read_table(output_dir / PREDICTIONS_FILE),

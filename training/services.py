@@ -110,15 +110,26 @@ def _epoch_logger(*, run_dir: Path, state: dict, phase: str, epochs: int, echo: 
     return EpochLine()
 
 
+# Room for this many dropout draws (one per step) before an epoch's range meets the next's.
+_DROPOUT_DRAWS_PER_EPOCH = 2**32
+
+
 def _epoch_setter(*, counter: Any, first: int) -> Any:
     keras = _tensorflow().keras
 
     class EpochNumber(keras.callbacks.Callback):  # type: ignore[name-defined]
         """Tells the training dataset which epoch starts (counted across the phases), so its
-        shuffle and augmentation are those of that epoch, resumed or not."""
+        shuffle and augmentation are those of that epoch, resumed or not. The dropout's
+        random state starts each epoch from the epoch's number too: Keras' backups do not
+        keep it, and a resumed run would otherwise replay the first epochs' masks."""
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             counter.assign(first + epoch)
+            for layer in self.model.layers:
+                generator = getattr(layer, "seed_generator", None)
+                if generator is not None:
+                    seed = generator.state.numpy()[0]
+                    generator.state.assign([seed, (first + epoch) * _DROPOUT_DRAWS_PER_EPOCH])
 
     return EpochNumber()
 

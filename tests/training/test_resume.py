@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pytest
 from tests.support.paths import ROOT
 from training import services
 from training.dataset import dataset_generate
+from training.pipeline import _tensorflow
 from training.services import STATE_FILE, TrainingConfig, model_train
 
 pytestmark = pytest.mark.slow
@@ -111,6 +113,44 @@ def test_an_interrupted_training_continues_from_its_last_checkpoint(tmp_path, wa
     assert [row["epoch"] for row in heads] == [0, 1, 2, 3]
     assert heads[:2] == state["history"]["heads"]  # the curves before the interruption are kept
     assert result.model_path.exists() and not (run_dir / "backup-heads").exists()
+
+
+def test_a_resumed_seeded_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Each epoch's order, augmentation and dropout are drawn from the seed and the epoch's
+    number, so the epochs after a resume are those the uninterrupted run trained."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    data = dataset_generate(output_dir=tmp_path / "data", count=40, image_size=40, seed=5)
+    arguments = {
+        "data_path": data.data_path,
+        "images_dir": data.images_dir,
+        "config": replace(TINY_CONFIG, seed=4),
+        "verbose": 0,
+    }
+    whole = model_train(**arguments, run_dir=tmp_path / "whole", echo=lambda line: None)
+    # Early stopping keeps the best epoch's weights and forgets the epochs before a resume:
+    # the comparison holds when the best epoch is the last, as here.
+    losses = [row["val_loss"] for row in whole.summary["history"]["heads"]]
+    assert losses == sorted(losses, reverse=True)
+
+    def stop_after_the_second_epoch(line: str) -> None:
+        if line.startswith("heads epoch 2/"):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        model_train(**arguments, run_dir=tmp_path / "cut", echo=stop_after_the_second_epoch)
+    resumed = model_train(**arguments, run_dir=tmp_path / "cut", echo=lambda line: None)
+
+    def curves(result) -> dict:  # every figure of every epoch but its time
+        return {
+            phase: [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+            for phase, rows in result.summary["history"].items()
+        }
+
+    assert curves(resumed) == curves(whole)
+    keras = _tensorflow().keras
+    weights = [keras.models.load_model(str(r.model_path)).get_weights() for r in (whole, resumed)]
+    for uninterrupted, after_resume in zip(*weights, strict=True):
+        np.testing.assert_array_equal(uninterrupted, after_resume)
 
 
 # Runs predictions_batch in a process of its own on an unsaved copy of the registered version,
