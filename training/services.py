@@ -52,8 +52,8 @@ class TrainingConfig:
     fine_tune_learning_rate: float = 1e-4
     patience: int = 3
     validation_fraction: float = 0.2
-    # A number makes the run reproducible on one machine (seeded split, initialisation, shuffle
-    # and augmentation; deterministic ops); None draws a fresh seed and runs at full speed.
+    # A number makes the run reproducible on one machine (seeded split, initialisation, shuffle,
+    # augmentation and dropout; deterministic ops); None draws a fresh seed each run.
     seed: int | None = None
     weights: str = "imagenet"
 
@@ -111,7 +111,8 @@ def _epoch_logger(*, run_dir: Path, state: dict, phase: str, epochs: int, echo: 
 
 
 # Room for this many dropout draws (one per step) before an epoch's range meets the next's.
-_DROPOUT_DRAWS_PER_EPOCH = 2**32
+# Keras folds the state into int32 before drawing: 2**20 steps an epoch, 2,047 epochs.
+_DROPOUT_DRAWS_PER_EPOCH = 2**20
 
 
 def _epoch_setter(*, counter: Any, first: int) -> Any:
@@ -184,8 +185,10 @@ def model_train(
     the frozen ImageNet backbone, phase two fine-tunes the backbone's top blocks; each stops
     early on the validation loss and keeps its best weights. Per-tag thresholds are then tuned
     on the validation split for the best F1. A run folder that holds an unfinished run
-    continues it (its configuration and split are the stored ones). ``verbose`` is Keras'
-    (1: progress bars); ``echo`` prints the per-epoch lines.
+    continues it (its configuration and split are the stored ones). With ``config.seed`` the
+    run is reproducible on one machine: the same data, configuration and seed give the same
+    weights, resumed or not. ``verbose`` is Keras' (1: progress bars); ``echo`` prints the
+    per-epoch lines.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
