@@ -31,7 +31,7 @@ run: $(VENV)/.requirements
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(OFFLINE_MODELS)
-	PORT=$(PORT) $(VENV)/bin/gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
+	PORT=$(PORT) $(PY) -m classifier_site.serve
 
 test: $(VENV)/.requirements-test chromium
 	$(PY) -m pytest $(PYTEST_ARGS)

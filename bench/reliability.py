@@ -128,7 +128,7 @@ def _server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
         "DATABASE_URL": database_url(connection.settings_dict),
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "4",
+        "WEB_THREADS": "4",
         "LOG_LEVEL": "WARNING",
         "THROTTLE_ANON_RATE": "100000/minute",
         "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",

@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "core.middleware.AccessLogMiddleware",
     # A POST /classify-image refused before its view (unknown Host) still gets its log row.
     "classification.middleware.ClassifyRefusalMiddleware",
+    # A body the asynchronous front gave up waiting for (core.front): 408, logged as above.
+    "core.middleware.FrontRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -159,6 +161,20 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# --- HTTP server (classifier_site/serve.py) --------------------------------------------------
+# Threads per worker process that run Django; the requests beyond wait in the worker's queue.
+# Under granian a thread is taken only once the whole request has arrived, so threads do the
+# requests' work and wait on image servers (image_url fetches), never on clients. A thread
+# is started only when the ones there are all busy, and it opens a database connection only
+# if its requests need one (inference itself is one at a time per model and worker). gunicorn
+# (WEB_SERVER=gunicorn) uses the same number, or GUNICORN_THREADS when that is set.
+WEB_THREADS = env_int("WEB_THREADS", env_int("GUNICORN_THREADS", 32))
+# Seconds a request's body may take to arrive in full (granian; core.front): 408 after that.
+# The request line and headers have REQUEST_HEADER_TIMEOUT seconds (read by serve.py, as
+# granian's own setting, at most 60).
+REQUEST_BODY_TIMEOUT = env_float("REQUEST_BODY_TIMEOUT", 60.0)
+REQUEST_HEADER_TIMEOUT = env_float("REQUEST_HEADER_TIMEOUT", 10.0)
+
 # --- Image intake -------------------------------------------------------------------------
 # Largest image accepted, in bytes of the (decoded) image file: uploads, base64 and fetches.
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
@@ -184,10 +200,13 @@ IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3)
 IMAGE_FETCH_PRIVATE_ALLOWLIST = env_networks("IMAGE_FETCH_PRIVATE_ALLOWLIST")
 IMAGE_FETCH_CA_BUNDLE = env_str("IMAGE_FETCH_CA_BUNDLE", "")
 # Fetches (and waits for an identical fetch) at once per process and per client address; one
-# more is answered 503 busy with this Retry-After. Keep the first well below GUNICORN_THREADS,
-# so that slow image servers can never take every thread.
-IMAGE_FETCH_CONCURRENCY = env_int("IMAGE_FETCH_CONCURRENCY", 2)
-IMAGE_FETCH_PER_CLIENT = env_int("IMAGE_FETCH_PER_CLIENT", 1)
+# more is answered 503 busy with this Retry-After. A fetch holds a request thread while it
+# waits on the image's server, so the default leaves a quarter of WEB_THREADS (at least 4)
+# to uploads, cache hits and probes, whatever slow image servers do.
+IMAGE_FETCH_CONCURRENCY = env_int(
+    "IMAGE_FETCH_CONCURRENCY", max(1, WEB_THREADS - max(4, WEB_THREADS // 4))
+)
+IMAGE_FETCH_PER_CLIENT = env_int("IMAGE_FETCH_PER_CLIENT", 4)
 IMAGE_FETCH_RETRY_AFTER = env_int("IMAGE_FETCH_RETRY_AFTER", 2)
 
 # --- Models and inference -----------------------------------------------------------------

@@ -46,6 +46,14 @@ class PayloadTooLarge(ServiceError):
     default_message = "The request body is too large."
 
 
+class RequestTimeout(ServiceError):
+    """The request's body did not arrive within REQUEST_BODY_TIMEOUT (core.front)."""
+
+    status_code = status.HTTP_408_REQUEST_TIMEOUT
+    code = "request_timeout"
+    default_message = "The request body took too long to arrive."
+
+
 class ServiceBusy(ServiceError):
     """This process has no capacity for the work right now; the client may retry shortly."""
 
@@ -141,6 +149,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 
 def _json_error(status_code: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status_code)
+
+
+def service_error_response(exc: ServiceError) -> JsonResponse:
+    """A ServiceError answered outside DRF (by a middleware), in the API's shape."""
+    response = _json_error(exc.status_code, exc.code, exc.message)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

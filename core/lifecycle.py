@@ -1,13 +1,17 @@
-"""Work each app wants done when a gunicorn worker starts or exits, registered in
+"""Work each app wants done when a web worker starts or exits, registered in
 ``AppConfig.ready()``.
 
-The gunicorn configuration knows no app: it runs the start hooks in each worker's
-``post_worker_init`` and the exit hooks in its ``worker_exit``, in registration order (exit
-hooks in reverse order, so what started last stops first).
+The servers know no app: core.worker runs the start hooks as each worker starts (granian:
+the ASGI lifespan's startup; gunicorn: ``post_worker_init``) and the exit hooks as it stops,
+in registration order (exit hooks in reverse order, so what started last stops first).
+Imports nothing from Django: a server's master process loads this module before it forks.
 """
 
+import os
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 WorkerStartHook = Callable[[], None]
 WorkerExitHook = Callable[[], None]
@@ -32,7 +36,7 @@ def worker_start_hooks() -> list[WorkerStartHook]:
 def worker_exit_hook_register(hook: WorkerExitHook) -> None:
     """Call ``hook`` in every worker as it exits (a restart, a graceful stop, max_requests).
 
-    A hook must bound its own time: gunicorn kills a worker still busy after its graceful
+    A hook must bound its own time: the server kills a worker still busy after its graceful
     timeout. Registering the same hook twice is ignored.
     """
     with _hooks_lock:
@@ -44,3 +48,22 @@ def worker_exit_hooks() -> list[WorkerExitHook]:
     """The exit hooks, the last registered first."""
     with _hooks_lock:
         return list(reversed(_exit_hooks))
+
+
+def metrics_folder_prepare() -> tuple[Path, bool]:
+    """The workers' shared prometheus-client folder, emptied, and whether it was created here.
+
+    prometheus-client's multiprocess mode needs a folder that every worker writes its figures
+    to, named by PROMETHEUS_MULTIPROC_DIR before any worker starts: the server's master makes
+    one (or empties the one given: a previous run's figures would add to this run's).
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        path = Path(tempfile.mkdtemp(prefix="classifier-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+        return path, True
+    path = Path(given)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path, False

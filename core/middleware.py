@@ -9,6 +9,8 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from core import metrics
+from core.errors import RequestTimeout, service_error_response
+from core.front import BODY_TIMEOUT, REFUSAL_KEY
 from core.logs import request_id_bind, request_id_unbind
 
 access_logger = logging.getLogger("core.access")
@@ -124,3 +126,20 @@ class AccessLogMiddleware:
             extra=extra,
         )
         return response
+
+
+class FrontRefusalMiddleware:
+    """Answers a request the asynchronous front refused (core.front): its body took too long.
+
+    The front hands such a request on, marked and without its body, rather than answering it
+    itself, so that the refusal has the API's error shape, a request id, an access line and
+    (placed below ClassifyRefusalMiddleware) a request-log row like every other answer.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.META.get(REFUSAL_KEY) == BODY_TIMEOUT:
+            return service_error_response(RequestTimeout())
+        return self.get_response(request)

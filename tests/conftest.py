@@ -184,8 +184,9 @@ def dog_model(register_model, dog_source: ModelSource) -> ModelVersion:
 
 
 @pytest.fixture
-def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iterator[Callable]:
-    """Start the real service under gunicorn (as 'make run' does) against the test database."""
+def web_server(transactional_db, model_store: Path, tmp_path: Path) -> Iterator[Callable]:
+    """Start the real service as 'make run' does (classifier_site.serve: granian, or gunicorn with
+    WEB_SERVER=gunicorn in ``env``) against the test database."""
     started: list[subprocess.Popen] = []
 
     def start(*, workers: int = 2, env: dict[str, str] | None = None) -> LiveServer:
@@ -197,7 +198,7 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             "VAR_DIR": str(django_settings.VAR_DIR),
             "PORT": str(port),
             "WEB_CONCURRENCY": str(workers),
-            "GUNICORN_THREADS": "2",
+            "WEB_THREADS": "2",
             "MODEL_REFRESH_SECONDS": "0.5",
             "LOG_LEVEL": "WARNING",
             "THROTTLE_ANON_RATE": UNTHROTTLED_RATE,
@@ -209,17 +210,10 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             "REQUEST_LOG_SPILL_DIR": str(tmp_path / "request-log-spill"),
             **(env or {}),
         }
-        log_path = tmp_path / f"gunicorn-{port}.log"
+        log_path = tmp_path / f"server-{port}.log"
         log = log_path.open("w")
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "python:classifier_site.gunicorn",
-                "classifier_site.wsgi",
-            ],
+            [sys.executable, "-m", "classifier_site.serve"],
             cwd=ROOT,
             env=environment,
             stdout=log,
@@ -235,7 +229,7 @@ def gunicorn_server(transactional_db, model_store: Path, tmp_path: Path) -> Iter
             if process.poll() is not None:
                 break
             time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not start: {log_path.read_text()}")
+        raise RuntimeError(f"The server did not start: {log_path.read_text()}")
 
     yield start
     for process in started:

@@ -1,13 +1,13 @@
 #!/bin/sh
 # The image's entrypoint:
-#   web (the default)  'setup' unless MIGRATE_ON_START=0, then gunicorn;
+#   web (the default)  'setup' unless MIGRATE_ON_START=0, then the web server;
 #   setup              migrate, then register the baked models (the registry rows in
 #                      MODEL_MANIFEST) where the database lacks them: the one-shot job that
 #                      compose and Kubernetes run before the web servers;
 #   sender             the Elasticsearch index templates, then 'export_events --follow';
 #   anything else      a manage.py command ('export_events --follow', 'createsuperuser', ...).
 #
-#   WEB_CONCURRENCY / GUNICORN_THREADS / LITERT_NUM_THREADS
+#   WEB_CONCURRENCY / LITERT_NUM_THREADS
 #                                 default from the container's CPU quota (see below).
 set -eu
 
@@ -64,14 +64,13 @@ if [ "${1:-web}" = "sender" ]; then
 fi
 if [ "${1:-web}" = "web" ]; then
   n=$(cpus)
-  # One worker per CPU (each holds its own model), four request threads each (they mostly wait
-  # on I/O), and one thread per inference: with a worker per CPU, a second interpreter thread
-  # only takes a CPU from another request (see docs/performance.md).
+  # One worker per CPU (each holds its own model), and one thread per inference: with a worker
+  # per CPU, a second interpreter thread only takes a CPU from another request (see
+  # docs/performance.md). Request threads: WEB_THREADS (settings' default).
   export WEB_CONCURRENCY="${WEB_CONCURRENCY:-$n}"
-  export GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
   export LITERT_NUM_THREADS="${LITERT_NUM_THREADS:-1}"
   if [ "${MIGRATE_ON_START:-1}" = "1" ]; then setup; else models_sync; fi
-  echo "Starting gunicorn: $WEB_CONCURRENCY workers x $GUNICORN_THREADS threads ($n CPUs)"
-  exec gunicorn --config python:classifier_site.gunicorn classifier_site.wsgi
+  echo "Starting ${WEB_SERVER:-granian}: $WEB_CONCURRENCY workers ($n CPUs)"
+  exec python -m classifier_site.serve
 fi
 exec python manage.py "$@"

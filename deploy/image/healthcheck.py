@@ -1,6 +1,6 @@
 """The image's HEALTHCHECK: `classifier-healthcheck` (liveness) or `classifier-healthcheck ready`.
 
-Asks gunicorn on 127.0.0.1:$PORT with Host: localhost (keep localhost in ALLOWED_HOSTS) and
+Asks the web server on 127.0.0.1:$PORT with Host: localhost (keep localhost in ALLOWED_HOSTS) and
 X-Forwarded-Proto: https (so PRODUCTION's HTTPS redirect, where SECURE_PROXY_SSL_HEADER=1, lets
 the request through), following no redirect. Live: any answer below 500 (the process answers).
 Ready: /health/ready answers 200 (a model is loaded and the database answers).

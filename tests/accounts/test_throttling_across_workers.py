@@ -28,13 +28,13 @@ def post_empty_classify(url: str) -> int:
 if "redis" in CACHE_KINDS:  # wherever Redis is configured, and always in CI
 
     @pytest.mark.slow
-    def test_the_limit_holds_across_server_processes_sharing_redis(gunicorn_server):
+    def test_the_limit_holds_across_server_processes_sharing_redis(web_server):
         if not REDIS_URL:
             pytest.fail("CI is set but REDIS_URL is not: this test must run in CI.")
         prefix = f"test-workers-{uuid.uuid4().hex}"
         env = {"REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": prefix, "THROTTLE_ANON_RATE": "3/minute"}
         # Two one-worker servers, called in turn: with a per-process cache each would allow 3.
-        servers = [gunicorn_server(workers=1, env=env) for _ in range(2)]
+        servers = [web_server(workers=1, env=env) for _ in range(2)]
         try:
             statuses = [post_empty_classify(servers[i % 2].url) for i in range(8)]
         finally:

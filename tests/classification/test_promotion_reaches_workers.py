@@ -48,10 +48,10 @@ def classify_until_every_worker_serves(server, version: int) -> list[int]:
     return answered
 
 
-def test_promotion_reaches_every_worker(gunicorn_server, register_model, tiny_keras_path):
+def test_promotion_reaches_every_worker(web_server, register_model, tiny_keras_path):
     register_model(tiny_keras_path, name="tiny", labels=TINY_LABELS)
     second = register_model(tiny_keras_path, name="tiny", labels=TINY_LABELS, stage="staging")
-    server = gunicorn_server(workers=WORKERS, env={"LOG_LEVEL": "INFO"})
+    server = web_server(workers=WORKERS, env={"LOG_LEVEL": "INFO"})
 
     assert set(classify_until_every_worker_serves(server, 1)) == {1}
     assert len(workers_serving(server, 1)) == WORKERS

@@ -191,9 +191,9 @@ def _dechunk(data: bytes) -> bytes:
 
 @pytest.mark.slow
 def test_over_size_uploads_are_413_with_and_without_content_length_on_the_real_server(
-    gunicorn_server, tiny_model
+    web_server, tiny_model
 ):
-    server = gunicorn_server(workers=1, env={"IMAGE_MAX_BYTES": "100000"})
+    server = web_server(workers=1, env={"IMAGE_MAX_BYTES": "100000"})
     port = int(server.url.rsplit(":", 1)[1])
     form = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     chunked_form = {**form, "Transfer-Encoding": "chunked"}

@@ -24,15 +24,15 @@ from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-SERVER_ENV = {"GUNICORN_THREADS": "4", "REQUEST_LOG_RETRY_SECONDS": "0.1"}
+SERVER_ENV = {"WEB_THREADS": "4", "REQUEST_LOG_RETRY_SECONDS": "0.1"}
 
 
-def test_slow_image_servers_leave_probes_and_uploads_answering(gunicorn_server, tiny_model):
+def test_slow_image_servers_leave_probes_and_uploads_answering(web_server, tiny_model):
     drip = LoopbackServer()
     try:
         for index in range(8):  # 8 different URLs: no cache or single flight can merge them
             drip.route(f"/slow{index}.png", body=b"\x89PNG" + b"\0" * 40, drip_interval=0.5)
-        server = gunicorn_server(
+        server = web_server(
             workers=2,
             env={
                 **SERVER_ENV,
@@ -77,10 +77,10 @@ def test_slow_image_servers_leave_probes_and_uploads_answering(gunicorn_server, 
 
 
 def test_a_locked_log_table_delays_rows_not_answers_even_across_a_restart(
-    gunicorn_server, tiny_model, tmp_path
+    web_server, tiny_model, tmp_path
 ):
     env = {**SERVER_ENV, "REQUEST_LOG_FLUSH_SECONDS": "1", "LOG_LEVEL": "INFO"}
-    server = gunicorn_server(workers=2, env=env)
+    server = web_server(workers=2, env=env)
     sent = 0
     assert upload(server.url).status == 200
     sent += 1
@@ -107,7 +107,7 @@ def test_a_locked_log_table_delays_rows_not_answers_even_across_a_restart(
     assert RequestLog.objects.count() < sent  # (read after the lock: PostgreSQL's blocks reads)
     spilled = list((tmp_path / "request-log-spill").glob("*.jsonl"))
     assert spilled, server.log()
-    restarted = gunicorn_server(workers=1, env=env)
+    restarted = web_server(workers=1, env=env)
     wait_for(lambda: RequestLog.objects.count() == sent, timeout=30)
     assert not list((tmp_path / "request-log-spill").glob("*.jsonl"))
     assert len(set(RequestLog.objects.values_list("request_id", flat=True))) == sent

@@ -79,11 +79,11 @@ def worker_peaks_mb(master_pid: int) -> list[float]:
     return peaks
 
 
-def test_eight_large_uploads_stay_under_the_memory_bound(gunicorn_server, tiny_model, large_pngs):
-    server = gunicorn_server(
+def test_eight_large_uploads_stay_under_the_memory_bound(web_server, tiny_model, large_pngs):
+    server = web_server(
         workers=2,
         env={
-            "GUNICORN_THREADS": "4",
+            "WEB_THREADS": "4",
             "IMAGE_MAX_BYTES": str(20 * 1024 * 1024),
             "CACHE_KEY_PREFIX": f"memory-test-{uuid.uuid4().hex}",  # nothing answered from cache
         },

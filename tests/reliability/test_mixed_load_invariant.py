@@ -21,16 +21,16 @@ CLIENTS = 4
 
 
 def test_every_request_is_one_row_through_a_redis_kill_and_a_table_lock(
-    gunicorn_server, tiny_model, tmp_path
+    web_server, tiny_model, tmp_path
 ):
     redis = OwnRedis(tmp_path)  # a Redis of this test's own, so killing it harms nobody else
     redis.start()
     photo = encode(noise_image(size=(48, 48), seed=7), "PNG")
     with serve_files({"/same.png": photo}, fallback=lambda path: photo + path.encode()) as images:
-        server = gunicorn_server(
+        server = web_server(
             workers=2,
             env={
-                "GUNICORN_THREADS": "4",
+                "WEB_THREADS": "4",
                 "REDIS_URL": redis.url,
                 "CACHE_BREAKER_SECONDS": "0.5",
                 "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",

@@ -40,13 +40,11 @@ def schemathesis(url: str, *headers: str, workdir: Path) -> subprocess.Completed
     return subprocess.run(command, capture_output=True, text=True, timeout=110, cwd=workdir)
 
 
-def test_schemathesis_finds_nothing_anonymous_and_with_a_token(
-    gunicorn_server, tiny_model, tmp_path
-):
+def test_schemathesis_finds_nothing_anonymous_and_with_a_token(web_server, tiny_model, tmp_path):
     python_path = os.pathsep.join(
         filter(None, [str(HERE / "offline"), os.environ.get("PYTHONPATH")])
     )
-    server = gunicorn_server(workers=2, env={"PYTHONPATH": python_path, "GUNICORN_THREADS": "4"})
+    server = web_server(workers=2, env={"PYTHONPATH": python_path, "WEB_THREADS": "4"})
     user = get_user_model().objects.create_user("schema-test", password="pw-schema-123")
     token = str(AccessToken.for_user(user))
 

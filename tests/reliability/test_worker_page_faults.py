@@ -26,8 +26,8 @@ def minor_faults(master_pid: int) -> int:
     )
 
 
-def test_uncached_uploads_do_not_fault_their_memory_in_every_time(gunicorn_server, tiny_model):
-    server = gunicorn_server(workers=1, env={"CACHE_KEY_PREFIX": f"faults-test-{uuid.uuid4().hex}"})
+def test_uncached_uploads_do_not_fault_their_memory_in_every_time(web_server, tiny_model):
+    server = web_server(workers=1, env={"CACHE_KEY_PREFIX": f"faults-test-{uuid.uuid4().hex}"})
     photos = [encode(noise_image(size=(640, 480), seed=seed), "JPEG") for seed in range(40)]
     for photo in photos[:10]:  # the worker's arenas reach their working size
         assert upload(server.url, image=photo).status == 200

@@ -1,4 +1,4 @@
-"""The service started under gunicorn by the ``gunicorn_server`` fixture."""
+"""The service started by the ``web_server`` fixture (classifier_site.serve)."""
 
 import subprocess
 from dataclasses import dataclass

@@ -1,0 +1,110 @@
+"""``python -m classifier_site.serve``: the service over HTTP, as ``make run``, the image and the
+tests start it.
+
+WEB_SERVER picks the HTTP server:
+
+- ``granian`` (the default): a Rust HTTP server reading requests asynchronously, serving
+  ``classifier_site.asgi`` (core.front: bodies read on the event loop, Django in a pool of
+  WEB_THREADS threads). Request line and headers must arrive within REQUEST_HEADER_TIMEOUT
+  seconds, bodies within REQUEST_BODY_TIMEOUT, so slow clients hold no thread.
+- ``gunicorn``: gunicorn's threaded workers serving ``classifier_site.wsgi``
+  (classifier_site/gunicorn.py), the server before; kept so that ``bench loadtest`` measures
+  both side by side. A client that sends its headers slowly holds one of its threads.
+
+Both bind HOST:PORT with WEB_CONCURRENCY worker processes, load each worker's model before it
+takes traffic, write out the request log when a worker stops, and share one prometheus-client
+folder. This process imports nothing from Django: each worker loads it for itself.
+"""
+
+import os
+import shutil
+import sys
+
+from core.lifecycle import metrics_folder_prepare
+
+# Granian's own bound on its header timeout, in milliseconds.
+_HEADER_TIMEOUT_MAX_MS = 60_000
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        sys.exit(f"{name} must be a number, not {raw!r}")
+
+
+def _production() -> bool:
+    return os.environ.get("PRODUCTION", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _log_config() -> dict:
+    """Granian's own log lines as JSON with LOG_FORMAT=json (the default when PRODUCTION=1)."""
+    fmt = os.environ.get("LOG_FORMAT", "json" if _production() else "plain").strip().lower()
+    if fmt != "json":
+        return {}
+    return {
+        "formatters": {"json": {"()": "core.logs.JsonLineFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    }
+
+
+def granian_serve() -> None:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+
+    header_timeout_ms = int(_number("REQUEST_HEADER_TIMEOUT", 10.0) * 1000)
+    lifetime = int(_number("WEB_WORKER_LIFETIME", 0))
+    max_rss = int(_number("WEB_WORKER_MAX_RSS_MB", 0))
+    server = Granian(
+        "classifier_site.asgi:application",
+        address=os.environ.get("HOST", "127.0.0.1"),
+        port=int(_number("PORT", 8000)),
+        interface=Interfaces.ASGI,
+        workers=int(_number("WEB_CONCURRENCY", 2)),
+        http=HTTPModes.http1,
+        websockets=False,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, min(header_timeout_ms, _HEADER_TIMEOUT_MAX_MS)),
+            keep_alive=True,
+        ),
+        log_dictconfig=_log_config(),
+        log_level=os.environ.get("GRANIAN_LOG_LEVEL", "info"),  # type: ignore[arg-type]
+        log_access=False,  # the service writes its own access line (core.access)
+        respawn_failed_workers=True,
+        workers_lifetime=lifetime if lifetime >= 60 else None,
+        workers_max_rss=max_rss or None,
+        workers_kill_timeout=int(_number("WEB_GRACEFUL_TIMEOUT", 20)),
+    )
+    server.serve()
+
+
+def gunicorn_serve() -> None:
+    # The configuration prepares the metrics folder itself; gunicorn replaces this process.
+    argv = ["gunicorn", "--config", "python:classifier_site.gunicorn", "classifier_site.wsgi"]
+    os.execv(sys.executable, [sys.executable, "-m", *argv])  # noqa: S606 (no shell: argv as is)
+
+
+def main() -> None:
+    server = os.environ.get("WEB_SERVER", "granian").strip().lower()
+    if server == "gunicorn":
+        gunicorn_serve()
+    if server != "granian":
+        sys.exit(f"WEB_SERVER must be granian or gunicorn, not {server!r}")
+    # Web connections give up on a lock or a statement instead of holding a request thread
+    # for as long as a migration or a long report query holds the table; set before any
+    # worker reads the settings, so that management commands keep no limit.
+    os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "10")
+    os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "2")
+    folder, created = metrics_folder_prepare()
+    try:
+        granian_serve()
+    finally:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
