@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # gunicorn ships no type information: these document the hook
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS") or os.environ.get("WEB_THREADS") or "32")
+threads = int(os.environ.get("GUNICORN_THREADS") or os.environ.get("WEB_THREADS") or "64")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
 # Off by default: the service writes its own access line per request (core.access),

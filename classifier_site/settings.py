@@ -168,7 +168,7 @@ STORAGES = {
 # is started only when the ones there are all busy, and it opens a database connection only
 # if its requests need one (inference itself is one at a time per model and worker). gunicorn
 # (WEB_SERVER=gunicorn) uses the same number, or GUNICORN_THREADS when that is set.
-WEB_THREADS = env_int("WEB_THREADS", env_int("GUNICORN_THREADS", 32))
+WEB_THREADS = env_int("WEB_THREADS", env_int("GUNICORN_THREADS", 64))
 # Seconds a request's body may take to arrive in full (granian; core.front): 408 after that.
 # The request line and headers have REQUEST_HEADER_TIMEOUT seconds (read by serve.py, as
 # granian's own setting, at most 60).

@@ -163,9 +163,6 @@ def raw_post(port: int, headers: dict[str, str], body: bytes) -> tuple[int, dict
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head.encode() + body)
-        # A server that answered early and closed may have reset the connection already.
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
         answer = bytearray()
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):

@@ -115,12 +115,13 @@ def test_slow_drip_servers_leave_the_other_clients_tails_alone(web_server, tiny_
     answers = [attack.result(timeout=60) for attack in attacks]
     attack_pool.shutdown()
 
-    assert {a.status for a in before} == {200} and {a.status for a in during} == {200}
+    assert {a.status for a in before} == {200}
+    assert {a.status for a in during} == {200}, [a.body for a in during if a.status != 200][:3]
     assert p99(during) < 2 * max(p99(before), 0.05), (p99(before), p99(during))
     assert probe.status == 200
-    # Each attacking address held its own fetch slots (4 at a time), no more; the rest of its
-    # URLs were answered busy at once, with Retry-After.
-    assert 0 < held <= 20, held
+    # Each attacking address held its own fetch slots (4 at a time in each of the 2 worker
+    # processes), no more; the rest of its URLs were answered busy at once, with Retry-After.
+    assert 0 < held <= 40, held
     busy = [a for a in answers if a.status == 503]
-    assert len(busy) >= 30 and all(a.json()["error"]["code"] == "busy" for a in busy)
+    assert len(busy) >= 10 and all(a.json()["error"]["code"] == "busy" for a in busy)
     assert all(a.headers.get("Retry-After") for a in busy)

@@ -147,7 +147,7 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(web_server,
     with connect(server.url) as sock:
         sock.sendall(
             b"POST /classify-image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/octet-stream\r\nContent-Length: 500000000\r\n\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 500000000\r\n\r\n"
         )
         answer = b""
         while chunk := sock.recv(65536):  # answered and closed with no byte of the body sent

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from email.message import Message
 
 from tests.support.images import encode, noise_image
 
@@ -15,7 +16,7 @@ from tests.support.images import encode, noise_image
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
+    headers: Message  # names in any case (HTTP/1.1 names are case-insensitive)
     body: bytes
     seconds: float
 
@@ -30,9 +31,9 @@ def send(
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            body, status, got = response.read(), response.status, dict(response.headers.items())
+            body, status, got = response.read(), response.status, response.headers
     except urllib.error.HTTPError as error:
-        body, status, got = error.read(), error.code, dict(error.headers.items())
+        body, status, got = error.read(), error.code, error.headers
     return Answer(status, got, body, time.perf_counter() - started)
 
 
@@ -76,8 +77,6 @@ def raw_chunked_post(base_url: str, body: bytes, content_type: str) -> tuple[int
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head.encode() + bytes(chunks))
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
         answer = bytearray()
         with contextlib.suppress(ConnectionResetError):
             while piece := sock.recv(65536):
