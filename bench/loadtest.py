@@ -1,9 +1,10 @@
 """python -m bench loadtest: the service under load from a real load tool, beside a naive peer.
 
 A benchmark, not a test ('make loadtest' runs it). It starts the service as 'make run' does
-(gunicorn, its workers and threads), once with local memory and SQLite and once with Redis and
-PostgreSQL, drives it with wrk (Debian's package; the scenarios are load.lua's) at several
-concurrencies for a fixed time per run, and records for each scenario requests/s, p50/p95/p99
+(classifier_site.serve, its workers and threads) under each HTTP server (granian, the default,
+and gunicorn's threaded workers, with the same workers, threads and settings), once with local
+memory and SQLite and once with Redis and PostgreSQL, drives it with wrk (Debian's package;
+the scenarios are load.lua's) at several concurrencies for a fixed time per run, and records for each scenario requests/s, p50/p95/p99
 latency, errors, the server's CPU milliseconds per request (its processes' user + system time
 over the run, from /proc) and each worker's RSS. The same uncached uploads go to a naive peer
 (naive_peer.py: Flask and Keras model.predict, as tutorials serve it) so every figure is also a
@@ -42,7 +43,7 @@ UNTHROTTLED = "100000000/minute"
 
 
 def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (gunicorn's master and workers)."""
+    """``pid`` and its descendants (the server's master and workers)."""
     found, queue = [], [pid]
     while queue:
         current = queue.pop()
@@ -109,6 +110,7 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", default="1,4,16,64")
         parser.add_argument("--soak-seconds", type=float, default=0.0)
         parser.add_argument("--variants", default="local,redis-postgres")
+        parser.add_argument("--servers", default="granian,gunicorn", help="WEB_SERVER values")
         parser.add_argument("--scenarios", default=",".join(SCENARIOS))
         parser.add_argument("--no-peer", action="store_true")
         parser.add_argument("--report", type=Path, default=settings.VAR_DIR / "bench")
@@ -140,20 +142,24 @@ class Command(BaseCommand):
             content_type="image/jpeg",
             fallback=lambda path: jpeg + path.encode(),
         ) as images:
+            servers = str(options["servers"]).split(",")
             for variant in str(options["variants"]).split(","):
-                self.stdout.write(f"== {variant}")
-                env = self._variant_env(variant)
-                with self._service(env) as server:
-                    results["variants"][variant] = self._variant(  # type: ignore[index]
-                        server,
-                        image=image,
-                        image_base=images.url,
-                        concurrencies=concurrencies,
-                        # The soak runs as deployed: Redis holds the cache, not the worker.
-                        soak_seconds=float(options["soak_seconds"])  # type: ignore[arg-type]
-                        if variant == "redis-postgres"
-                        else 0.0,
-                    )
+                for web_server in servers:
+                    name = f"{variant}, {web_server}"
+                    self.stdout.write(f"== {name}")
+                    env = {**self._variant_env(variant), "WEB_SERVER": web_server}
+                    with self._service(env) as server:
+                        results["variants"][name] = self._variant(  # type: ignore[index]
+                            server,
+                            image=image,
+                            image_base=images.url,
+                            concurrencies=concurrencies,
+                            # The soak runs as deployed: Redis holds the cache, not the worker,
+                            # under the server 'make run' starts (the first one named).
+                            soak_seconds=float(options["soak_seconds"])  # type: ignore[arg-type]
+                            if variant == "redis-postgres" and web_server == servers[0]
+                            else 0.0,
+                        )
             if not options["no_peer"]:
                 self.stdout.write("== naive peer (Flask + Keras model.predict)")
                 with self._peer(workdir) as peer:
@@ -197,10 +203,10 @@ class Command(BaseCommand):
             "THROTTLE_ANON_RATE": UNTHROTTLED,
             "THROTTLE_USER_RATE": UNTHROTTLED,
             "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",
-            # wrk's connections all come from 127.0.0.1: with the default bound of one fetch
+            # wrk's connections all come from 127.0.0.1: with the default bound of four fetches
             # per client address, URL misses would measure that bound (503 busy), not capacity.
             "IMAGE_FETCH_PER_CLIENT": os.environ.get("LOADTEST_FETCH_PER_CLIENT", "64"),
-            "IMAGE_FETCH_CONCURRENCY": os.environ.get("LOADTEST_FETCH_CONCURRENCY", "8"),
+            "IMAGE_FETCH_CONCURRENCY": os.environ.get("LOADTEST_FETCH_CONCURRENCY", ""),
             **env,
         }
         environment = {key: value for key, value in environment.items() if value != ""}
@@ -213,14 +219,7 @@ class Command(BaseCommand):
             subprocess.run([*manage, *step], cwd=settings.BASE_DIR, env=environment, check=True)  # noqa: S603
         port = free_port()
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "python:classifier_site.gunicorn",
-                "classifier_site.wsgi",
-            ],
+            [sys.executable, "-m", "classifier_site.serve"],
             cwd=settings.BASE_DIR,
             env={**environment, "PORT": str(port)},
             stdout=subprocess.DEVNULL,
@@ -449,8 +448,10 @@ class Command(BaseCommand):
                     lines.append(f"  uncached req/s at 16 / ceiling: {rps / (2000 / model_ms):.0%}")
             if "url_hit" in figures and "health_live" in figures and "16" in figures["url_hit"]:
                 hit, live = figures["url_hit"]["16"], figures["health_live"]["16"]
+                cpu_ratio = hit["server_cpu_ms_per_request"] / live["server_cpu_ms_per_request"]
                 lines.append(
-                    f"  URL hit / health_live req/s at 16: {hit['rps'] / live['rps']:.2f}x; "
+                    f"  URL hit / health_live at 16: req/s {hit['rps'] / live['rps']:.2f}x, "
+                    f"server CPU per request {cpu_ratio:.2f}x; "
                     f"hit p99 / p50 at 16: {hit['p99_ms'] / hit['p50_ms']:.1f}x"
                 )
             if "soak" in figures:

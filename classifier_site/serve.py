@@ -69,6 +69,8 @@ def granian_serve() -> None:
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, min(header_timeout_ms, _HEADER_TIMEOUT_MAX_MS)),
             keep_alive=True,
+            # The request line and headers together: 431 beyond (granian's least is 8 KiB).
+            max_buffer_size=max(8192, int(_number("REQUEST_HEADERS_MAX_BYTES", 65536))),
         ),
         log_dictconfig=_log_config(),
         log_level=os.environ.get("GRANIAN_LOG_LEVEL", "info"),  # type: ignore[arg-type]

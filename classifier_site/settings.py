@@ -174,6 +174,9 @@ WEB_THREADS = env_int("WEB_THREADS", env_int("GUNICORN_THREADS", 64))
 # granian's own setting, at most 60).
 REQUEST_BODY_TIMEOUT = env_float("REQUEST_BODY_TIMEOUT", 60.0)
 REQUEST_HEADER_TIMEOUT = env_float("REQUEST_HEADER_TIMEOUT", 10.0)
+# The request line and headers together may be this long (granian, read by serve.py): 431
+# beyond, answered by granian itself (docs/reliability.md). At least 8192.
+REQUEST_HEADERS_MAX_BYTES = env_int("REQUEST_HEADERS_MAX_BYTES", 65536)
 
 # --- Image intake -------------------------------------------------------------------------
 # Largest image accepted, in bytes of the (decoded) image file: uploads, base64 and fetches.

@@ -174,10 +174,10 @@ def test_the_image_serves_classifications_offline_as_a_non_root_user(container):
         capture_output=True,
         text=True,
     ).stdout.split()
-    assert uids[0] != "0" and uids[2] != "0", uids  # the exec'd shell and gunicorn (PID 1)
+    assert uids[0] != "0" and uids[2] != "0", uids  # the exec'd shell and the server (PID 1)
     # One worker for the one CPU the container was given (the entrypoint reads the quota).
     logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True).stdout
-    assert "Starting gunicorn: 1 workers" in logs
+    assert "Starting granian: 1 workers" in logs
 
 
 def test_production_refuses_to_start_without_its_secrets(image):

@@ -77,16 +77,11 @@ class Service:
 
     @contextlib.contextmanager
     def serving(self, env: dict[str, str]) -> Iterator[str]:
-        """gunicorn as 'make run' starts it, on a free port, until the block ends."""
+        """The web server as 'make run' starts it, on a free port, until the block ends."""
         port = free_port()
         with self.log.open("a") as log:
             process = subprocess.Popen(
-                [
-                    str(self.python.parent / "gunicorn"),
-                    "--config",
-                    "python:classifier_site.gunicorn",
-                    "classifier_site.wsgi",
-                ],
+                [str(self.python), "-m", "classifier_site.serve"],
                 cwd=ROOT,
                 env={**env, "PORT": str(port)},
                 stdout=log,
@@ -99,7 +94,7 @@ class Service:
                     socket.create_connection(("127.0.0.1", port), 0.2).close()
                     break
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(f"The server did not start:\n{self.log.read_text()[-3000:]}")
                 time.sleep(0.1)
             yield f"127.0.0.1:{port}"
         finally:
@@ -114,7 +109,7 @@ class Service:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
     """'make run' in the runtime environment, with its own SQLite file and model store: migrate,
-    collect the static files, register the offline models. Pages then start gunicorn."""
+    collect the static files, register the offline models. Pages then start the web server."""
     python = runtime_python()
     var = tmp_path_factory.mktemp("docs-var")
     log = tmp_path_factory.mktemp("docs-logs") / "make-run.log"

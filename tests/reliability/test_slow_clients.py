@@ -156,3 +156,52 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(web_server,
     assert head.startswith(b"HTTP/1.1 413"), answer
     assert b"payload_too_large" in body
     assert b"connection: close" in head.lower()
+
+
+def raw_exchange(url: str, request: bytes) -> bytes:
+    with connect(url) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(request)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+def test_what_the_server_refuses_itself_and_what_reaches_the_api(web_server, tiny_model):
+    """granian answers a request it cannot parse itself: a status, no body, no log row
+    (docs/reliability.md says which); everything it can parse reaches the API's JSON errors."""
+    server = web_server(workers=1, env=SERVER_ENV)
+    head = b"Host: 127.0.0.1\r\nConnection: close\r\n"
+    too_big = raw_exchange(
+        server.url,
+        b"GET /health/live HTTP/1.1\r\n" + head + b"X-Big: " + b"b" * 200_000 + b"\r\n\r\n",
+    )
+    too_many = raw_exchange(
+        server.url,
+        b"GET /health/live HTTP/1.1\r\n"
+        + head
+        + b"".join(b"X-H%d: 1\r\n" % i for i in range(150))
+        + b"\r\n",
+    )
+    garbage = raw_exchange(server.url, b"GARBAGE\r\n\r\n")
+    for answer, status in ((too_big, b"431"), (too_many, b"431"), (garbage, b"400")):
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert answer.lower().split(b"\r\n\r\n")[0].count(b"content-length: 0") == 1
+
+    # A long URL (20,000 characters, within REQUEST_HEADERS_MAX_BYTES) and Content-Length beside Transfer-Encoding are parsed:
+    # the API answers them, in JSON, with a request id.
+    long_url = raw_exchange(
+        server.url, b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n" + head + b"\r\n"
+    )
+    both = raw_exchange(
+        server.url,
+        b"POST /classify-image HTTP/1.1\r\n"
+        + head
+        + b"Content-Type: application/json\r\nContent-Length: 5\r\n"
+        + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    for answer, status in ((long_url, b"404"), (both, b"400")):
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert b"application/json" in answer and b"x-request-id" in answer.lower()
