@@ -4,12 +4,12 @@ A benchmark, not a test ('make loadtest' runs it). It starts the service as 'mak
 (classifier_site.serve, its workers and threads) under each HTTP server (granian, the default,
 and gunicorn's threaded workers, with the same workers, threads and settings), once with local
 memory and SQLite and once with Redis and PostgreSQL, drives it with wrk (Debian's package;
-the scenarios are load.lua's) at several concurrencies for a fixed time per run, and records for each scenario requests/s, p50/p95/p99
-latency, errors, the server's CPU milliseconds per request (its processes' user + system time
-over the run, from /proc) and each worker's RSS. The same uncached uploads go to a naive peer
-(naive_peer.py: Flask and Keras model.predict, as tutorials serve it) so every figure is also a
-ratio. Figures go to var/bench/load.json, their tables to var/bench/load.md and plots to
-docs/performance/.
+the scenarios are load.lua's) at several concurrencies for a fixed time per run, and records
+for each scenario requests/s, p50/p95/p99 latency, errors, the server's CPU milliseconds per
+request (its processes' user + system time over the run, from /proc) and each worker's RSS.
+The same uncached uploads go to a naive peer (naive_peer.py: Flask and Keras model.predict, as
+tutorials serve it) so every figure is also a ratio. Figures go to var/bench/load.json, their
+tables to var/bench/load.md and plots to docs/performance/.
 """
 
 import contextlib

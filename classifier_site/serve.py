@@ -16,11 +16,14 @@ takes traffic, write out the request log when a worker stops, and share one prom
 folder. This process imports nothing from Django: each worker loads it for itself.
 """
 
+import logging
 import os
 import shutil
 import sys
+from urllib.parse import urlsplit
 
 from core.lifecycle import metrics_folder_prepare
+from core.logs import JsonLineFormatter
 
 # Granian's own bound on its header timeout, in milliseconds.
 _HEADER_TIMEOUT_MAX_MS = 60_000
@@ -48,6 +51,26 @@ def _log_config() -> dict:
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
         "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
     }
+
+
+def _cache_announce() -> None:
+    """Say at start which result cache the workers share (or do not share)."""
+    redis_url = os.environ.get("REDIS_URL", "")
+    if redis_url:
+        parts = urlsplit(redis_url)
+        where = f"{parts.hostname}:{parts.port or 6379}{parts.path}"  # never the password
+        message = f"Result cache and throttles: Redis at {where}, shared by all workers"
+    else:
+        message = "Result cache and throttles: local memory, one per worker (no REDIS_URL)"
+    handler = logging.StreamHandler()
+    if _log_config():
+        handler.setFormatter(JsonLineFormatter())
+    logger = logging.getLogger("classifier_site.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.info(message)
+    logger.removeHandler(handler)
 
 
 def granian_serve() -> None:
@@ -101,6 +124,7 @@ def main() -> None:
     os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "10")
     os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "2")
     folder, created = metrics_folder_prepare()
+    _cache_announce()
     try:
         granian_serve()
     finally:

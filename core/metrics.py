@@ -1,9 +1,9 @@
 """Prometheus metrics of the service, and the text that GET /metrics answers.
 
-Under gunicorn, classifier_site/gunicorn.py sets PROMETHEUS_MULTIPROC_DIR before any worker
-starts, so prometheus-client keeps every worker's values in files there and a scrape adds them
-up across workers (multiprocess mode). Without that variable (tests, runserver, management
-commands) the values live in this process only.
+The server's launcher (classifier_site/serve.py, or gunicorn.py) sets PROMETHEUS_MULTIPROC_DIR
+before any worker starts, so prometheus-client keeps every worker's values in files there and a
+scrape adds them up across workers (multiprocess mode). Without that variable (tests,
+runserver, management commands) the values live in this process only.
 
 Each app defines its own metrics in its ``metrics.py`` and imports that module in its
 ``AppConfig.ready()``, so every name is known before the first scrape:

@@ -5,7 +5,7 @@ no ``exported_at`` are the outbox. The sender bulk-indexes them under their own 
 overwrites rather than duplicates) and then stamps them exported. When Elasticsearch is down,
 slow or hanging only the sender waits: the backlog grows and drains when it returns.
 
-Under gunicorn each worker runs one sender thread, started by its first request; on PostgreSQL
+In the web server each worker runs one sender thread, started by its first request; on PostgreSQL
 the workers claim batches with ``SELECT ... FOR UPDATE SKIP LOCKED`` so two never send the same
 rows at once (and if they did, the document ids would keep the count right).
 """

@@ -14,7 +14,7 @@ The contract, per worker process:
   neither the database nor the spill folder took the rows at exit;
 - a failed batch is retried, backing off from ``REQUEST_LOG_RETRY_SECONDS`` up to
   ``REQUEST_LOG_MAX_BACKOFF``, for as long as the worker lives;
-- when the worker exits (gunicorn's ``worker_exit``, through core.lifecycle), the
+- when the worker exits (the server's worker stop, through core.lifecycle), the
   writer gets ``REQUEST_LOG_FLUSH_SECONDS`` to write the rest; what is still queued then goes
   to a JSON-lines file in ``REQUEST_LOG_SPILL_DIR``, which the next writer to start (any worker
   of any later start) reads back into its queue. A killed worker (SIGKILL, OOM) loses its queue.

@@ -156,7 +156,7 @@ def _float_or_none(value: object) -> float | None:
 def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:
     """Log one request; never raises, and never waits for the database when it can help it.
 
-    In a gunicorn worker the row goes to this process's writer queue (``reporting.log_writer``)
+    In a web worker the row goes to this process's writer queue (``reporting.log_writer``)
     and is inserted by its thread, in bulk; the row is returned unsaved. Elsewhere (tests,
     management commands, ``REQUEST_LOG_QUEUE=0``) it is inserted at once and returned, or None
     when it could not be written (counted in ``request_log_failures``, logged at most once a

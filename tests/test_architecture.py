@@ -369,13 +369,14 @@ def test_an_import_inside_a_function_is_counted(tmp_path):
     assert not any(line.startswith("core/late.py:7") for line in found)
 
 
-def test_the_gunicorn_configuration_loads_no_django():
-    """The master reads it before it forks the workers, which each set Django up themselves."""
+@pytest.mark.parametrize("module", ["classifier_site.serve", "classifier_site.gunicorn"])
+def test_the_server_launchers_load_no_django(module):
+    """The master reads them before it forks the workers, which each set Django up themselves."""
     result = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys, classifier_site.gunicorn; "
+            f"import sys, {module}; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))",
         ],
         cwd=ROOT,

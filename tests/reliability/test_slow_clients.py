@@ -190,8 +190,8 @@ def test_what_the_server_refuses_itself_and_what_reaches_the_api(web_server, tin
         assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
         assert answer.lower().split(b"\r\n\r\n")[0].count(b"content-length: 0") == 1
 
-    # A long URL (20,000 characters, within REQUEST_HEADERS_MAX_BYTES) and Content-Length beside Transfer-Encoding are parsed:
-    # the API answers them, in JSON, with a request id.
+    # A long URL (20,000 characters, within REQUEST_HEADERS_MAX_BYTES) and Content-Length beside
+    # Transfer-Encoding are parsed: the API answers them, in JSON, with a request id.
     long_url = raw_exchange(
         server.url, b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n" + head + b"\r\n"
     )
