@@ -123,7 +123,9 @@ class AsyncFront:
         declared = environ.get("CONTENT_LENGTH", "")
         too_large = declared.isdigit() and int(declared) > limit
         close = False
-        read = b"" if too_large else await self._body(receive, limit=limit)
+        # Without Content-Length or Transfer-Encoding a request has no body (RFC 9112 6.3).
+        bodiless = declared in ("", "0") and "HTTP_TRANSFER_ENCODING" not in environ
+        read = b"" if too_large or bodiless else await self._body(receive, limit=limit)
         if read is None:  # over the limit, found while reading a chunked body
             too_large, body = True, b""
         elif isinstance(read, _TimedOut):
