@@ -20,7 +20,6 @@ from classification.registry.sources.efficientnet_lite import (
     PREPROCESSING,
     block_configs,
     efficientnet_lite0_keras,
-    efficientnet_lite0_source,
     imagenet_class_names,
     weights_assign,
 )
@@ -53,11 +52,6 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="session")
-def lite0_source(tmp_path_factory: pytest.TempPathFactory):
-    return efficientnet_lite0_source(workdir=tmp_path_factory.mktemp("lite0"))
 
 
 @pytest.fixture(scope="session")
@@ -234,11 +228,13 @@ def test_preprocessing_maps_0_and_255_as_the_tensorflow_original():
 def test_registration_keeps_the_notices_the_preprocessing_and_parity(lite0_model):
     assert lite0_model.input_size == 224
     assert lite0_model.preprocessing == {
-        "resample": "bilinear",
+        "resample": "bicubic",
         "scale": [-0.9921875, 1.0],
+        "resize": "central_square",
         "crop": 0.875,
     }
     assert "Apache License 2.0" in lite0_model.source and "MIT" in lite0_model.source
+    assert "the shorter side to 256 and the central 224 x 224" in lite0_model.source
     assert lite0_model.metrics["outputs"] == "probabilities"
     assert lite0_model.metrics["parity_max_abs_diff"] < PARITY_TOLERANCE
 
