@@ -77,9 +77,10 @@ def jpeg_draft_size(
 
     The central ``crop`` fraction the model sees (``image_preprocess``) must keep at least
     JPEG_DRAFT_MARGIN x ``input_size`` pixels on its shorter side; square, shorter-side and
-    central-square resizes all need no more (the last keeps ``crop`` x the shorter side). draft() only reduces by 2, 4 or 8 and keeps every side at least
-    the size asked, so an image less than twice that size is never reduced. The size asked is a
-    square: the same before and after an EXIF rotation, which happens after decoding.
+    central-square resizes all need no more (the last keeps ``crop`` x the shorter side).
+    draft() only reduces by 2, 4 or 8 and keeps every side at least the size asked, so an image
+    less than twice that size is never reduced. The size asked is a square: the same before and
+    after an EXIF rotation, which happens after decoding.
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     try:
