@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from classification.evaluation import evaluation_summary
 from classification.models import ModelVersion
 from classification.registry import services
 
@@ -16,6 +17,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "source_format",
         "input_size",
         "num_classes",
+        "top1_accuracy",
         "created_at",
         "promoted_at",
     ]
@@ -29,7 +31,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
         *(field.name for field in ModelVersion._meta.fields),
         "zero_shot_template",
         "zero_shot_labels",
+        "evaluations",
     ]
+
+    @admin.display(description="Top-1 (latest evaluation)")
+    def top1_accuracy(self, obj: ModelVersion) -> str:
+        latest = _latest_evaluation(obj)
+        return "-" if latest is None else f"{latest.get('top1_accuracy', 0.0):.1%}"
+
+    @admin.display(description="Evaluations on labelled photos")
+    def evaluations(self, obj: ModelVersion) -> str:
+        # One line per labelled set that evaluate_model measured this version on.
+        found = (obj.metrics or {}).get("evaluations") or {}
+        return "\n".join(evaluation_summary(figures) for figures in found.values()) or "-"
 
     @admin.display(description="Zero-shot prompt template")
     def zero_shot_template(self, obj: ModelVersion) -> str:
@@ -61,3 +75,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         for model_version in queryset:
             services.model_version_archive(model_version=model_version)
         self.message_user(request, f"Archived {queryset.count()} version(s).", messages.SUCCESS)
+
+
+def _latest_evaluation(model_version: ModelVersion) -> dict | None:
+    found = list(((model_version.metrics or {}).get("evaluations") or {}).values())
+    return max(found, key=lambda figures: figures.get("evaluated_at", ""), default=None)

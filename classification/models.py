@@ -44,7 +44,11 @@ class ModelVersion(models.Model):
     preprocessing = models.JSONField(help_text="How pixels are prepared: resampling and scaling.")
     stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.STAGING)
     metrics = models.JSONField(default=dict, blank=True)
-    source = models.CharField(max_length=500, blank=True, help_text="Where the weights came from.")
+    source = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Where the weights came from, their licences, and how pixels are prepared.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     # What this version answered on its reference traffic (a reference image set, or its first

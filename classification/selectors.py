@@ -16,6 +16,11 @@ def model_version_production(*, name: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(name=name, stage=ModelVersion.Stage.PRODUCTION).first()
 
 
+def model_version_newest(*, name: str) -> ModelVersion | None:
+    """The highest version of ``name``, whatever its stage."""
+    return ModelVersion.objects.filter(name=name).order_by("-version").first()
+
+
 def model_name_exists(*, name: str) -> bool:
     return ModelVersion.objects.filter(name=name).exists()
 

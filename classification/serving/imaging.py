@@ -44,6 +44,11 @@ _RESAMPLING = {
 
 DEFAULT_PREPROCESSING = {"resample": "bilinear", "scale": [-1.0, 1.0]}
 
+# "square": stretched to the input square; "shorter_side": aspect kept, the shorter side
+# resized to the input size, then the central square; "central_square": the central square of
+# ``crop`` x the shorter side cut first, then resized (EfficientNet's own evaluation).
+RESIZE_MODES = ("square", "shorter_side", "central_square")
+
 
 def _looks_like_accepted_format(data: bytes) -> bool:
     if data.startswith(_SIGNATURES):
@@ -71,10 +76,11 @@ def jpeg_draft_size(
     """The size to ask a ``width`` x ``height`` JPEG's draft() for, or None: decode it whole.
 
     The central ``crop`` fraction the model sees (``image_preprocess``) must keep at least
-    JPEG_DRAFT_MARGIN x ``input_size`` pixels on its shorter side; square and shorter-side
-    resizes both need no more. draft() only reduces by 2, 4 or 8 and keeps every side at least
-    the size asked, so an image less than twice that size is never reduced. The size asked is a
-    square: the same before and after an EXIF rotation, which happens after decoding.
+    JPEG_DRAFT_MARGIN x ``input_size`` pixels on its shorter side; square, shorter-side and
+    central-square resizes all need no more (the last keeps ``crop`` x the shorter side).
+    draft() only reduces by 2, 4 or 8 and keeps every side at least the size asked, so an image
+    less than twice that size is never reduced. The size asked is a square: the same before and
+    after an EXIF rotation, which happens after decoding.
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     try:
@@ -225,25 +231,31 @@ def image_preprocess(
     ``crop`` option in (0, 1] first keeps that central fraction of the width and of the height
     (absent: the whole image). Options a version may record besides: ``resize:
     "shorter_side"`` keeps the aspect ratio and takes the central square instead of
-    stretching; ``mean`` and ``std`` (three numbers each) standardise each channel after
-    scaling (CLIP: scale [0, 1], then OpenAI's mean and std).
+    stretching; ``resize: "central_square"`` cuts the central square of ``crop`` x the
+    shorter side and resizes only that (the region of a shorter side resized to
+    input_size / crop, then its central input_size square: 256 then 224 for crop 0.875);
+    ``mean`` and ``std`` (three numbers each) standardise each channel after scaling (CLIP:
+    scale [0, 1], then OpenAI's mean and std).
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     rgb = _to_rgb(_exif_transposed(image))
     crop = float(options.get("crop", 1.0))
     if not 0.0 < crop <= 1.0:
         raise ValueError(f"The crop fraction must be in (0, 1], not {crop}.")
-    if crop < 1.0:
+    resample = _RESAMPLING[options["resample"]]
+    resize = options.get("resize", "square")
+    if resize == "central_square":
+        rgb = _central_square(rgb, fraction=crop)
+    elif crop < 1.0:
         width, height = rgb.size
         keep_width, keep_height = max(1, round(width * crop)), max(1, round(height * crop))
         left, top = (width - keep_width) // 2, (height - keep_height) // 2
         rgb = rgb.crop((left, top, left + keep_width, top + keep_height))
-    resample = _RESAMPLING[options["resample"]]
-    if options.get("resize", "square") == "shorter_side":
+    if resize == "shorter_side":
         rgb = _shorter_side_center_cropped(rgb, size=input_size, resample=resample)
-    elif options.get("resize", "square") != "square":
+    elif resize not in RESIZE_MODES:
         raise ValueError(
-            f"The resize mode must be 'square' or 'shorter_side', not {options['resize']!r}."
+            f"The resize mode must be one of {', '.join(RESIZE_MODES)}, not {resize!r}."
         )
     if rgb.size != (input_size, input_size):
         rgb = rgb.resize((input_size, input_size), resample=resample)
@@ -255,6 +267,20 @@ def image_preprocess(
         mean, std = _channel_statistics(options)
         scaled = (scaled - mean) / std
     return scaled[np.newaxis, ...]
+
+
+def _central_square(image: Image.Image, *, fraction: float) -> Image.Image:
+    """The central square of ``fraction`` of the shorter side, as EfficientNet's evaluation cuts it.
+
+    Size and offsets follow the TensorFlow original's ``_decode_and_center_crop``: the side is
+    int(fraction x shorter side) (at least 1), the offsets (side difference + 1) // 2.
+    """
+    width, height = image.size
+    side = max(1, int(fraction * min(width, height)))
+    left, top = (width - side + 1) // 2, (height - side + 1) // 2
+    if (side, side) == image.size:
+        return image
+    return image.crop((left, top, left + side, top + side))
 
 
 def _shorter_side_center_cropped(

@@ -5,6 +5,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -84,14 +85,26 @@ def _input_brightness(batch: np.ndarray, *, preprocessing: dict) -> float:
     return round(float(np.clip(mean_rgb @ _LUMA, 0.0, 255.0)), 3)
 
 
-def _classify(
-    *,
-    model: ServingModel,
-    image_bytes: bytes,
-    top_k: int,
-    image_sha256: str | None = None,
-    labels: list[str] | None = None,
-) -> ClassificationResult:
+@dataclass(frozen=True)
+class ImageScores:
+    """What the model answered for one image, every label scored, before ranking."""
+
+    probabilities: np.ndarray  # one per label (the version's, or the call's labels)
+    tag_probabilities: np.ndarray | None  # a multi-task version's tag head, else None
+    width: int  # the image's own size
+    height: int
+    brightness: float  # mean luma (0-255) of the model input
+    timings: dict[str, float]
+
+
+def serving_model_scores(
+    *, model: ServingModel, image_bytes: bytes, labels: list[str] | None = None
+) -> ImageScores:
+    """Decode, preprocess and run ``image_bytes`` through ``model``: every score, unranked.
+
+    The path of every classification (and of evaluations on labelled photos). ``labels``
+    must have passed ``model.labels_check``. Raises the errors of ``image_decode``.
+    """
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as budget:
         # The decoded pixels count against this process's budget until the small model input
@@ -121,24 +134,43 @@ def _classify(
     else:
         probabilities, tag_probabilities = model.probabilities(batch, labels=labels), None
     timings["inference"] = time.perf_counter() - mark
+    return ImageScores(
+        probabilities=probabilities,
+        tag_probabilities=tag_probabilities,
+        width=width,
+        height=height,
+        brightness=_input_brightness(batch, preprocessing=model.preprocessing),
+        timings=timings,
+    )
 
+
+def _classify(
+    *,
+    model: ServingModel,
+    image_bytes: bytes,
+    top_k: int,
+    image_sha256: str | None = None,
+    labels: list[str] | None = None,
+) -> ClassificationResult:
+    scores = serving_model_scores(model=model, image_bytes=image_bytes, labels=labels)
     names = model.labels if labels is None else labels
     # Stable, so that equal scores keep the order the labels were given in.
-    best = np.argsort(-probabilities, kind="stable")[:top_k]
+    best = np.argsort(-scores.probabilities, kind="stable")[:top_k]
     return ClassificationResult(
         predictions=[
-            Prediction(label=names[index], confidence=float(probabilities[index])) for index in best
+            Prediction(label=names[index], confidence=float(scores.probabilities[index]))
+            for index in best
         ],
         model_name=model.name,
         model_version=model.version,
         image_sha256=image_sha256 or hashlib.sha256(image_bytes).hexdigest(),
-        timings=timings,
+        timings=scores.timings,
         input_stats={
-            "width": width,
-            "height": height,
-            "brightness": _input_brightness(batch, preprocessing=model.preprocessing),
+            "width": scores.width,
+            "height": scores.height,
+            "brightness": scores.brightness,
         },
-        tags=_tags(model, tag_probabilities),
+        tags=_tags(model, scores.tag_probabilities),
     )
 
 

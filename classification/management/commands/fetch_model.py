@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from classification.exceptions import ModelRegistrationError
 from classification.management.commands.register_model import read_labels
 from classification.models import ModelVersion
+from classification.registry.pipeline import preprocessing_with_defaults
 from classification.registry.services import model_version_register
 from classification.registry.sources import (
     ModelSource,
@@ -14,7 +15,7 @@ from classification.registry.sources import (
     efficientnet_lite,
     keras_imagenet,
 )
-from classification.selectors import model_default_name, model_name_exists
+from classification.selectors import model_default_name, model_name_exists, model_version_newest
 
 MODELS = {
     "dog-breeds": "MobileNetV2 dog breeds (19 classes, 160 x 160), works offline",
@@ -26,6 +27,9 @@ MODELS = {
     "tiny-clip": "a tiny CLIP trained here on coloured squares (zero-shot, 32 x 32), works offline",
 }
 CLIP_DEFAULT_NAME = "clip-cifar100"
+# The offline models whose preprocessing changed since versions were registered: --if-missing
+# registers the current recipe as a new version when the newest version has another.
+RECIPES = {"imagenet-lite0": efficientnet_lite.PREPROCESSING}
 
 
 class Command(BaseCommand):
@@ -76,15 +80,28 @@ class Command(BaseCommand):
         if options["if_no_production"] and model_default_name() is not None:
             self.stdout.write(f"A model is already in production ({model_default_name()}).")
             return
+        stage = str(options["stage"])
         if options["if_missing"] and model_name_exists(name=name):
-            self.stdout.write(f"{name} is already registered.")
-            return
+            outdated = _outdated_version(model, name=name)
+            if outdated is None:
+                self.stdout.write(f"{name} is already registered.")
+                return
+            # A new version, never an edited one; it serves where the one it follows served.
+            stage = str(
+                ModelVersion.Stage.PRODUCTION
+                if outdated.stage == ModelVersion.Stage.PRODUCTION
+                else ModelVersion.Stage.STAGING
+            )
+            self.stdout.write(
+                f"{outdated} prepares images as {name}'s source no longer does: registering "
+                f"the current preprocessing as a new version ({stage})."
+            )
         self.stdout.write(f"Fetching {model}: {MODELS[model]} ...")
         if model == "clip":
             self._clip(name=name, options=options)
             return
         if model == "tiny-clip":
-            self._tiny_clip(name=name, stage=str(options["stage"]))
+            self._tiny_clip(name=name, stage=stage)
             return
         try:
             with tempfile.TemporaryDirectory() as workdir:
@@ -98,7 +115,7 @@ class Command(BaseCommand):
                     name=name,
                     labels=source.labels,
                     input_size=source.input_size,
-                    stage=str(options["stage"]),
+                    stage=stage,
                     source=source.source,
                     preprocessing=source.preprocessing,
                 )
@@ -158,6 +175,18 @@ class _Progress:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def _outdated_version(model: str, *, name: str) -> ModelVersion | None:
+    """The newest version of ``name`` when it records another preprocessing than ``model``'s
+    current recipe (RECIPES), else None (also for models without a recipe)."""
+    recipe = RECIPES.get(model)
+    newest = model_version_newest(name=name)
+    if recipe is None or newest is None:
+        return None
+    if preprocessing_with_defaults(newest.preprocessing) == preprocessing_with_defaults(recipe):
+        return None
+    return newest
 
 
 def _source(model: str, *, workdir: Path, accept_unverified: bool) -> ModelSource:

