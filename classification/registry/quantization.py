@@ -1,0 +1,234 @@
+"""Quantized versions: a registered float classifier converted to full-integer (int8) LiteRT.
+
+The float version's Keras source is cut before its softmax, so the int8 model ends at the
+logits and serving applies the softmax in float (a quantized softmax answers in steps of
+1/256: small probabilities vanish). TensorFlow's converter quantizes every tensor, weights per
+channel, with int8 input and output; ranges come from a representative dataset of real photos
+prepared with the version's own preprocessing (random crops and mirror images of each).
+Dynamic-range quantization is not offered: on our CPUs it was slower than float.
+
+The int8 version is registered under its own name (``<name>-int8``) with the float version's
+labels and preprocessing, so requests can ask for either; its metrics record what it was made
+from, its calibration and its fidelity report against the float version
+(``fidelity.quantization_fidelity``) on photos it was not calibrated on.
+"""
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from PIL import Image
+
+from classification.exceptions import ModelRegistrationError
+from classification.models import ModelVersion
+from classification.registry.conversion import (
+    ConvertedModel,
+    _tensorflow,
+    parity_check,
+    tflite_convert,
+)
+from classification.registry.fidelity import quantization_fidelity
+from classification.registry.photos import Photo
+from classification.registry.pipeline import Artifact, Parity, VersionRecord, version_register
+from classification.registry.versions import model_version_stage_put
+from classification.serving.imaging import image_preprocess
+from classification.store import artifact_path, artifact_verify
+
+logger = logging.getLogger(__name__)
+
+INT8_SUFFIX = "-int8"
+# Representative inputs the converter measures ranges on: enough crops that every photo
+# is seen several ways, few enough that a conversion takes seconds, not minutes.
+DEFAULT_CALIBRATION_SAMPLES = 200
+SCHEME = "int8 full-integer, weights per channel, int8 input and output, logits (softmax in float)"
+
+
+def int8_name(name: str) -> str:
+    """The registered name of the int8 versions of ``name``."""
+    return f"{name}{INT8_SUFFIX}"
+
+
+def _logits_model(model: Any) -> Any:
+    """``model`` up to its logits: without a final Softmax layer, or with a final Dense
+    layer's softmax activation replaced by none (same weights)."""
+    keras = _tensorflow().keras
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and last.get_config()["activation"] == "softmax"
+    ):
+        return keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
+    if isinstance(last, keras.layers.Dense) and last.get_config()["activation"] == "softmax":
+        config = {**last.get_config(), "activation": "linear", "name": f"{last.name}_logits"}
+        dense = keras.layers.Dense.from_config(config)
+        outputs = dense(last.input)
+        dense.set_weights(last.get_weights())
+        return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+    return model  # already logits (the registry recorded "outputs": "logits")
+
+
+def calibration_batches(
+    *,
+    photos: Sequence[Photo],
+    input_size: int,
+    preprocessing: dict,
+    samples: int,
+    seed: int = 0,
+) -> Iterator[list[np.ndarray]]:
+    """``samples`` model inputs from ``photos``, round robin: each photo first whole (as
+    served), then random crops of 40-100% of each side, half of them mirrored."""
+    rng = np.random.default_rng(seed)
+    for sample in range(samples):
+        image = photos[sample % len(photos)].open_rgb()
+        if sample >= len(photos):
+            width, height = image.size
+            fraction = rng.uniform(0.4, 1.0)
+            keep_w, keep_h = max(1, int(width * fraction)), max(1, int(height * fraction))
+            left = int(rng.integers(0, width - keep_w + 1))
+            top = int(rng.integers(0, height - keep_h + 1))
+            image = image.crop((left, top, left + keep_w, top + keep_h))
+            if rng.random() < 0.5:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        yield [image_preprocess(image=image, input_size=input_size, preprocessing=preprocessing)]
+
+
+def int8_convert(
+    *,
+    keras_path: Path,
+    input_size: int,
+    preprocessing: dict,
+    photos: Sequence[Photo],
+    samples: int = DEFAULT_CALIBRATION_SAMPLES,
+) -> bytes:
+    """The Keras classifier at ``keras_path`` as a full-integer LiteRT flat buffer ending at
+    its logits, calibrated on ``photos``. Raises ModelRegistrationError."""
+    if not photos:
+        raise ModelRegistrationError("No calibration photos: an int8 conversion needs some.")
+    tf = _tensorflow()
+    try:
+        model = _logits_model(tf.keras.models.load_model(str(keras_path), compile=False))
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: calibration_batches(
+            photos=photos, input_size=input_size, preprocessing=preprocessing, samples=samples
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return tflite_convert(converter)
+    except Exception as exc:
+        raise ModelRegistrationError(f"TensorFlow could not quantize {keras_path}: {exc}") from exc
+
+
+class Int8Registration:
+    """The int8 version of a float ``classifier`` version, as the registration pipeline
+    registers it (a ``classifier`` like its source)."""
+
+    kind = ModelVersion.Kind.CLASSIFIER
+
+    def __init__(
+        self,
+        *,
+        fp32: ModelVersion,
+        calibration: Sequence[Photo],
+        calibration_set: str,
+        samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    ) -> None:
+        if fp32.kind != ModelVersion.Kind.CLASSIFIER:
+            raise ModelRegistrationError(f"{fp32} is a {fp32.kind} model; only classifiers are.")
+        if fp32.source_format != ModelVersion.Format.KERAS:
+            raise ModelRegistrationError(
+                f"{fp32} was registered from a {fp32.source_format} artifact; int8 versions are "
+                "made from Keras sources."
+            )
+        if fp32.metrics.get("quantization"):
+            raise ModelRegistrationError(f"{fp32} is itself quantized.")
+        self.fp32 = fp32
+        self.calibration = list(calibration)
+        self.calibration_set = calibration_set
+        self.samples = samples
+        self.preprocessing = dict(fp32.preprocessing)
+
+    def convert(self) -> ConvertedModel:
+        artifact_verify(name=self.fp32.source_artifact, sha256=self.fp32.source_sha256)
+        self.keras_path = artifact_path(self.fp32.source_artifact)
+        content = int8_convert(
+            keras_path=self.keras_path,
+            input_size=self.fp32.input_size,
+            preprocessing=self.preprocessing,
+            photos=self.calibration,
+            samples=self.samples,
+        )
+        return ConvertedModel(
+            tflite=content,
+            input_size=self.fp32.input_size,
+            num_outputs=len(self.fp32.labels),
+            reference=None,
+        )
+
+    def parity_check(self, converted: ConvertedModel) -> Parity:
+        # Not a parity check: int8 differs from float by design. Its fidelity on real photos
+        # is measured after registration; here only the invoke time is.
+        report = parity_check(converted=converted, num_threads=settings.LITERT_NUM_THREADS)
+        return Parity(
+            reference="the float version",
+            differences={"probabilities": None},
+            metrics={
+                "litert_invoke_ms_median": round(report.invoke_ms_median, 3),
+                "litert_num_threads": settings.LITERT_NUM_THREADS,
+                "outputs": "logits",
+                "quantized_from": {"name": self.fp32.name, "version": self.fp32.version},
+                "quantization": {
+                    "scheme": SCHEME,
+                    "converter": "tf.lite.TFLiteConverter",
+                    "calibration_set": self.calibration_set,
+                    "calibration_photos": len(self.calibration),
+                    "calibration_samples": self.samples,
+                },
+            },
+        )
+
+    def describe(self, converted: ConvertedModel, *, workdir: Path) -> VersionRecord:
+        return VersionRecord(
+            source_format=ModelVersion.Format.KERAS,
+            source_artifact=Artifact(self.keras_path),
+            artifact=Artifact(converted.tflite, suffix=".tflite"),
+            labels=list(self.fp32.labels),
+            input_size=self.fp32.input_size,
+            source=(
+                f"int8 of {self.fp32.name} v{self.fp32.version}, calibrated on "
+                f"{self.calibration_set}. {self.fp32.source}"
+            ),
+        )
+
+
+def model_version_quantize(
+    *,
+    fp32: ModelVersion,
+    calibration: Sequence[Photo],
+    calibration_set: str,
+    held_out: Sequence[Photo],
+    held_out_set: str,
+    samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    stage: str = ModelVersion.Stage.PRODUCTION,
+) -> ModelVersion:
+    """Register the int8 version of ``fp32`` as the next version of ``<name>-int8``, with its
+    fidelity report on ``held_out`` (photos disjoint from ``calibration``) in its metrics, and
+    put it in ``stage``. Raises ModelRegistrationError (nothing is registered then)."""
+    calibrated = {photo.path.resolve() for photo in calibration}
+    overlap = [photo.name for photo in held_out if photo.path.resolve() in calibrated]
+    if overlap:
+        raise ModelRegistrationError(
+            f"{len(overlap)} held-out photos are also calibration photos ({overlap[0]}, ...)."
+        )
+    registration = Int8Registration(
+        fp32=fp32, calibration=calibration, calibration_set=calibration_set, samples=samples
+    )
+    int8 = version_register(registration=registration, name=int8_name(fp32.name))
+    fidelity = quantization_fidelity(fp32=fp32, int8=int8, photos=held_out, photo_set=held_out_set)
+    int8.metrics = {**int8.metrics, "fidelity": fidelity}
+    int8.save(update_fields=["metrics"])
+    logger.info("Fidelity of %s against %s: %s", int8, fp32, fidelity)
+    return model_version_stage_put(model_version=int8, stage=stage)
