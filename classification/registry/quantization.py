@@ -122,6 +122,12 @@ def int8_convert(
         raise ModelRegistrationError(f"TensorFlow could not quantize {keras_path}: {exc}") from exc
 
 
+def _source_notice(fp32: ModelVersion) -> str:
+    prefix = f"int8 of {fp32.name} v{fp32.version}. "
+    limit = ModelVersion._meta.get_field("source").max_length or 500
+    return (prefix + fp32.source)[:limit]
+
+
 class Int8Registration:
     """The int8 version of a float ``classifier`` version, as the registration pipeline
     registers it (a ``classifier`` like its source)."""
@@ -197,10 +203,8 @@ class Int8Registration:
             artifact=Artifact(converted.tflite, suffix=".tflite"),
             labels=list(self.fp32.labels),
             input_size=self.fp32.input_size,
-            source=(
-                f"int8 of {self.fp32.name} v{self.fp32.version}, calibrated on "
-                f"{self.calibration_set}. {self.fp32.source}"
-            ),
+            # The float version's notice (its licences) first; the calibration is in metrics.
+            source=_source_notice(self.fp32),
         )
 
 

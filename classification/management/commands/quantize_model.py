@@ -29,7 +29,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="A registered classifier (its Keras source is used).")
         parser.add_argument(
-            "--version", type=int, help="The float version (default: the production one)."
+            "--model-version",
+            type=int,
+            help="The float version to quantize (default: the production one).",
         )
         parser.add_argument(
             "--calibration", type=Path, help="A folder of calibration photos (default: wheels')."
@@ -52,17 +54,13 @@ class Command(BaseCommand):
         if options["if_missing"] and model_name_exists(name=int8_name(name)):
             self.stdout.write(f"{int8_name(name)} is already registered.")
             return
-        fp32 = self._fp32(name, options["version"])  # type: ignore[arg-type]
-        calibration, calibration_set = self._photos(
-            options["calibration"],
-            fp32,
-            held_out=False,  # type: ignore[arg-type]
-        )
-        held_out, held_out_set = self._photos(
-            options["held_out"],
-            fp32,
-            held_out=True,  # type: ignore[arg-type]
-        )
+        fp32 = self._fp32(name, options["model_version"])  # type: ignore[arg-type]
+        folders: dict[str, Path | None] = {
+            "calibration": options["calibration"],  # type: ignore[dict-item]
+            "held_out": options["held_out"],  # type: ignore[dict-item]
+        }
+        calibration, calibration_set = self._photos(folders["calibration"], fp32, held_out=False)
+        held_out, held_out_set = self._photos(folders["held_out"], fp32, held_out=True)
         self.stdout.write(
             f"Quantizing {fp32} on {len(calibration)} calibration photos "
             f"({options['samples']} samples) ..."
