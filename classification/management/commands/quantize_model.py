@@ -8,6 +8,7 @@ from classification.models import ModelVersion
 from classification.registry.photos import Photo, folder_photos, wheel_photos
 from classification.registry.quantization import (
     DEFAULT_CALIBRATION_SAMPLES,
+    FLOAT_OPS,
     int8_name,
     model_version_quantize,
 )
@@ -43,6 +44,11 @@ class Command(BaseCommand):
             "WordNet-id names for 1000-class ImageNet models (default: wheels' held-out ones).",
         )
         parser.add_argument("--samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES)
+        parser.add_argument(
+            "--int8-logits",
+            action="store_true",
+            help="Quantize the last layer too (by default it stays in float: see the docs).",
+        )
         parser.add_argument("--stage", choices=ModelVersion.Stage.values, default="production")
         parser.add_argument(
             "--if-missing",
@@ -73,6 +79,7 @@ class Command(BaseCommand):
                 held_out=held_out,
                 held_out_set=held_out_set,
                 samples=int(options["samples"]),  # type: ignore[call-overload]
+                float_ops=() if options["int8_logits"] else FLOAT_OPS,
                 stage=str(options["stage"]),
             )
         except ModelRegistrationError as exc:

@@ -1,0 +1,226 @@
+"""int8 versions: quantize_model registers a full-integer LiteRT version of a float classifier
+beside it, calibrated on the photos wheels ship, served with the softmax in float, with its
+fidelity report against the float version in its metrics. One conversion per session."""
+
+import io
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from PIL import Image
+
+from classification import selectors
+from classification.models import ModelVersion
+from classification.registry.fidelity import CONFIDENT, default_rule, quantization_fidelity
+from classification.registry.photos import HELD_OUT_WHEEL_PHOTOS, wheel_photos
+from classification.registry.quantization import model_version_quantize
+from classification.registry.services import model_version_create, model_version_promote
+from classification.registry.sources.efficientnet_lite import efficientnet_lite0_source
+from classification.serving.engine import get_runtime
+from classification.serving.litert import LiteRTClassifier
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+NAME = "imagenet-lite0"
+INT8 = "imagenet-lite0-int8"
+# Enough calibration crops for the figures below, few enough for a CI conversion (~10 s).
+SAMPLES = 100
+_FIELDS = [
+    "source_format",
+    "source_artifact",
+    "source_sha256",
+    "artifact",
+    "artifact_sha256",
+    "artifact_size",
+    "labels",
+    "input_size",
+    "preprocessing",
+    "metrics",
+    "source",
+]
+
+
+@pytest.fixture(scope="session")
+def lite0_source(tmp_path_factory: pytest.TempPathFactory):
+    return efficientnet_lite0_source(workdir=tmp_path_factory.mktemp("lite0-int8"))
+
+
+@pytest.fixture(scope="session")
+def _int8_registration() -> dict:
+    return {}
+
+
+@pytest.fixture
+def lite0(register_model, lite0_source) -> ModelVersion:
+    return register_model(
+        lite0_source.artifact_path,
+        name=NAME,
+        labels=lite0_source.labels,
+        input_size=lite0_source.input_size,
+        source=lite0_source.source,
+        preprocessing=lite0_source.preprocessing,
+    )
+
+
+@pytest.fixture
+def int8(lite0, _int8_registration) -> ModelVersion:
+    """The int8 version of ``lite0``, in production: converted once, re-created per test."""
+    if not _int8_registration:
+        version = model_version_quantize(
+            fp32=lite0,
+            calibration=wheel_photos(held_out=False),
+            calibration_set="wheel photos (calibration)",
+            held_out=wheel_photos(held_out=True),
+            held_out_set="wheel photos (held out)",
+            samples=SAMPLES,
+        )
+        _int8_registration.update({f: getattr(version, f) for f in _FIELDS})
+        return version
+    version = model_version_create(name=INT8, **_int8_registration)
+    return model_version_promote(model_version=version)
+
+
+def png(photo) -> bytes:
+    buffer = io.BytesIO()
+    photo.open_rgb().save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def classify(api_client, photo, model: str | None = None) -> dict:
+    data = {"image": SimpleUploadedFile(f"{photo.name}.png", png(photo), "image/png"), "top_k": 10}
+    if model:
+        data["model"] = model
+    response = api_client.post("/classify-image", data, format="multipart")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_the_calibration_and_held_out_wheel_photos_are_disjoint_real_photos():
+    calibration, held_out = wheel_photos(held_out=False), wheel_photos(held_out=True)
+    assert len(calibration) >= 10 and len(held_out) >= 5
+    assert not {p.path for p in calibration} & {p.path for p in held_out}
+    assert {p.name for p in held_out} <= HELD_OUT_WHEEL_PHOTOS
+
+
+def test_the_int8_version_registers_beside_the_float_one(lite0, int8):
+    assert int8.name == INT8 and int8.stage == ModelVersion.Stage.PRODUCTION
+    lite0.refresh_from_db()
+    assert lite0.stage == ModelVersion.Stage.PRODUCTION  # both answer
+    assert int8.labels == lite0.labels and int8.preprocessing == lite0.preprocessing
+    assert int8.metrics["outputs"] == "logits"
+    assert int8.metrics["quantized_from"] == {"name": NAME, "version": lite0.version}
+    assert int8.metrics["quantization"]["calibration_samples"] == SAMPLES
+    assert int8.artifact_size < lite0.artifact_size / 3  # about 5.3 MB against 18.6 MB
+    assert "Apache License 2.0" in int8.source and int8.source.startswith("int8 of")
+
+
+def test_the_int8_flat_buffer_takes_and_gives_integers_which_litert_maps(int8):
+    from classification.store import artifact_read_verified
+
+    content = artifact_read_verified(name=int8.artifact, sha256=int8.artifact_sha256)
+    interpreter = LiteRTClassifier(model_content=content, num_threads=1)
+    assert interpreter.quantized
+    outputs = interpreter.invoke(np.zeros((1, 224, 224, 3), dtype=np.float32))
+    assert outputs.dtype == np.float32 and outputs.shape == (1, 1000)
+
+
+def test_the_fidelity_report_is_stored_in_the_metrics(lite0, int8):
+    report = int8.metrics["fidelity"]
+    assert report["against"] == {"name": NAME, "version": lite0.version}
+    assert report["photo_set"] == "wheel photos (held out)"
+    assert report["photos"] == len(wheel_photos(held_out=True))
+    assert report["labelled"] == 0 and report["fp32_top1"] is None
+    assert report["confident_photos"] >= 4
+    # Wheel photos carry no labels: top-1 against float is unmeasured, so float stays default.
+    assert not report["default_rule"]["passes"]
+    assert any("no labelled" in reason for reason in report["default_rule"]["reasons"])
+
+
+def test_int8_answers_as_float_where_float_is_confident(api_client, lite0, int8):
+    confident = 0
+    for photo in wheel_photos():
+        reference = classify(api_client, photo, model=NAME)
+        quantized = classify(api_client, photo, model=INT8)
+        assert quantized["model"] == {"name": INT8, "version": int8.version}
+        top = reference["predictions"][0]
+        if top["confidence"] >= CONFIDENT:
+            confident += 1
+            assert quantized["predictions"][0]["label"] == top["label"], photo.name
+    assert confident >= 6
+
+
+def test_probabilities_come_from_a_float_softmax(lite0, int8):
+    """A quantized softmax answers in steps of 1/256; the softmax in float does not, and sums
+    to 1 over the 1000 classes."""
+    model = get_runtime().serving_model(INT8)
+    (photo,) = [p for p in wheel_photos() if p.name == "chelsea"]
+    from classification.serving.imaging import image_preprocess
+
+    batch = image_preprocess(
+        image=photo.open_rgb(), input_size=224, preprocessing=model.preprocessing
+    )
+    probabilities = model.probabilities(batch)
+    assert probabilities.shape == (1000,)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    steps = probabilities * 256
+    assert not np.allclose(steps, np.round(steps), atol=1e-3)
+    assert (probabilities > 0).all()  # no class rounded away to zero
+    assert np.count_nonzero(probabilities < 1 / 512) > 900
+
+
+def test_float_stays_the_default_unless_the_rule_passes(settings, lite0, int8):
+    settings.DEFAULT_MODEL = NAME
+    assert selectors.model_default_name() == NAME
+    metrics = dict(int8.metrics)
+    metrics["fidelity"] = {**metrics["fidelity"], "default_rule": {"passes": True, "reasons": []}}
+    ModelVersion.objects.filter(pk=int8.pk).update(metrics=metrics)
+    assert selectors.model_default_name() == INT8
+    # An int8 version of an older float version does not answer for the newer one.
+    newer = model_version_create(
+        name=NAME, **{f: getattr(lite0, f) for f in _FIELDS}
+    )
+    model_version_promote(model_version=newer)
+    assert selectors.model_default_name() == NAME
+
+
+def test_the_default_rule_holds_the_thresholds():
+    report = {
+        "labelled": 500,
+        "fp32_top1": 0.884,
+        "int8_top1": 0.876,
+        "confident_threshold": 0.3,
+        "confident_top1_agreement": 0.992,
+        "mean_abs_confidence_delta": 0.025,
+    }
+    assert default_rule(report) == {"passes": True, "reasons": []}
+    assert not default_rule({**report, "int8_top1": 0.868})["passes"]  # -1.6 points
+    assert not default_rule({**report, "confident_top1_agreement": 0.989})["passes"]
+    assert not default_rule({**report, "mean_abs_confidence_delta": 0.031})["passes"]
+
+
+def test_fidelity_measures_top1_and_top5_on_labelled_photos(lite0, int8):
+    from classification.registry.photos import Photo
+
+    held_out = {p.name: p for p in wheel_photos(held_out=True)}
+    photos = [
+        Photo(name="coffee", path=held_out["coffee"].path, label="espresso"),
+        Photo(name="chelsea", path=held_out["chelsea"].path, label="Egyptian cat"),
+    ]
+    report = quantization_fidelity(fp32=lite0, int8=int8, photos=photos, photo_set="two")
+    assert report["labelled"] == 2 and report["photo_set"] == "two"
+    assert report["fp32_top5"] == 1.0 and report["int8_top5"] == 1.0
+    assert report["fp32_top1"] is not None and report["int8_top1"] is not None
+
+
+def test_quantize_model_refuses_a_model_without_a_production_version(lite0):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no production version"):
+        call_command("quantize_model", "nothing-here")
+
+
+def test_quantize_model_if_missing_does_nothing_when_an_int8_version_exists(int8, capsys):
+    call_command("quantize_model", NAME, "--if-missing")
+    assert "already registered" in capsys.readouterr().out
+    assert ModelVersion.objects.filter(name=INT8).count() == 1
