@@ -56,12 +56,12 @@ def quantization_fidelity(
     photos: Sequence[Photo],
     photo_set: str = "",
 ) -> dict:
-    """The fidelity report of ``int8`` against ``fp32`` on ``photos`` (labels optional: top-1
-    and top-5 are measured on the labelled ones only). The two versions must have the same
-    labels. ``photo_set`` names the photos in the report."""
+    """The fidelity report of ``int8`` against ``fp32`` on ``photos`` (labels optional, as
+    labels or output indices: top-1 and top-5 are measured on the labelled ones only). The two
+    versions must have the same labels. ``photo_set`` names the photos in the report."""
     if list(fp32.labels) != list(int8.labels):
         raise ValueError(f"{int8} and {fp32} do not have the same labels.")
-    index = {label: i for i, label in enumerate(fp32.labels)}
+    index: dict[str | None, int] = {label: i for i, label in enumerate(fp32.labels)}
     fp32_servable, int8_servable = _servable(fp32), _servable(int8)
     agree = confident = confident_agree = labelled = 0
     top1 = {"fp32": 0, "int8": 0}
@@ -77,9 +77,9 @@ def quantization_fidelity(
             confident += 1
             confident_agree += same
         deltas.append(abs(float(quantized[answer]) - float(reference[answer])))
-        if photo.label is not None and photo.label in index:
+        truth = photo.label if isinstance(photo.label, int) else index.get(photo.label)
+        if truth is not None:
             labelled += 1
-            truth = index[photo.label]
             for name, probabilities in (("fp32", reference), ("int8", quantized)):
                 ranked = np.argsort(probabilities)[::-1]
                 top1[name] += int(ranked[0] == truth)

@@ -20,11 +20,12 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 @dataclass(frozen=True)
 class Photo:
-    """A real photograph, opened on demand, and the label it shows when that is known."""
+    """A real photograph, opened on demand, and the class it shows when that is known: a label of
+    the version, or the index of its output (ImageNet names some classes twice: "crane")."""
 
     name: str
     path: Path
-    label: str | None = None
+    label: str | int | None = None
 
     def open_rgb(self) -> Image.Image:
         with Image.open(self.path) as opened:
@@ -94,16 +95,16 @@ _WORDNET_ID = re.compile(r"^(n\d{8})(?:[_\-.]|$)")
 
 
 def folder_photos(
-    folder: Path, *, label_of_wordnet_id: Callable[[str], str | None] | None = None
+    folder: Path, *, label_of_wordnet_id: Callable[[str], str | int | None] | None = None
 ) -> list[Photo]:
     """The photos under ``folder`` (recursively, by path), labelled where ``label_of_wordnet_id``
-    maps the WordNet id their file or folder name starts with to a label of the version (a
-    photo of a class the version does not know keeps no label)."""
+    maps the WordNet id their file or folder name starts with to a label or output index of the
+    version (a photo of a class the version does not know keeps no label)."""
     photos = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in PHOTO_SUFFIXES:
             continue
-        label = None
+        label: str | int | None = None
         if label_of_wordnet_id is not None:
             for part in (path.name, path.parent.name):
                 match = _WORDNET_ID.match(part)

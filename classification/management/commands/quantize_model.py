@@ -126,9 +126,9 @@ class Command(BaseCommand):
         return photos, folder.name
 
 
-def _wordnet_labels(fp32: ModelVersion) -> Callable[[str], str | None] | None:
-    """WordNet id -> label, for a 1000-class ImageNet model; None for other models."""
+def _wordnet_labels(fp32: ModelVersion) -> Callable[[str], str | int | None] | None:
+    """WordNet id -> output index, for a 1000-class ImageNet model; None for other models."""
     if len(fp32.labels) != NUM_CLASSES:
         return None
-    label_of = dict(zip(imagenet_wordnet_ids(), fp32.labels, strict=True))
-    return label_of.get
+    index_of: dict[str, str | int] = {wnid: i for i, wnid in enumerate(imagenet_wordnet_ids())}
+    return index_of.get
