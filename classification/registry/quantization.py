@@ -3,8 +3,8 @@
 The float version's Keras source is cut before its softmax, so the model ends at the logits
 and serving applies the softmax in float (a quantized softmax answers in steps of 1/256: small
 probabilities vanish). TensorFlow's converter quantizes every op but the last layer
-(``FLOAT_OPS``; all of them on request), weights per channel, with an int8 input; ranges come
-from a representative dataset of real photos prepared with the version's own preprocessing
+(``FLOAT_OPS``; all of them on request, with int8 input and output tensors then), weights per
+channel; ranges come from a representative dataset of real photos prepared with the version's own preprocessing
 (random crops and mirror images of each).
 Dynamic-range quantization is not offered: on our CPUs it was slower than float.
 
@@ -131,8 +131,10 @@ def int8_convert(
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_output_type = tf.int8
             return tflite_convert(converter)
-        # The converter's selective quantization: every op but those named stays int8; those
-        # take dequantized (float) inputs. Its debug set is unused by the model it returns.
+        # The converter's selective quantization: every op but those named is int8; those take
+        # dequantized (float) inputs. The model keeps float input and output tensors (quantized
+        # inside): quantizing them too ("fully_quantize") measured 5x slower. Its debug set is
+        # unused by the model it returns.
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS,
@@ -221,7 +223,8 @@ class Int8Registration:
                 "outputs": "logits",
                 "quantized_from": {"name": self.fp32.name, "version": self.fp32.version},
                 "quantization": {
-                    "scheme": "full integer (int8), weights per channel, int8 input",
+                    "scheme": "int8, weights per channel"
+                    + (", float ops: " + ", ".join(self.float_ops) if self.float_ops else ""),
                     "float_ops": list(self.float_ops),
                     "converter": "tf.lite.TFLiteConverter",
                     "calibration_set": self.calibration_set,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from PIL import Image
 
 from classification import selectors
 from classification.models import ModelVersion
@@ -111,18 +110,36 @@ def test_the_int8_version_registers_beside_the_float_one(lite0, int8):
     assert int8.metrics["outputs"] == "logits"
     assert int8.metrics["quantized_from"] == {"name": NAME, "version": lite0.version}
     assert int8.metrics["quantization"]["calibration_samples"] == SAMPLES
-    assert int8.artifact_size < lite0.artifact_size / 3  # about 5.3 MB against 18.6 MB
+    # 9.1 MB against 18.6 MB: int8 weights but the last layer's (5 MB of float).
+    assert int8.artifact_size < lite0.artifact_size / 2
     assert "Apache License 2.0" in int8.source and int8.source.startswith("int8 of")
 
 
-def test_the_int8_flat_buffer_takes_and_gives_integers_which_litert_maps(int8):
+def test_the_int8_flat_buffer_computes_in_int8_but_its_logits(int8):
+    from ai_edge_litert.interpreter import Interpreter
+
     from classification.store import artifact_read_verified
 
     content = artifact_read_verified(name=int8.artifact, sha256=int8.artifact_sha256)
-    interpreter = LiteRTClassifier(model_content=content, num_threads=1)
-    assert interpreter.quantized
-    outputs = interpreter.invoke(np.zeros((1, 224, 224, 3), dtype=np.float32))
-    assert outputs.dtype == np.float32 and outputs.shape == (1, 1000)
+    interpreter = Interpreter(model_content=content)
+    dtypes = [np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()]
+    assert dtypes.count(np.dtype(np.int8)) > 10 * dtypes.count(np.dtype(np.float32))
+    assert int8.metrics["quantization"]["float_ops"] == ["FULLY_CONNECTED"]
+
+
+def test_litert_maps_the_preprocessed_range_exactly_onto_int8():
+    """The ImageNet model's int8 input: scale 1/128, zero point -1, so pixel p, prepared as
+    (p - 127) / 128, becomes the integer p - 128: no rounding at all."""
+    from classification.serving.litert import _Quantization
+
+    quantization = _Quantization({"dtype": np.int8, "quantization": (1 / 128, -1)})
+    pixels = np.arange(256, dtype=np.float32)
+    integers = quantization.quantize((pixels - 127) / 128)
+    assert integers.dtype == np.int8
+    assert (integers.astype(int) == pixels.astype(int) - 128).all()
+    assert np.allclose(quantization.dequantize(integers), (pixels - 127) / 128)
+    floats = _Quantization({"dtype": np.float32, "quantization": (0.0, 0)})
+    assert floats.quantize(pixels) is pixels and floats.dequantize(pixels) is pixels
 
 
 def test_the_fidelity_report_is_stored_in_the_metrics(lite0, int8):
@@ -138,8 +155,10 @@ def test_the_fidelity_report_is_stored_in_the_metrics(lite0, int8):
 
 
 def test_int8_answers_as_float_where_float_is_confident(api_client, lite0, int8):
+    """On the held-out wheel photos. (Of the calibration photos, motorcycle_right is a near
+    tie, motor scooter 0.45 against moped, which int8 turns round.)"""
     confident = 0
-    for photo in wheel_photos():
+    for photo in wheel_photos(held_out=True):
         reference = classify(api_client, photo, model=NAME)
         quantized = classify(api_client, photo, model=INT8)
         assert quantized["model"] == {"name": INT8, "version": int8.version}
@@ -147,7 +166,10 @@ def test_int8_answers_as_float_where_float_is_confident(api_client, lite0, int8)
         if top["confidence"] >= CONFIDENT:
             confident += 1
             assert quantized["predictions"][0]["label"] == top["label"], photo.name
-    assert confident >= 6
+            assert quantized["predictions"][0]["confidence"] == pytest.approx(
+                top["confidence"], abs=0.05
+            )
+    assert confident >= 5
 
 
 def test_probabilities_come_from_a_float_softmax(lite0, int8):
@@ -177,9 +199,7 @@ def test_float_stays_the_default_unless_the_rule_passes(settings, lite0, int8):
     ModelVersion.objects.filter(pk=int8.pk).update(metrics=metrics)
     assert selectors.model_default_name() == INT8
     # An int8 version of an older float version does not answer for the newer one.
-    newer = model_version_create(
-        name=NAME, **{f: getattr(lite0, f) for f in _FIELDS}
-    )
+    newer = model_version_create(name=NAME, **{f: getattr(lite0, f) for f in _FIELDS})
     model_version_promote(model_version=newer)
     assert selectors.model_default_name() == NAME
 
@@ -224,3 +244,32 @@ def test_quantize_model_if_missing_does_nothing_when_an_int8_version_exists(int8
     call_command("quantize_model", NAME, "--if-missing")
     assert "already registered" in capsys.readouterr().out
     assert ModelVersion.objects.filter(name=INT8).count() == 1
+
+
+def test_an_all_int8_version_of_a_small_model_serves_integers_as_probabilities(
+    api_client, tiny_model
+):
+    """Every op int8, the logits too: int8 input and output tensors, which LiteRT quantizes
+    and dequantizes; the softmax still in float."""
+    from classification.store import artifact_read_verified
+    from tests.support.images import image_bytes
+
+    version = model_version_quantize(
+        fp32=tiny_model,
+        calibration=wheel_photos(held_out=False),
+        calibration_set="wheel photos (calibration)",
+        held_out=wheel_photos(held_out=True),
+        held_out_set="wheel photos (held out)",
+        samples=20,
+        float_ops=(),
+    )
+    assert version.name == "tiny-int8" and version.metrics["quantization"]["float_ops"] == []
+    content = artifact_read_verified(name=version.artifact, sha256=version.artifact_sha256)
+    assert LiteRTClassifier(model_content=content, num_threads=1).quantized
+    upload = SimpleUploadedFile("red.png", image_bytes(format="PNG", size=(32, 32)), "image/png")
+    response = api_client.post(
+        "/classify-image", {"image": upload, "model": "tiny-int8"}, format="multipart"
+    )
+    assert response.status_code == 200, response.content
+    confidences = [p["confidence"] for p in response.json()["predictions"]]
+    assert sum(confidences) == pytest.approx(1.0, abs=1e-4)
