@@ -4,9 +4,9 @@ The float version's Keras source is cut before its softmax, so the model ends at
 and serving applies the softmax in float (a quantized softmax answers in steps of 1/256: small
 probabilities vanish). TensorFlow's converter quantizes every op but the last layer
 (``FLOAT_OPS``; all of them on request, with int8 input and output tensors then), weights per
-channel; ranges come from a representative dataset of real photos prepared with the version's own preprocessing
-(random crops and mirror images of each).
-Dynamic-range quantization is not offered: on our CPUs it was slower than float.
+channel; ranges come from a representative dataset of real photos prepared with the version's
+own preprocessing (random crops and mirror images of each). Dynamic-range quantization is not
+offered: on our CPUs it was slower than float.
 
 The int8 version is registered under its own name (``<name>-int8``) with the float version's
 labels and preprocessing, so requests can ask for either; its metrics record what it was made
