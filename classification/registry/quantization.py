@@ -57,6 +57,15 @@ def int8_name(name: str) -> str:
     return f"{name}{INT8_SUFFIX}"
 
 
+def int8_version_exists(*, fp32: ModelVersion) -> bool:
+    """Whether an int8 version was made from ``fp32`` (whatever its stage)."""
+    return ModelVersion.objects.filter(
+        name=int8_name(fp32.name),
+        metrics__quantized_from__name=fp32.name,
+        metrics__quantized_from__version=fp32.version,
+    ).exists()
+
+
 def _logits_model(model: Any) -> Any:
     """``model`` up to its logits: without a final Softmax layer, or with a final Dense
     layer's softmax activation replaced by none (same weights)."""

@@ -13,7 +13,7 @@ from classification import selectors
 from classification.models import ModelVersion
 from classification.registry.fidelity import CONFIDENT, default_rule, quantization_fidelity
 from classification.registry.photos import HELD_OUT_WHEEL_PHOTOS, wheel_photos
-from classification.registry.quantization import model_version_quantize
+from classification.registry.quantization import int8_version_exists, model_version_quantize
 from classification.registry.services import model_version_create, model_version_promote
 from classification.registry.sources.efficientnet_lite import efficientnet_lite0_source
 from classification.serving.engine import get_runtime
@@ -202,6 +202,17 @@ def test_float_stays_the_default_unless_the_rule_passes(settings, lite0, int8):
     newer = model_version_create(name=NAME, **{f: getattr(lite0, f) for f in _FIELDS})
     model_version_promote(model_version=newer)
     assert selectors.model_default_name() == NAME
+    # ... and 'quantize_model --if-missing' makes the newer one its own.
+    assert int8_version_exists(fp32=lite0) and not int8_version_exists(fp32=newer)
+
+
+def test_the_admin_shows_the_fidelity_report(client, django_user_model, int8):
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    client.force_login(admin)
+    page = client.get(f"/admin/classification/modelversion/{int8.pk}/change/").content.decode()
+    assert "Fidelity against the float version" in page
+    assert "held-out photos (wheel photos (held out), 0 labelled)" in page
+    assert "not the default: no labelled held-out photos" in page
 
 
 def test_the_default_rule_holds_the_thresholds():

@@ -10,14 +10,11 @@ from classification.registry.quantization import (
     DEFAULT_CALIBRATION_SAMPLES,
     FLOAT_OPS,
     int8_name,
+    int8_version_exists,
     model_version_quantize,
 )
 from classification.registry.sources.efficientnet_lite import NUM_CLASSES, imagenet_wordnet_ids
-from classification.selectors import (
-    model_name_exists,
-    model_version_get,
-    model_version_production,
-)
+from classification.selectors import model_version_get, model_version_production
 
 
 class Command(BaseCommand):
@@ -53,14 +50,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--if-missing",
             action="store_true",
-            help="Do nothing when an int8 version of the name exists (used by 'make run').",
+            help="Do nothing when the float version already has an int8 version (used by "
+            "'make run'; a new float version gets its own).",
         )
 
     def handle(self, *args: object, name: str, **options: object) -> None:
-        if options["if_missing"] and model_name_exists(name=int8_name(name)):
+        fp32 = self._fp32(name, options["model_version"])  # type: ignore[arg-type]
+        if options["if_missing"] and int8_version_exists(fp32=fp32):
             self.stdout.write(f"{int8_name(name)} is already registered.")
             return
-        fp32 = self._fp32(name, options["model_version"])  # type: ignore[arg-type]
         folders: dict[str, Path | None] = {
             "calibration": options["calibration"],  # type: ignore[dict-item]
             "held_out": options["held_out"],  # type: ignore[dict-item]
