@@ -65,6 +65,13 @@ class Command(BaseCommand):
         }
         calibration, calibration_set = self._photos(folders["calibration"], fp32, held_out=False)
         held_out, held_out_set = self._photos(folders["held_out"], fp32, held_out=True)
+        if options["if_missing"] and not (calibration and held_out):
+            # 'make run' with the runtime requirements only: the photos come with scikit-image.
+            self.stdout.write(
+                f"No wheel photos to calibrate and check on (scikit-image's, installed with "
+                f"requirements-test.txt): {int8_name(name)} not made."
+            )
+            return
         self.stdout.write(
             f"Quantizing {fp32} on {len(calibration)} calibration photos "
             f"({options['samples']} samples) ..."
