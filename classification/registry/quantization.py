@@ -283,8 +283,27 @@ def model_version_quantize(
         float_ops=float_ops,
     )
     int8 = version_register(registration=registration, name=int8_name(fp32.name))
-    fidelity = quantization_fidelity(fp32=fp32, int8=int8, photos=held_out, photo_set=held_out_set)
-    int8.metrics = {**int8.metrics, "fidelity": fidelity}
-    int8.save(update_fields=["metrics"])
-    logger.info("Fidelity of %s against %s: %s", int8, fp32, fidelity)
+    int8_fidelity_measure(int8=int8, photos=held_out, photo_set=held_out_set)
     return model_version_stage_put(model_version=int8, stage=stage)
+
+
+def int8_fidelity_measure(
+    *, int8: ModelVersion, photos: Sequence[Photo], photo_set: str, store: bool = True
+) -> dict:
+    """The fidelity report of ``int8`` against the float version it was made from, on
+    ``photos`` (which must not be its calibration photos); with ``store``, it replaces the one
+    in its metrics. Raises ModelRegistrationError for a version that is not quantized."""
+    source = int8.metrics.get("quantized_from")
+    fp32 = (
+        ModelVersion.objects.filter(name=source["name"], version=source["version"]).first()
+        if isinstance(source, dict)
+        else None
+    )
+    if fp32 is None:
+        raise ModelRegistrationError(f"{int8} is not an int8 version of a registered version.")
+    fidelity = quantization_fidelity(fp32=fp32, int8=int8, photos=photos, photo_set=photo_set)
+    if store:
+        int8.metrics = {**int8.metrics, "fidelity": fidelity}
+        int8.save(update_fields=["metrics"])
+    logger.info("Fidelity of %s against %s: %s", int8, fp32, fidelity)
+    return fidelity
