@@ -23,9 +23,11 @@ $(VENV)/.requirements-test: requirements-test.txt $(VENV)/.requirements
 
 install: $(VENV)/.requirements
 
-# The two offline models: the dog breeds, then the 1000-class ImageNet model (the default).
+# The two offline models: the dog breeds, then the 1000-class ImageNet model (the default),
+# and the ImageNet model's int8 version (calibrated on the photos wheels ship).
 OFFLINE_MODELS = $(PY) manage.py fetch_model dog-breeds --if-missing && \
-	$(PY) manage.py fetch_model imagenet-lite0 --if-missing
+	$(PY) manage.py fetch_model imagenet-lite0 --if-missing && \
+	$(PY) manage.py quantize_model imagenet-lite0 --if-missing
 
 run: $(VENV)/.requirements
 	$(PY) manage.py migrate --noinput
@@ -59,6 +61,7 @@ bench: $(VENV)/.requirements-test
 	$(PY) -m bench garment
 	$(PY) -m bench zero_shot
 	$(PY) -m bench jpeg_draft
+	$(PY) -m bench quantization
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) -m bench reporting
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \

@@ -20,6 +20,7 @@ BENCHMARKS = (
     "garment",
     "zero_shot",
     "jpeg_draft",
+    "quantization",
     "reporting",
     "reliability",
     "loadtest",

@@ -32,6 +32,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "zero_shot_template",
         "zero_shot_labels",
         "evaluations",
+        "fidelity_report",
     ]
 
     @admin.display(description="Top-1 (latest evaluation)")
@@ -53,6 +54,36 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def zero_shot_labels(self, obj: ModelVersion) -> str:
         # The labels whose prompt embeddings were stored; requests may bring their own.
         return ", ".join(obj.labels) if obj.kind == "zero_shot" else "-"
+
+    @admin.display(description="Fidelity against the float version")
+    def fidelity_report(self, obj: ModelVersion) -> str:
+        # A quantized version's report (registry/fidelity.py), in words; "-" for the others.
+        report = (obj.metrics or {}).get("fidelity")
+        if not isinstance(report, dict):
+            return "-"
+        against = report.get("against", {})
+        parts = [
+            f"against {against.get('name')} v{against.get('version')} on {report.get('photos')} "
+            f"held-out photos ({report.get('photo_set') or 'unnamed'}, "
+            f"{report.get('labelled')} labelled)",
+            f"top-1 agreement {report.get('top1_agreement')}, where float confidence >= "
+            f"{report.get('confident_threshold')}: {report.get('confident_top1_agreement')} "
+            f"({report.get('confident_photos')} photos)",
+            f"|confidence delta| mean {report.get('mean_abs_confidence_delta')}, "
+            f"max {report.get('max_abs_confidence_delta')}",
+        ]
+        if report.get("labelled"):
+            parts.append(
+                f"top-1 {report.get('fp32_top1')} -> {report.get('int8_top1')}, "
+                f"top-5 {report.get('fp32_top5')} -> {report.get('int8_top5')}"
+            )
+        rule = report.get("default_rule") or {}
+        parts.append(
+            "may answer by default"
+            if rule.get("passes")
+            else "not the default: " + "; ".join(rule.get("reasons", []))
+        )
+        return "; ".join(parts)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

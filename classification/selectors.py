@@ -27,12 +27,26 @@ def model_name_exists(*, name: str) -> bool:
 
 def model_default_name() -> str | None:
     """DEFAULT_MODEL while it has a production version, else the most recently promoted
-    production model's name; None when nothing is in production (one query)."""
+    production model's name; None when nothing is in production (one query).
+
+    Where a production int8 version was made from DEFAULT_MODEL's production version and its
+    fidelity report passes the default rule (``registry.fidelity.default_rule``), that int8
+    version's name answers instead: requests may still name either.
+    """
     production = ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
-    names = list(production.order_by("-promoted_at", "-pk").values_list("name", flat=True))
-    if settings.DEFAULT_MODEL in names:
+    rows = list(
+        production.order_by("-promoted_at", "-pk").values_list(
+            "name", "version", "metrics__quantized_from", "metrics__fidelity__default_rule"
+        )
+    )
+    versions = {name: version for name, version, _, _ in rows}
+    if settings.DEFAULT_MODEL in versions:
+        source = {"name": settings.DEFAULT_MODEL, "version": versions[settings.DEFAULT_MODEL]}
+        for name, _, quantized_from, rule in rows:
+            if quantized_from == source and isinstance(rule, dict) and rule.get("passes") is True:
+                return name
         return settings.DEFAULT_MODEL
-    return names[0] if names else None
+    return rows[0][0] if rows else None
 
 
 def model_production_versions() -> list[ModelVersion]:

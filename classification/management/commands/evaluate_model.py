@@ -7,13 +7,17 @@ from tqdm import tqdm
 
 from classification.evaluation import (
     EvaluationError,
+    LabelledSet,
     evaluate,
     evaluation_summary,
     labelled_set_read,
+    truth_indices,
 )
 from classification.exceptions import ModelRegistrationError
 from classification.management.commands.fetch_model import _Progress
 from classification.models import ModelVersion
+from classification.registry.photos import Photo
+from classification.registry.quantization import int8_fidelity_measure
 from classification.selectors import model_version_get, model_version_production
 from core.errors import ServiceError
 
@@ -79,6 +83,8 @@ class Command(BaseCommand):
             )
         except (EvaluationError, ModelRegistrationError, ServiceError) as exc:
             raise CommandError(str(exc)) from exc
+        if version.metrics.get("quantized_from"):
+            self._fidelity(version, labelled, store=not options["no_store"])
         figures = report.figures()
         skipped = [
             f"{figures[key]} {what}"
@@ -100,6 +106,29 @@ class Command(BaseCommand):
                     f"(evaluations.{labelled.name})."
                 )
             )
+
+    def _fidelity(self, version: ModelVersion, labelled: LabelledSet, *, store: bool) -> None:
+        """An int8 version: its fidelity report against its float version on the same set."""
+        photos = []
+        for image in labelled.images:
+            truth = truth_indices(image.label, labels=version.labels)
+            photos.append(
+                Photo(name=image.name, path=image.path, label=min(truth) if truth else None)
+            )
+        try:
+            fidelity = int8_fidelity_measure(
+                int8=version, photos=photos, photo_set=labelled.name, store=store
+            )
+        except ModelRegistrationError as exc:
+            raise CommandError(str(exc)) from exc
+        rule = fidelity["default_rule"]
+        self.stdout.write(
+            f"Against {fidelity['against']['name']} v{fidelity['against']['version']}: top-1 "
+            f"{fidelity['fp32_top1']} -> {fidelity['int8_top1']}, agreement "
+            f"{fidelity['top1_agreement']} ({fidelity['confident_top1_agreement']} where float "
+            f"is confident), mean |confidence delta| {fidelity['mean_abs_confidence_delta']}; "
+            + ("may answer by default." if rule["passes"] else "; ".join(rule["reasons"]) + ".")
+        )
 
     def _version(self, name: str, number: object) -> ModelVersion:
         if number is not None:

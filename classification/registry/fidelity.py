@@ -1,0 +1,127 @@
+"""How faithful a quantized version is to its float source, on real photos.
+
+``quantization_fidelity`` runs both versions the way serving runs them (their own
+preprocessing, LiteRT, the softmax in float) on the same photos, which must not be those the
+quantized version was calibrated on, and reports: top-1 and top-5 of each where the photos are
+labelled, how often their top-1 agree (overall and where the float version is confident), and
+how far the confidence in the float version's answer moves. ``default_rule`` says whether those
+figures let the quantized version answer for its source by default.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from classification.models import ModelVersion
+from classification.registry.photos import Photo
+from classification.serving.classifier import ClassifierServable
+from classification.serving.imaging import image_preprocess
+from classification.store import artifact_read_verified
+
+# The float version's confidence from which its answer is one a user acts on.
+CONFIDENT = 0.3
+# The quantized version answers by default only within these (against its float source, on
+# held-out labelled photos): top-1 points lost, top-1 agreement where confident, mean drift.
+MAX_TOP1_LOSS_POINTS = 1.0
+MIN_CONFIDENT_AGREEMENT = 0.99
+MAX_MEAN_CONFIDENCE_DELTA = 0.03
+
+
+def _servable(model_version: ModelVersion) -> ClassifierServable:
+    content = artifact_read_verified(
+        name=model_version.artifact, sha256=model_version.artifact_sha256
+    )
+    return ClassifierServable(model_version=model_version, content=content)
+
+
+def _probabilities(
+    model_version: ModelVersion, servable: ClassifierServable, photo: Photo
+) -> np.ndarray:
+    batch = image_preprocess(
+        image=photo.open_rgb(),
+        input_size=model_version.input_size,
+        preprocessing=model_version.preprocessing,
+    )
+    return servable.run(batch)
+
+
+def _rate(hits: int, total: int) -> float | None:
+    return round(hits / total, 4) if total else None
+
+
+def quantization_fidelity(
+    *,
+    fp32: ModelVersion,
+    int8: ModelVersion,
+    photos: Sequence[Photo],
+    photo_set: str = "",
+) -> dict:
+    """The fidelity report of ``int8`` against ``fp32`` on ``photos`` (labels optional, as
+    labels or output indices: top-1 and top-5 are measured on the labelled ones only). The two
+    versions must have the same labels. ``photo_set`` names the photos in the report."""
+    if list(fp32.labels) != list(int8.labels):
+        raise ValueError(f"{int8} and {fp32} do not have the same labels.")
+    index: dict[str | None, int] = {label: i for i, label in enumerate(fp32.labels)}
+    fp32_servable, int8_servable = _servable(fp32), _servable(int8)
+    agree = confident = confident_agree = labelled = 0
+    top1 = {"fp32": 0, "int8": 0}
+    top5 = {"fp32": 0, "int8": 0}
+    deltas = []
+    for photo in photos:
+        reference = _probabilities(fp32, fp32_servable, photo)
+        quantized = _probabilities(int8, int8_servable, photo)
+        answer = int(np.argmax(reference))
+        same = answer == int(np.argmax(quantized))
+        agree += same
+        if reference[answer] >= CONFIDENT:
+            confident += 1
+            confident_agree += same
+        deltas.append(abs(float(quantized[answer]) - float(reference[answer])))
+        truth = photo.label if isinstance(photo.label, int) else index.get(photo.label)
+        if truth is not None:
+            labelled += 1
+            for name, probabilities in (("fp32", reference), ("int8", quantized)):
+                ranked = np.argsort(probabilities)[::-1]
+                top1[name] += int(ranked[0] == truth)
+                top5[name] += int(truth in ranked[:5])
+    report: dict = {
+        "against": {"name": fp32.name, "version": fp32.version},
+        "photo_set": photo_set,
+        "photos": len(photos),
+        "labelled": labelled,
+        "top1_agreement": _rate(agree, len(photos)),
+        "confident_threshold": CONFIDENT,
+        "confident_photos": confident,
+        "confident_top1_agreement": _rate(confident_agree, confident),
+        # The confidence in the float version's answer, as each version gives it.
+        "mean_abs_confidence_delta": round(float(np.mean(deltas)), 4) if deltas else None,
+        "max_abs_confidence_delta": round(float(np.max(deltas)), 4) if deltas else None,
+    }
+    for name in ("fp32", "int8"):
+        report[f"{name}_top1"] = _rate(top1[name], labelled)
+        report[f"{name}_top5"] = _rate(top5[name], labelled)
+    report["default_rule"] = default_rule(report)
+    return report
+
+
+def default_rule(report: dict) -> dict:
+    """Whether a fidelity report lets the quantized version answer by default, and if not why."""
+    reasons = []
+    if not report["labelled"]:
+        reasons.append("no labelled held-out photos: top-1 against the float version unmeasured")
+    else:
+        loss = 100 * (report["fp32_top1"] - report["int8_top1"])
+        if loss > MAX_TOP1_LOSS_POINTS:
+            reasons.append(f"top-1 {loss:.1f} points below float (at most {MAX_TOP1_LOSS_POINTS})")
+    agreement = report["confident_top1_agreement"]
+    if agreement is None:
+        reasons.append(f"no photo with float confidence >= {report['confident_threshold']}")
+    elif agreement < MIN_CONFIDENT_AGREEMENT:
+        reasons.append(
+            f"top-1 agrees on {100 * agreement:.1f}% of confident photos "
+            f"(at least {100 * MIN_CONFIDENT_AGREEMENT:.0f}%)"
+        )
+    delta = report["mean_abs_confidence_delta"]
+    if delta is None or delta > MAX_MEAN_CONFIDENCE_DELTA:
+        reasons.append(f"mean |confidence delta| {delta} (at most {MAX_MEAN_CONFIDENCE_DELTA})")
+    return {"passes": not reasons, "reasons": reasons}
