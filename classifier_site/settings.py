@@ -416,6 +416,12 @@ REQUEST_LOG_RETRY_SECONDS = env_float("REQUEST_LOG_RETRY_SECONDS", 0.5)
 REQUEST_LOG_MAX_BACKOFF = env_float("REQUEST_LOG_MAX_BACKOFF", 5.0)
 REQUEST_LOG_FLUSH_SECONDS = env_float("REQUEST_LOG_FLUSH_SECONDS", 5.0)
 REQUEST_LOG_SPILL_DIR = Path(env_str("REQUEST_LOG_SPILL_DIR", str(VAR_DIR / "request-log-spill")))
+# Image URLs are logged, stored and exported without userinfo and without the values of query
+# parameters whose names contain any of these words (case-insensitive): core/redaction.py.
+URL_REDACT_QUERY_WORDS = env_list(
+    "URL_REDACT_QUERY_WORDS",
+    "token,key,sig,signature,password,passwd,secret,auth,credential,session",
+)
 REPORT_DEFAULT_LIMIT = 10
 REPORT_MAX_LIMIT = 100
 # Empty: no export. Set (e.g. http://127.0.0.1:9200) to export request events and /report calls.
