@@ -65,6 +65,7 @@ TOKEN_MAX_LENGTH = 2048
 # A value that is not blank once trimmed and holds no NUL (which DRF refuses): the schema says
 # so, so that what it calls valid is what the endpoint accepts.
 _NOT_BLANK = RegexValidator(r"^[^\x00]*[^\s\x00][^\x00]*$", "This field may not be blank.")
+_NO_NUL = RegexValidator(r"^[^\x00]*$", "Null characters are not allowed.")
 # One answer for every refresh token that does not work, whatever the reason (malformed, badly
 # signed, expired, blacklisted, not a refresh token, its user gone or inactive): a token tells
 # its holder nothing about the account behind it.
@@ -72,7 +73,7 @@ INVALID_REFRESH_MESSAGE = "The refresh token is not valid (expired, used, revoke
 
 
 def _credential_field(*, max_length: int, trim: bool = True) -> serializers.CharField:
-    validators = [_NOT_BLANK] if trim else []
+    validators = [_NOT_BLANK if trim else _NO_NUL]
     return serializers.CharField(
         write_only=True, max_length=max_length, trim_whitespace=trim, validators=validators
     )
