@@ -90,8 +90,7 @@ def _credential_field(*, max_length: int, trim: bool = True) -> serializers.Char
             ),
             401: _error("No active account with these credentials."),
             429: _error(
-                "Too many failed logins from this address or for this user name; see "
-                "Retry-After."
+                "Too many failed logins from this address or for this user name; see Retry-After."
             ),
         },
     )

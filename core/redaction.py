@@ -41,7 +41,7 @@ def _without_userinfo(url: str) -> str:
     # No "//": a "user:pw@host/..." a client typed without a scheme is not kept either.
     end = min((i for i in (url.find(c) for c in "/?#") if i >= 0), default=len(url))
     if "@" in url[:end]:
-        return url[: end][url[:end].rindex("@") + 1 :] + url[end:]
+        return url[:end][url[:end].rindex("@") + 1 :] + url[end:]
     return url
 
 
