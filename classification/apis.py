@@ -12,11 +12,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.fields import empty
-from rest_framework.utils import html
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
+from rest_framework.utils import html
 from rest_framework.utils.serializer_helpers import BindingDict
 from rest_framework.views import APIView
 
