@@ -1,7 +1,10 @@
 """The throttling policy: who may call how often, counted in the shared cache.
 
 POST /classify-image is limited per client address for anonymous callers and per user for
-signed-in callers; POST /api/token/ per client address, against password guessing. A rate
+signed-in callers. Against password guessing, POST /api/token/ limits failed logins per client
+address and per user name (FailedLoginThrottlingMixin): each attempt takes its place before the
+password is checked, so parallel guesses cannot slip in uncounted, and gives it back unless it
+failed. A rate
 "N/period" allows a burst of N, then one request per period / N (GCRA, the generic cell rate
 algorithm). Its state, one number per caller, lives in the default cache (Redis when REDIS_URL
 is set), so the limits hold across workers.
@@ -20,6 +23,7 @@ logging the fault once per opening. Refusing every request because
 the counter store is down would turn a cache outage into a full outage.
 """
 
+import hashlib
 import logging
 import threading
 import time
@@ -66,6 +70,20 @@ end
 """
 _GCRA_SCRIPT = GCRA_LUA + "return gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
 
+# Gives one taken request back: the TAT moves one interval earlier (the key goes once the TAT
+# is in the past, as if the request had never come).
+_GCRA_GIVE_BACK_SCRIPT = """
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local new_tat = tat - tonumber(ARGV[2])
+if new_tat <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], new_tat, 'PX', ARGV[3])
+end
+return 1
+"""
+
 _local_lock = threading.Lock()
 
 
@@ -109,6 +127,29 @@ def gcra_acquire(*, cache: BaseCache, rate_limit: RateLimit, now: float) -> floa
         return 0.0
 
 
+def gcra_give_back(*, cache: BaseCache, rate_limit: RateLimit, now: float) -> None:
+    """Undo one request that ``gcra_acquire`` allowed under ``rate_limit``."""
+    key = rate_limit.key
+    now_ms, interval_ms, period_ms = rate_limit.gcra_args(now)
+    if is_redis(cache):
+        redis_script_run(
+            cache=cache,
+            source=_GCRA_GIVE_BACK_SCRIPT,
+            keys=[key],
+            args=[now_ms, interval_ms, period_ms],
+        )
+        return
+    with _local_lock:
+        tat = cache.get(key)
+        if tat is None:
+            return
+        new_tat = float(tat) - interval_ms
+        if new_tat <= now_ms:
+            cache.delete(key)
+        else:
+            cache.set(key, new_tat, timeout=rate_limit.duration)
+
+
 class _SharedCacheRateThrottle(SimpleRateThrottle):
     """A GCRA rate limit, O(1) per request, shared by every worker through the cache.
 
@@ -146,7 +187,12 @@ class _SharedCacheRateThrottle(SimpleRateThrottle):
         if rate_limit is None:
             return True
         self._retry_after = Admission(request=request, rate_limit=rate_limit).take()
+        if not self._retry_after:
+            self.taken(request, rate_limit)
         return not self._retry_after
+
+    def taken(self, request: Request, rate_limit: RateLimit) -> None:
+        """Called when this request took its place under ``rate_limit``."""
 
     def wait(self) -> float | None:
         return getattr(self, "_retry_after", None)
@@ -275,13 +321,57 @@ class ClassifyUserThrottle(_SharedCacheRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
 
 
-class TokenObtainThrottle(_SharedCacheRateThrottle):
-    """POST /api/token/, by client address: slows password guessing."""
+# Where a request keeps the failed-login limits it took, to give them back after the answer.
+_FAILED_LOGIN_LIMITS = "failed_login_limits"
+
+
+class _FailedLoginThrottle(_SharedCacheRateThrottle):
+    """A limit on failed logins: taken before the password is checked, given back by
+    FailedLoginThrottlingMixin when the answer is not a failure (401)."""
+
+    def taken(self, request: Request, rate_limit: RateLimit) -> None:
+        request.__dict__.setdefault(_FAILED_LOGIN_LIMITS, []).append(rate_limit)
+
+
+class TokenObtainThrottle(_FailedLoginThrottle):
+    """Failed POST /api/token/ logins, by client address: slows guessing many names."""
 
     scope = "token_obtain"
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class TokenObtainUserThrottle(_FailedLoginThrottle):
+    """Failed POST /api/token/ logins, by user name (from any address): slows guessing one
+    account's password. A body without a usable name is left to the view's validation."""
+
+    scope = "token_obtain_user"
+    # The longest user name the token endpoint accepts (the user table's); a longer one is
+    # refused (400) by the view and takes no limit.
+    max_name_length = 150
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        name = request.data.get("username") if hasattr(request.data, "get") else None
+        if not isinstance(name, str) or not name.strip() or len(name) > self.max_name_length:
+            return None
+        digest = hashlib.sha256(name.strip().encode("utf-8", "surrogatepass")).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": digest}
+
+
+class FailedLoginThrottlingMixin:
+    """Gives back the failed-login limits a request took when its answer is not a failure
+    (401): only wrong credentials count, and a throttled request (429) costs nothing."""
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        taken = request.__dict__.pop(_FAILED_LOGIN_LIMITS, [])
+        if taken and response.status_code != 401:
+            for rate_limit in taken:
+                try:
+                    gcra_give_back(cache=cache_backend(), rate_limit=rate_limit, now=time.time())
+                except _CACHE_ERRORS as exc:
+                    cache_breaker.record_fault(exc, what="throttling")
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
 CLASSIFY_THROTTLES = (ClassifyAnonThrottle, ClassifyUserThrottle)

@@ -8,7 +8,6 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
 from classification import selectors
-from core.page_headers import page_security_headers
 
 # How many predictions the page asks for and draws as bars.
 UPLOAD_PAGE_TOP_K = 5
@@ -16,7 +15,6 @@ UPLOAD_PAGE_TOP_K = 5
 
 @require_safe
 @ensure_csrf_cookie
-@page_security_headers
 def upload_page(request: HttpRequest) -> HttpResponse:
     models = list(selectors.model_production_versions())
     context = {

@@ -78,6 +78,8 @@ MIDDLEWARE = [
     # A body the asynchronous front gave up waiting for (core.front): 408, logged as above.
     "core.middleware.FrontRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy on every HTML page (admin and API docs too).
+    "core.page_headers.PageSecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -294,17 +296,23 @@ THROTTLE_USER_RATE = env_str("THROTTLE_USER_RATE", "300/minute")
 # Bodies up to this many bytes (an image_url request) have their rate limit taken in the same
 # Redis call as their result-cache lookup; larger ones (uploads) are limited before being read.
 DEFERRED_THROTTLING_MAX_BODY = env_int("DEFERRED_THROTTLING_MAX_BODY", 16 * 1024)
-# Rate of POST /api/token/ per client address (slows password guessing).
+# Failed POST /api/token/ logins (401) allowed per client address and per user name; an answer
+# that is not a failure gives its place back. A throttled address or name gets 429 whatever
+# password it sends; other names and addresses are not affected.
 THROTTLE_TOKEN_RATE = env_str("THROTTLE_TOKEN_RATE", "20/minute")
+THROTTLE_TOKEN_USER_RATE = env_str("THROTTLE_TOKEN_USER_RATE", "10/hour")
 # How many proxies in front of the service append to X-Forwarded-For. 0 (the default) trusts no
 # X-Forwarded-For and limits by the connecting address; 1 trusts the address one proxy appended.
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 
 # The admin login (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failed attempts from one
 # client address, or for one user name, that address or name is locked out (429) for
-# ADMIN_LOGIN_COOLOFF_MINUTES; a successful login resets the count. Only the admin site: API
-# clients have the token endpoint's rate limit. `manage.py axes_reset` lifts every lock-out.
+# ADMIN_LOGIN_COOLOFF_MINUTES; a successful login resets the count. Only admin logins count and
+# only the admin is locked (API token logins have their own limits above). `manage.py
+# axes_reset` lifts every lock-out.
 AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "accounts.lockout.AdminOnlyAxesHandler"
+AXES_USERNAME_CALLABLE = "accounts.lockout.admin_login_username"  # cut to 150 characters
 AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each on its own, not the pair
@@ -372,6 +380,7 @@ REST_FRAMEWORK = {
         "classify_anon": THROTTLE_ANON_RATE,
         "classify_user": THROTTLE_USER_RATE,
         "token_obtain": THROTTLE_TOKEN_RATE,
+        "token_obtain_user": THROTTLE_TOKEN_USER_RATE,
     },
     "NUM_PROXIES": NUM_PROXIES,
 }
@@ -383,6 +392,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No call to the online validator (the page talks only to this service).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
@@ -409,6 +420,12 @@ REQUEST_LOG_RETRY_SECONDS = env_float("REQUEST_LOG_RETRY_SECONDS", 0.5)
 REQUEST_LOG_MAX_BACKOFF = env_float("REQUEST_LOG_MAX_BACKOFF", 5.0)
 REQUEST_LOG_FLUSH_SECONDS = env_float("REQUEST_LOG_FLUSH_SECONDS", 5.0)
 REQUEST_LOG_SPILL_DIR = Path(env_str("REQUEST_LOG_SPILL_DIR", str(VAR_DIR / "request-log-spill")))
+# Image URLs are logged, stored and exported without userinfo and without the values of query
+# parameters whose names contain any of these words (case-insensitive): core/redaction.py.
+URL_REDACT_QUERY_WORDS = env_list(
+    "URL_REDACT_QUERY_WORDS",
+    "token,key,sig,signature,password,passwd,secret,auth,credential,session",
+)
 REPORT_DEFAULT_LIMIT = 10
 REPORT_MAX_LIMIT = 100
 # Empty: no export. Set (e.g. http://127.0.0.1:9200) to export request events and /report calls.

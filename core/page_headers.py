@@ -1,30 +1,38 @@
-"""Security headers of the service's own HTML pages (Django 5.2 has no CSP of its own).
+"""Security headers of every HTML page the service serves (Django 5.2 has no CSP of its own).
 
-The upload page loads only its own stylesheet and script (served by the app, no CDN, no inline
-code), talks only to this service, and previews an image the person chose: a local file (a
-``blob:`` URL) or the image address they typed (any http(s) host, as an <img> only).
+One Content-Security-Policy for all of them: the upload page, the admin and the API docs
+(Swagger UI). Each loads only scripts and stylesheets served by this service (no CDN, no
+inline script) and talks only to this service. Exceptions, each as narrow as it can be:
+
+- ``img-src`` allows any http(s) image and ``blob:``: the upload page previews the image a
+  person chose, a local file or the address they typed (as an <img> only);
+- ``style-src`` allows the one inline <style> block of drf-spectacular's Swagger UI page, by
+  its hash (SWAGGER_UI_STYLE_HASH, which a test recomputes from the installed template); the
+  Swagger UI's own script is served as a file (SpectacularSwaggerSplitView), not inline.
+
 Referrer-Policy is Django's SecurityMiddleware's (SECURE_REFERRER_POLICY), on every answer.
 """
 
 from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+
+SWAGGER_UI_STYLE_HASH = "sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0="
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",
         "script-src 'self'",
-        "style-src 'self'",
+        f"style-src 'self' '{SWAGGER_UI_STYLE_HASH}'",
         "img-src 'self' blob: data: https: http:",
+        "font-src 'self'",
         "connect-src 'self'",
         "form-action 'self'",
         "base-uri 'none'",
         "frame-ancestors 'none'",
     ]
 )
-# The page needs no device or sensor: deny those a page could ask for.
+# No page needs a device or sensor: deny those a page could ask for.
 PERMISSIONS_POLICY = ", ".join(
     f"{feature}=()"
     for feature in (
@@ -39,14 +47,16 @@ PERMISSIONS_POLICY = ", ".join(
 )
 
 
-def page_security_headers(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Add Content-Security-Policy and Permissions-Policy to an HTML view's answers."""
+class PageSecurityHeadersMiddleware:
+    """Adds Content-Security-Policy and Permissions-Policy to every HTML answer (a view may set
+    its own first)."""
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.headers.get("Content-Type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         return response
-
-    return wrapped

@@ -37,8 +37,10 @@ class ReportApi(APIView):
                 if self.initial_data.get(name) == "":
                     raise serializers.ValidationError({name: "This value may not be empty."})
             since, until = attrs.get("since"), attrs.get("until")
-            if since is not None and until is not None and since >= until:
-                raise serializers.ValidationError({"until": "until must be after since."})
+            # since == until is an empty window (its answer lists nothing); until before since
+            # is a mistake worth telling.
+            if since is not None and until is not None and since > until:
+                raise serializers.ValidationError({"until": "until must not be before since."})
             return attrs
 
     class OutputSerializer(serializers.Serializer):
@@ -61,7 +63,7 @@ class ReportApi(APIView):
             200: OutputSerializer,
             400: error_response(
                 "A bad since, until or limit: empty, not an ISO 8601 date-time, out of range "
-                "(limit 1-100), or since not before until."
+                "(limit 1-100), or until before since."
             ),
         },
     )

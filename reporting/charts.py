@@ -62,10 +62,11 @@ def bar_chart(
     parts = [
         format_html(
             '<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {} {}" '
-            'width="100%" style="max-width:{}px" aria-label="{}">',
+            'width="{}" height="{}" class="chart" aria-label="{}">',
             width,
             height,
             width,
+            height,
             title,
         ),
         format_html("<title>{}</title>", title),
@@ -138,8 +139,8 @@ def ratio_bar(*, title: str, fraction: float | None, width: int = 640) -> SafeSt
     shown = 0.0 if fraction is None else max(0.0, min(1.0, fraction))
     text = "no answers yet" if fraction is None else f"{shown:.1%}"
     return format_html(
-        '<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {} 48" width="100%" '
-        'style="max-width:{}px" aria-label="{}: {}"><title>{}</title>'
+        '<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {} 48" width="{}" '
+        'height="48" class="chart" aria-label="{}: {}"><title>{}</title>'
         '<text x="0" y="14" font-size="12" font-weight="bold">{}: {}</text>'
         '<rect x="0" y="22" width="{}" height="18" fill="#eee"/>'
         '<rect x="0" y="22" width="{}" height="18" fill="#417690"/></svg>',

@@ -23,6 +23,7 @@ from elasticsearch.dsl import (
     Text,
 )
 
+from core.redaction import url_redact
 from reporting.models import ReportCall, RequestLog
 
 _lock = threading.Lock()
@@ -88,7 +89,8 @@ class RequestEventDocument(Document):
             request_id=row.request_id,
             outcome="success" if row.succeeded else "error",
             input_kind=row.input_kind or None,
-            image_url=row.image_url or None,
+            # Rows are stored redacted; again here for rows a worker of an older version wrote.
+            image_url=url_redact(row.image_url) or None,
             image_url_sha256=row.image_url_sha256,
             image_sha256=row.image_sha256 or None,
             model_name=row.model_name or None,
@@ -137,7 +139,12 @@ class ReportDocument(Document):
             limit=row.limit,
             caller=row.user.get_username() if row.user is not None else "anonymous",
             client_hash=row.client_hash or None,
-            top=row.top,
+            top=[
+                {**entry, "image_url": url_redact(entry["image_url"])}
+                if isinstance(entry, dict) and isinstance(entry.get("image_url"), str)
+                else entry
+                for entry in row.top
+            ],
         )
 
 

@@ -16,6 +16,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.utils.crypto import salted_hmac
 
 from core.failures import FailureCounter
+from core.redaction import url_redact
 from reporting import metrics
 from reporting.log_writer import request_log_save, request_log_writer
 from reporting.models import ReportCall, RequestLog
@@ -105,8 +106,10 @@ def stored_text(value: str, *, max_chars: int) -> str:
 
 
 def request_log_build(*, outcome: RequestOutcome) -> RequestLog:
-    """The (unsaved) log row of one request, every text field storable (see stored_text)."""
-    image_url = stored_text(outcome.image_url, max_chars=IMAGE_URL_MAX_CHARS)
+    """The (unsaved) log row of one request, every text field storable (see stored_text), its
+    image URL without credentials (core.redaction)."""
+    # Without credentials (userinfo, token-like query values), refused URLs included.
+    image_url = stored_text(url_redact(outcome.image_url), max_chars=IMAGE_URL_MAX_CHARS)
     result = outcome.result
     top = result.predictions[0] if result is not None and result.predictions else None
     image_url_sha256 = url_sha256(image_url) if image_url else None

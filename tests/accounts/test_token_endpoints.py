@@ -2,6 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from accounts.apis import INVALID_REFRESH_MESSAGE
 from tests.support.accounts import PASSWORD, bearer_client
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +67,7 @@ def test_a_rotated_refresh_token_cannot_be_used_again(api_client, alice):
 
     assert again.status_code == 401
     assert again.json() == {
-        "error": {"code": "authentication_failed", "message": "Token is blacklisted"}
+        "error": {"code": "authentication_failed", "message": INVALID_REFRESH_MESSAGE}
     }
     verify = api_client.post("/api/token/verify/", {"token": pair["refresh"]}, format="json")
     assert verify.status_code == 401

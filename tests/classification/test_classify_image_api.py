@@ -148,6 +148,14 @@ def test_empty_upload_is_refused(api_client, tiny_model):
     assert_error(upload(api_client, b""), 400, "empty_image")
 
 
+@pytest.mark.parametrize("blank", ["", "  \n"])
+def test_blank_base64_is_an_empty_image_in_json_and_multipart(api_client, tiny_model, blank):
+    as_json = api_client.post("/classify-image", {"image_base64": blank}, format="json")
+    as_form = api_client.post("/classify-image", {"image_base64": blank}, format="multipart")
+    assert_error(as_json, 400, "empty_image")
+    assert_error(as_form, 400, "empty_image")
+
+
 def test_too_many_pixels_is_413(api_client, tiny_model, settings):
     settings.IMAGE_MAX_PIXELS = 100
     assert_error(post_base64(api_client, image_bytes(size=(20, 20))), 413, "image_too_many_pixels")

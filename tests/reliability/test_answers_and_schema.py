@@ -87,6 +87,8 @@ def test_the_schema_says_exactly_one_image_input_and_describes_the_report_400s(a
         {"required": ["image_base64"]},
     ]
     report_400 = schema["paths"]["/report"]["get"]["responses"]["400"]["description"]
-    assert "since not before until" in report_400 and "empty" in report_400
+    assert "until before since" in report_400 and "empty" in report_400
+    json_request = schema["components"]["schemas"]["ClassifyImageJsonRequestRequest"]
+    assert json_request["properties"]["image_base64"]["minLength"] == 1
     classify_503 = schema["paths"]["/classify-image"]["post"]["responses"]["503"]["description"]
     assert "busy" in classify_503

@@ -59,6 +59,14 @@ def test_bad_parameters_are_a_400_json_error(api_client, params):
     assert response.json()["error"]["code"] == "invalid_request"
 
 
+def test_since_equal_to_until_is_an_empty_window_not_an_error(api_client, rows):
+    response = api_client.get(
+        "/report", {"since": "2026-03-01T12:00:00Z", "until": "2026-03-01T12:00:00Z"}
+    )
+    assert response.status_code == 200
+    assert response.json()["top"] == []
+
+
 def test_limit_is_applied(api_client, rows):
     log_row(url="https://images.example/dog.jpg", at=T0)
     assert len(api_client.get("/report", {"limit": 1}).json()["top"]) == 1
