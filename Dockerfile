@@ -50,6 +50,7 @@ RUN --mount=type=secret,id=pip_ca \
     python manage.py migrate --noinput -v0; \
     python manage.py fetch_model dog-breeds --if-missing; \
     python manage.py fetch_model imagenet-lite0 --if-missing; \
+    python manage.py quantize_model imagenet-lite0 --if-missing; \
     python manage.py model_manifest export /build/model-manifest.json; \
     STATIC_ROOT=/build/static python manage.py collectstatic --noinput -v0; \
     chmod -R a+rX,go-w /build/models  # the store writes 0600 files: readable by the app user

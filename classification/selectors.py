@@ -31,7 +31,8 @@ def model_default_name() -> str | None:
 
     Where a production int8 version was made from DEFAULT_MODEL's production version and its
     fidelity report passes the default rule (``registry.fidelity.default_rule``), that int8
-    version's name answers instead: requests may still name either.
+    version's name answers instead (unless DEFAULT_MODEL_INT8 is off): requests may still name
+    either.
     """
     production = ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
     rows = list(
@@ -42,7 +43,7 @@ def model_default_name() -> str | None:
     versions = {name: version for name, version, _, _ in rows}
     if settings.DEFAULT_MODEL in versions:
         source = {"name": settings.DEFAULT_MODEL, "version": versions[settings.DEFAULT_MODEL]}
-        for name, _, quantized_from, rule in rows:
+        for name, _, quantized_from, rule in rows if settings.DEFAULT_MODEL_INT8 else ():
             if quantized_from == source and isinstance(rule, dict) and rule.get("passes") is True:
                 return name
         return settings.DEFAULT_MODEL

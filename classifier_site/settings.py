@@ -216,10 +216,12 @@ IMAGE_FETCH_RETRY_AFTER = env_int("IMAGE_FETCH_RETRY_AFTER", 2)
 
 # --- Models and inference -----------------------------------------------------------------
 MODEL_STORE = Path(env_str("MODEL_STORE", str(VAR_DIR / "models")))
-# Model name answered when a request names none; empty means the latest promoted model.
 # The model that answers requests naming none, while it has a production version; otherwise
 # the most recently promoted model answers ('make run' registers imagenet-lite0 offline).
 DEFAULT_MODEL = env_str("DEFAULT_MODEL", "imagenet-lite0")
+# Whether DEFAULT_MODEL's int8 version answers for it where its fidelity report passes the
+# default rule (classification.registry.fidelity); off, the float version answers.
+DEFAULT_MODEL_INT8 = env_bool("DEFAULT_MODEL_INT8", True)
 # How often a worker asks the registry whether the production version changed.
 MODEL_REFRESH_SECONDS = env_float("MODEL_REFRESH_SECONDS", 2.0)
 # Threads one LiteRT interpreter uses for one inference: the CPUs per gunicorn worker. More

@@ -8,7 +8,10 @@ how far the confidence in the float version's answer moves. ``default_rule`` say
 figures let the quantized version answer for its source by default.
 """
 
+import json
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +28,11 @@ CONFIDENT = 0.3
 MAX_TOP1_LOSS_POINTS = 1.0
 MIN_CONFIDENT_AGREEMENT = 0.99
 MAX_MEAN_CONFIDENCE_DELTA = 0.03
+
+# Reports measured on labelled photos for int8 files quantize_model makes byte for byte the
+# same on every machine (same float file, wheel photos and TensorFlow): the wheel photos carry
+# no labels, so without these a fresh machine could never measure top-1 against float.
+RECORDED_REPORTS = Path(__file__).resolve().parent.parent / "data" / "int8_fidelity.json"
 
 
 def _servable(model_version: ModelVersion) -> ClassifierServable:
@@ -125,3 +133,27 @@ def default_rule(report: dict) -> dict:
     if delta is None or delta > MAX_MEAN_CONFIDENCE_DELTA:
         reasons.append(f"mean |confidence delta| {delta} (at most {MAX_MEAN_CONFIDENCE_DELTA})")
     return {"passes": not reasons, "reasons": reasons}
+
+
+@cache
+def _recorded_reports() -> tuple[dict, ...]:
+    return tuple(json.loads(RECORDED_REPORTS.read_text())["records"])
+
+
+def fidelity_recorded(*, fp32: ModelVersion, int8: ModelVersion) -> dict | None:
+    """The report recorded for exactly these two files (both SHA-256s match), with where and
+    how it was measured and the default rule applied today; None when none is recorded."""
+    for record in _recorded_reports():
+        if (record["fp32_sha256"], record["int8_sha256"]) == (
+            fp32.artifact_sha256,
+            int8.artifact_sha256,
+        ):
+            report = {
+                **record["report"],
+                "against": {"name": fp32.name, "version": fp32.version},
+                "recorded": {
+                    key: record[key] for key in ("measured_on", "photo_sets", "command", "by_set")
+                },
+            }
+            return {**report, "default_rule": default_rule(report)}
+    return None

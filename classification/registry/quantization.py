@@ -33,7 +33,7 @@ from classification.registry.conversion import (
     parity_check,
     tflite_convert,
 )
-from classification.registry.fidelity import quantization_fidelity
+from classification.registry.fidelity import fidelity_recorded, quantization_fidelity
 from classification.registry.photos import Photo
 from classification.registry.pipeline import Artifact, Parity, VersionRecord, version_register
 from classification.registry.versions import model_version_stage_put
@@ -302,6 +302,12 @@ def int8_fidelity_measure(
     if fp32 is None:
         raise ModelRegistrationError(f"{int8} is not an int8 version of a registered version.")
     fidelity = quantization_fidelity(fp32=fp32, int8=int8, photos=photos, photo_set=photo_set)
+    if not fidelity["labelled"]:
+        # Unlabelled photos (the wheel's) measure agreement only; a report measured on labelled
+        # photos for these very files answers instead, the local figures kept beside it.
+        recorded = fidelity_recorded(fp32=fp32, int8=int8)
+        if recorded is not None:
+            fidelity = {**recorded, "measured_here": fidelity}
     if store:
         int8.metrics = {**int8.metrics, "fidelity": fidelity}
         int8.save(update_fields=["metrics"])

