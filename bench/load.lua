@@ -9,8 +9,8 @@
 --   url_hit       the same image_url every time
 --   mix           50% url_hit, 20% content_hit, 20% upload, 10% url_miss
 --   get           GET of the path wrk was given (the framework floor: /health/live)
--- Responses that arrive while os.time() is in [WINDOW_START, WINDOW_END) (epoch seconds) are
--- counted apart: the load test reads the server's CPU at both ends of that steady window, so
+-- 200 responses that arrive while os.time() is in [WINDOW_START, WINDOW_END) (epoch seconds)
+-- are counted apart: the load test reads the server's CPU at both ends of that steady window, so
 -- its CPU per request leaves out the ramp-up and the requests still unanswered at the end.
 -- done() prints one JSON line that the load test reads.
 local scenario = os.getenv("SCENARIO") or "get"
@@ -96,7 +96,7 @@ function response(status, headers, body)
     statuses[status] = (statuses[status] or 0) + 1
   end
   local now = os.time()
-  if now >= window_start and now < window_end then
+  if status == 200 and now >= window_start and now < window_end then
     window_requests = window_requests + 1
   end
 end
