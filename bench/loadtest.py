@@ -681,7 +681,7 @@ class Command(BaseCommand):
             "Peak RSS: the largest worker process's and the sum of every process's peak (MB).",
             "",
             "| photo | server | clients | req/s | p50 ms | p99 ms | server CPU ms/req"
-            " | peak RSS, largest worker | peak RSS, all processes | non-200s |",
+            " | peak RSS, largest worker | peak RSS, all processes | non-200s + timeouts |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, photo in results["photos"].items():
@@ -699,7 +699,7 @@ class Command(BaseCommand):
         return [*lines, ""]
 
     def _photo_plot(self, results: dict, folder: Path) -> None:
-        """photos.png: requests/s, p99 and server CPU per request of each photo and server."""
+        """photos.png: requests/s, p99, server CPU per request and peak RSS, photo by photo."""
         import matplotlib.pyplot as plt
 
         photos = [name for name, photo in results["photos"].items() if photo["servers"]]
@@ -707,7 +707,7 @@ class Command(BaseCommand):
             return
         servers = list(results["photos"][photos[0]]["servers"])
         clients = str(results["photo_concurrency"][0])
-        figure, axes = plt.subplots(1, 3, figsize=(16, 4.2), squeeze=False)
+        figure, axes = plt.subplots(1, 4, figsize=(21, 4.2), squeeze=False)
         width = 0.8 / len(servers)
         for axis, (metric, label) in zip(
             axes[0],
@@ -715,6 +715,7 @@ class Command(BaseCommand):
                 ("rps", "requests/s"),
                 ("p99_ms", "p99 latency (ms)"),
                 ("server_cpu_ms_per_request", "server CPU ms per request"),
+                ("peak_rss_mb_total", "peak RSS, all processes (MB)"),
             ),
             strict=True,
         ):
