@@ -73,10 +73,10 @@ bench: $(VENV)/.requirements-test
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 		$(PY) -m bench reliability
 
-# The service under wrk, then the small and camera-size uploads side by side with three peers
-# (naive Flask + Keras, FastAPI, LitServe) at 16 clients (LOADTEST_SECONDS per run, about 20
-# minutes in all at 10; the figures of docs/performance.md came from LOADTEST_SECONDS=15
-# LOADTEST_SOAK=600).
+# The service under wrk beside a naive Flask + Keras peer (LOADTEST_SECONDS per run), then the
+# small and camera-size uploads side by side with three peers (naive, FastAPI, LitServe) at 16
+# clients, 20 s a run: 25-30 minutes in all. The figures of docs/performance.md came from
+# LOADTEST_SECONDS=15 LOADTEST_SOAK=600, those of its side-by-side section from a short run.
 LOADTEST_SECONDS ?= 10
 LOADTEST_SOAK ?= 0
 loadtest: $(VENV)/.requirements-test $(VENV)/.requirements-bench
