@@ -6,7 +6,8 @@ and gunicorn's threaded workers, with the same workers, threads and settings), o
 memory and SQLite and once with Redis and PostgreSQL, drives it with wrk (Debian's package;
 the scenarios are load.lua's) at several concurrencies for a fixed time per run, and records
 for each scenario requests/s, p50/p95/p99 latency, errors, the server's CPU milliseconds per
-request (its processes' user + system time over the run, from /proc) and each worker's RSS.
+request (its processes' user + system time over the run's steady window, from /proc, divided by
+the 200s answered in it) and each worker's RSS.
 The same uncached uploads go to a naive peer (naive_peer.py: Flask and Keras model.predict, as
 tutorials serve it) so every figure is also a ratio. Then the upload photos (photos.py: the small
 bench JPEG and camera-size ones, 12 and 24 megapixel JPEGs and a 12 megapixel PNG) go, side by
