@@ -6,16 +6,25 @@ and gunicorn's threaded workers, with the same workers, threads and settings), o
 memory and SQLite and once with Redis and PostgreSQL, drives it with wrk (Debian's package;
 the scenarios are load.lua's) at several concurrencies for a fixed time per run, and records
 for each scenario requests/s, p50/p95/p99 latency, errors, the server's CPU milliseconds per
-request (its processes' user + system time over the run, from /proc) and each worker's RSS.
+request (its processes' user + system time over the run's steady window, from /proc, divided by
+the 200s answered in it) and each worker's RSS.
 The same uncached uploads go to a naive peer (naive_peer.py: Flask and Keras model.predict, as
-tutorials serve it) so every figure is also a ratio. Figures go to var/bench/load.json, their
-tables to var/bench/load.md and plots to docs/performance/.
+tutorials serve it) so every figure is also a ratio. Then the upload photos (photos.py: the small
+bench JPEG and camera-size ones, 12 and 24 megapixel JPEGs and a 12 megapixel PNG) go, side by
+side at 16 clients, to the service (the first variant and server named) and to each peer: the
+naive one, FastAPI + uvicorn (fastapi_peer.py) and LitServe (litserve_peer.py), the two last
+serving the very LiteRT file the service serves with its version's preprocessing, with as many
+worker processes and LiteRT threads; each run also records every server process's peak RSS.
+Figures go to var/bench/load.json, their tables to var/bench/load.md and plots to
+docs/performance/.
 """
 
 import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,15 +38,23 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bench.classification import bench_jpeg
 from bench.loopback import free_port, serve_files
+from bench.photos import PHOTOS, Photo, photo_make
 from classification import selectors
+from classification.models import ModelVersion
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
 from classification.store import artifact_path
 
 BENCH = Path(__file__).resolve().parent  # load.lua beside this file
-SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
+DEFAULT_SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
+# The camera-size uploads (photos.py), also allowed in --scenarios.
+SCENARIOS = [*DEFAULT_SCENARIOS, "upload_12mp", "upload_24mp", "upload_png_camera"]
+PEERS = {
+    "naive": "naive (Flask + Keras)",
+    "fastapi": "FastAPI + uvicorn",
+    "litserve": "LitServe",
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 UNTHROTTLED = "100000000/minute"
 
@@ -79,6 +96,21 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _peak_rss_reset(pids: list[int]) -> None:
+    """Start each process's peak RSS (VmHWM) afresh: Linux resets it on "5" to clear_refs."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 @dataclass
 class Server:
     url: str
@@ -102,8 +134,106 @@ def _wait_http(url: str, process: subprocess.Popen, timeout: float = 120) -> Non
     raise CommandError(f"{url} did not answer within {timeout:.0f} s.")
 
 
+def _wait_idle(server: Server, timeout: float = 60) -> None:
+    """Until the server has finished the requests wrk left unanswered (its CPU is quiet)."""
+    deadline = time.monotonic() + timeout
+    before = _cpu_seconds(server.pids())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_seconds(server.pids())
+        if now - before < 0.05:  # under a tenth of one core
+            return
+        before = now
+
+
+def service_workers() -> int:
+    """The service's worker processes in the load test (serve.py's WEB_CONCURRENCY, default 2)."""
+    return int(os.environ.get("WEB_CONCURRENCY") or 2)
+
+
+def peer_config_write(version: ModelVersion, path: Path) -> Path:
+    """The facts of ``version`` the framework peers serve (peer_model.py reads them)."""
+    config = {
+        "model": str(artifact_path(version.artifact)),  # the very file the service serves
+        "labels": version.labels,
+        "input_size": version.input_size,
+        "preprocessing": version.preprocessing,
+        "outputs": version.metrics.get("outputs", "probabilities"),
+        # As the service's workers compute it (the same environment): CPUs / workers.
+        "threads": settings.LITERT_NUM_THREADS,
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+@contextlib.contextmanager
+def peer_serve(
+    name: str, *, version: ModelVersion, workdir: Path, workers: int
+) -> Iterator[Server]:
+    """Start the peer ``name`` (naive, fastapi or litserve) for ``version`` on a free port.
+
+    Each runs in its own session, stopped as a whole: LitServe's inference workers and API
+    servers outlive its main process when only that one is told to stop.
+    """
+    port = free_port()
+    config = peer_config_write(version, workdir / "peer.json")
+    environment = {**os.environ, "PEER_CONFIG": str(config)}
+    if name == "naive":
+        labels = workdir / "labels.json"
+        labels.write_text(json.dumps(version.labels))
+        keras_file = workdir / "model.keras"
+        shutil.copy(artifact_path(version.source_artifact), keras_file)
+        low, high = version.preprocessing.get("scale", [-1.0, 1.0])
+        arguments = [
+            "bench.naive_peer",
+            *(str(a) for a in (keras_file, labels, port, version.input_size, low, high)),
+        ]
+    elif name == "fastapi":
+        arguments = [
+            "uvicorn",
+            "bench.fastapi_peer:app",
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+            *("--no-access-log", "--log-level", "warning"),
+        ]
+    elif name == "litserve":
+        arguments = ["bench.litserve_peer", str(port), str(workers)]
+    else:
+        raise CommandError(f"Unknown peer {name!r} (of {', '.join(PEERS)}).")
+    process = subprocess.Popen(  # noqa: S603 - our own peer scripts, fixed arguments
+        [sys.executable, "-m", *arguments],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server = Server(url=f"http://127.0.0.1:{port}", process=process)
+    try:
+        _wait_http(f"{server.url}/health", process)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            time.sleep(1)  # its children's own shutdown
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _names(option: object, known: list[str] | dict, what: str) -> list[str]:
+    names = [name for name in str(option).split(",") if name]
+    if unknown := set(names) - set(known):
+        raise CommandError(f"Unknown {what} {sorted(unknown)} (of {', '.join(known)}).")
+    return names
+
+
 class Command(BaseCommand):
-    help = "Load-test the service with wrk beside a naive peer; write load.json and plots."
+    help = (
+        "Load-test the service with wrk beside a naive peer, then small and camera-size uploads"
+        " side by side with FastAPI and LitServe peers; write load.json, load.md and plots."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--seconds", type=float, default=10.0, help="per run")
@@ -111,8 +241,33 @@ class Command(BaseCommand):
         parser.add_argument("--soak-seconds", type=float, default=0.0)
         parser.add_argument("--variants", default="local,redis-postgres")
         parser.add_argument("--servers", default="granian,gunicorn", help="WEB_SERVER values")
-        parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-        parser.add_argument("--no-peer", action="store_true")
+        parser.add_argument(
+            "--scenarios",
+            default=",".join(DEFAULT_SCENARIOS),
+            help=f"of {', '.join(SCENARIOS)}; empty: none",
+        )
+        parser.add_argument(
+            "--peers",
+            default=",".join(PEERS),
+            help="the peers beside the service; the naive one also runs 'upload' at every"
+            " --concurrency; empty: none",
+        )
+        parser.add_argument("--no-peer", action="store_true", help="the same as --peers ''")
+        parser.add_argument(
+            "--photos",
+            default=",".join(PHOTOS),
+            help="uploads sent side by side to the service (the first variant and server) and"
+            " each peer; empty: none",
+        )
+        parser.add_argument(
+            "--photo-concurrency", default="16", help="clients of the side-by-side runs"
+        )
+        parser.add_argument(
+            "--photo-seconds",
+            type=float,
+            default=20.0,
+            help="per side-by-side run (camera-size uploads answer a few per second)",
+        )
         parser.add_argument("--report", type=Path, default=settings.VAR_DIR / "bench")
         parser.add_argument(
             "--plots", type=Path, default=settings.BASE_DIR / "docs" / "performance"
@@ -122,20 +277,42 @@ class Command(BaseCommand):
         if shutil.which("wrk") is None:
             raise CommandError("wrk is not installed: 'apt-get install -y wrk' (Debian).")
         self.seconds = float(options["seconds"])  # type: ignore[arg-type]
-        self.scenarios = str(options["scenarios"]).split(",")
-        if unknown := set(self.scenarios) - set(SCENARIOS):
-            raise CommandError(f"Unknown scenarios {sorted(unknown)} (of {', '.join(SCENARIOS)}).")
+        self.photo_seconds = float(options["photo_seconds"])  # type: ignore[arg-type]
+        self.scenarios = _names(options["scenarios"], SCENARIOS, "scenarios")
+        peers = [] if options["no_peer"] else _names(options["peers"], PEERS, "peers")
+        photo_names = _names(options["photos"], PHOTOS, "photos")
         concurrencies = [int(c) for c in str(options["concurrency"]).split(",")]
+        photo_concurrencies = [int(c) for c in str(options["photo_concurrency"]).split(",")]
         workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
-        image = workdir / "photo.jpg"
-        image.write_bytes(bench_jpeg(seed=1))
+        # Every upload scenario's photo (the small one also for content hits, URLs and the mix).
+        wanted = {"small"} | set(photo_names)
+        wanted |= {name for name, (scenario, *_) in PHOTOS.items() if scenario in self.scenarios}
+        self.photos: dict[str, Photo] = {}
+        self.photo_files: dict[str, Path] = {}
+        for name in PHOTOS:
+            if name in wanted:
+                photo = self.photos[name] = photo_make(name)
+                path = self.photo_files[photo.scenario] = workdir / f"{name}.upload"
+                path.write_bytes(photo.data)
+        self.measured: dict[tuple[str, str, int, int], dict] = {}
         results: dict[str, object] = {
             "machine": f"{os.cpu_count()} cores",
             "seconds_per_run": self.seconds,
             "concurrency": concurrencies,
+            "photo_concurrency": photo_concurrencies,
+            "photo_seconds_per_run": self.photo_seconds,
             "variants": {},
+            "photos": {
+                name: {
+                    "bytes": len(self.photos[name].data),
+                    "size": list(self.photos[name].size),
+                    "content_type": self.photos[name].content_type,
+                    "servers": {},
+                }
+                for name in photo_names
+            },
         }
-        jpeg = image.read_bytes()
+        jpeg = self.photos["small"].data
         # URL misses need new bytes per URL, or they would be content hits.
         with serve_files(
             {"/same.jpg": jpeg},
@@ -143,7 +320,8 @@ class Command(BaseCommand):
             fallback=lambda path: jpeg + path.encode(),
         ) as images:
             servers = str(options["servers"]).split(",")
-            for variant in str(options["variants"]).split(","):
+            variants = str(options["variants"]).split(",")
+            for variant in variants:
                 for web_server in servers:
                     name = f"{variant}, {web_server}"
                     self.stdout.write(f"== {name}")
@@ -151,7 +329,6 @@ class Command(BaseCommand):
                     with self._service(env) as server:
                         results["variants"][name] = self._variant(  # type: ignore[index]
                             server,
-                            image=image,
                             image_base=images.url,
                             concurrencies=concurrencies,
                             # The soak runs as deployed: Redis holds the cache, not the worker,
@@ -160,15 +337,26 @@ class Command(BaseCommand):
                             if variant == "redis-postgres" and web_server == servers[0]
                             else 0.0,
                         )
-            if not options["no_peer"]:
-                self.stdout.write("== naive peer (Flask + Keras model.predict)")
-                with self._peer(workdir) as peer:
-                    results["peer"] = {
-                        "upload": {
-                            str(c): self._run(peer, "upload", c, image=image, image_base="")
-                            for c in concurrencies
+                        if (variant, web_server) == (variants[0], servers[0]):
+                            self._photos(results, f"ours ({name})", server, photo_concurrencies)
+            version = selectors.model_version_production(name="imagenet-lite0")
+            for peer in peers:
+                if version is None:
+                    raise CommandError("imagenet-lite0 is not in production in this database.")
+                self.stdout.write(f"== peer: {PEERS[peer]}")
+                folder = workdir / peer
+                folder.mkdir()
+                with peer_serve(
+                    peer, version=version, workdir=folder, workers=service_workers()
+                ) as server:
+                    if peer == "naive":
+                        results["peer"] = {
+                            "upload": {
+                                str(c): self._run(server, "upload", c, image_base="")
+                                for c in concurrencies
+                            }
                         }
-                    }
+                    self._photos(results, PEERS[peer], server, photo_concurrencies)
         report = Path(options["report"])  # type: ignore[arg-type]
         report.mkdir(parents=True, exist_ok=True)
         (report / "load.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -177,6 +365,15 @@ class Command(BaseCommand):
         (report / "load.md").write_text(tables)
         self.stdout.write(tables)
         shutil.rmtree(workdir, ignore_errors=True)
+
+    def _photos(self, results: dict, label: str, server: Server, concurrencies: list[int]) -> None:
+        """Each side-by-side photo's uploads to ``server``, recorded under ``label``."""
+        for name, photo in results["photos"].items():
+            scenario = self.photos[name].scenario
+            photo["servers"][label] = {
+                str(c): self._run(server, scenario, c, image_base="", seconds=self.photo_seconds)
+                for c in concurrencies
+            }
 
     # --- the service ------------------------------------------------------------------------
 
@@ -237,7 +434,6 @@ class Command(BaseCommand):
         self,
         server: Server,
         *,
-        image: Path,
         image_base: str,
         concurrencies: list[int],
         soak_seconds: float,
@@ -245,19 +441,16 @@ class Command(BaseCommand):
         figures: dict[str, object] = {
             "rss_mb_start": [_rss_mb(p) for p in server.workers()],
             # Measured beside the runs it is compared with: a shared machine's speed drifts.
-            "model_only": self._model_only(image.read_bytes()),
+            "model_only": self._model_only(self.photos["small"].data),
         }
         for scenario in self.scenarios:
             figures[scenario] = {
-                str(c): self._run(server, scenario, c, image=image, image_base=image_base)
-                for c in concurrencies
+                str(c): self._run(server, scenario, c, image_base=image_base) for c in concurrencies
             }
         figures["rss_mb_after_runs"] = [_rss_mb(p) for p in server.workers()]
         if soak_seconds:
             before = [_rss_mb(p) for p in server.workers()]
-            soak = self._run(
-                server, "mix", 16, image=image, image_base=image_base, seconds=soak_seconds
-            )
+            soak = self._run(server, "mix", 16, image_base=image_base, seconds=soak_seconds)
             figures["soak"] = {
                 **soak,
                 "rss_mb_before": before,
@@ -271,10 +464,15 @@ class Command(BaseCommand):
         scenario: str,
         clients: int,
         *,
-        image: Path,
         image_base: str,
         seconds: float | None = None,
     ) -> dict:
+        duration = round(seconds or self.seconds)
+        # A run already made against this server (the side-by-side small upload at 16 clients,
+        # say) is not made again.
+        key = (server.url, scenario, clients, duration)
+        if key in self.measured:
+            return self.measured[key]
         path = "/health/live" if scenario == "health_live" else "/"
         if scenario == "url_hit":  # the entry exists before the timed run
             with contextlib.suppress(OSError):
@@ -286,6 +484,7 @@ class Command(BaseCommand):
                 )
                 urllib.request.urlopen(request, timeout=30).read()  # noqa: S310 (loopback)
         decodes_before = self._decodes(server)
+        _peak_rss_reset(server.pids())
         cpu_before = _cpu_seconds(server.pids())
         faults_before = _minor_faults(server.pids())
         command = [
@@ -295,38 +494,81 @@ class Command(BaseCommand):
             "-c",
             str(clients),
             "-d",
-            f"{round(seconds or self.seconds)}s",
+            f"{duration}s",
             "--timeout",
-            "10s",
+            "30s",  # camera-size uploads at 16 clients can queue for seconds
             "-s",
             str(BENCH / "load.lua"),
             server.url + path,
         ]
+        photo = next(
+            (p for p in self.photos.values() if p.scenario == scenario), self.photos["small"]
+        )
+        # The steady window: whole seconds from the second after the start to the end.
+        started = time.time()
+        window = (math.ceil(started) + 1, math.floor(started + duration))
         env = {
             **os.environ,
             "SCENARIO": "get" if scenario == "health_live" else scenario,
-            "IMAGE": str(image),
+            "IMAGE": str(self.photo_files[photo.scenario]),
+            "IMAGE_TYPE": photo.content_type,
             "IMAGE_BASE": image_base,
+            "WINDOW_START": str(window[0]),
+            "WINDOW_END": str(window[1]),
         }
-        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603
-        cpu_after = _cpu_seconds(server.pids())
-        faults_after = _minor_faults(server.pids())
+        process = subprocess.Popen(  # noqa: S603 - wrk, fixed arguments
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        window_cpu = None
+        if window[1] > window[0]:
+            time.sleep(max(0.0, window[0] - time.time()))
+            window_cpu_start = _cpu_seconds(server.pids())
+            time.sleep(max(0.0, window[1] - time.time()))
+            window_cpu = _cpu_seconds(server.pids()) - window_cpu_start
+        output, errors = process.communicate()
+        if process.returncode:
+            raise CommandError(f"wrk failed ({process.returncode}): {errors.strip()}")
+        pids = server.pids()
+        cpu_after = _cpu_seconds(pids)
+        faults_after = _minor_faults(pids)
+        # Each process's own peak over the run (the master first); their sum bounds the
+        # peak of the whole server from above.
+        peaks = [_peak_rss_mb(pid) for pid in pids]
         line = next(line for line in output.splitlines() if line.startswith("{"))
         figures = json.loads(line)
         requests = max(figures["requests"], 1)
-        figures["rps"] = round(figures["requests"] / figures["duration_s"], 1)
-        figures["server_cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / requests, 3)
+        figures["rps_whole_run"] = round(figures["requests"] / figures["duration_s"], 1)
+        figures["server_cpu_ms_per_request_whole_run"] = round(
+            (cpu_after - cpu_before) * 1000 / requests, 3
+        )
+        # The steady window's figures when it saw answers (200s: a 503 busy costs little): over
+        # the whole run, the ramp-up and the requests unanswered at the end (whose CPU is
+        # spent) weigh on slow scenarios.
+        in_window = figures["window_requests"]
+        if window_cpu is not None and in_window:
+            figures["rps"] = round(in_window / (window[1] - window[0]), 1)
+            figures["server_cpu_ms_per_request"] = round(window_cpu * 1000 / in_window, 3)
+        else:
+            figures["rps"] = figures["rps_whole_run"]
+            figures["server_cpu_ms_per_request"] = figures["server_cpu_ms_per_request_whole_run"]
         figures["server_minor_faults_per_request"] = round(
             (faults_after - faults_before) / requests, 1
         )
+        figures["peak_rss_mb_per_process"] = peaks
+        figures["peak_rss_mb_largest_worker"] = max(peaks[1:] or peaks)
+        figures["peak_rss_mb_total"] = round(sum(peaks), 1)
         decodes = self._decodes(server)
         if decodes is not None and decodes_before is not None:
             figures["decodes"] = int(decodes - decodes_before)
         self.stdout.write(
-            f"{scenario:12s} c={clients:<3d} {figures['rps']:8.1f} req/s"
+            f"{scenario:17s} c={clients:<3d} {figures['rps']:8.1f} req/s"
             f"  p50 {figures['p50_ms']:7.2f}  p99 {figures['p99_ms']:7.2f} ms"
-            f"  cpu {figures['server_cpu_ms_per_request']:6.2f} ms/req  errors {figures['errors']}"
+            f"  cpu {figures['server_cpu_ms_per_request']:6.2f} ms/req"
+            f"  peak RSS {figures['peak_rss_mb_largest_worker']:.0f} / "
+            f"{figures['peak_rss_mb_total']:.0f} MB  errors {figures['errors']}"
         )
+        self.measured[key] = figures
+        _wait_idle(server)
         return figures
 
     @staticmethod
@@ -341,43 +583,6 @@ class Command(BaseCommand):
             if line.startswith('classifier_stage_duration_seconds_count{stage="decode"}'):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
-
-    # --- the peer ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _peer(self, workdir: Path) -> Iterator[Server]:
-        version = selectors.model_version_production(name="imagenet-lite0")
-        if version is None:
-            raise CommandError("imagenet-lite0 is not in production in this database.")
-        labels = workdir / "labels.json"
-        labels.write_text(json.dumps(version.labels))
-        keras_file = workdir / "model.keras"
-        shutil.copy(artifact_path(version.source_artifact), keras_file)
-        low, high = version.preprocessing.get("scale", [-1.0, 1.0])
-        port = free_port()
-        process = subprocess.Popen(  # noqa: S603 - our own peer script, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "bench.naive_peer",
-                str(keras_file),
-                str(labels),
-                str(port),
-                str(version.input_size),
-                str(low),
-                str(high),
-            ],
-            cwd=settings.BASE_DIR,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server = Server(url=f"http://127.0.0.1:{port}", process=process)
-        try:
-            _wait_http(f"{server.url}/health", process)
-            yield server
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
     # --- the ceiling, and the plots ------------------------------------------------------------
 
@@ -425,6 +630,7 @@ class Command(BaseCommand):
                 for c in concurrencies
             ]
             lines += ["| upload | " + " | ".join(cells) + " |", ""]
+        lines += self._photo_table(results)
         for variant, figures in results["variants"].items():
             model = figures["model_only"]
             model_ms = model["cpu_ms_per_image"]
@@ -464,6 +670,72 @@ class Command(BaseCommand):
                 ]
                 lines.append("  soak RSS per worker: " + ", ".join(growth))
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _photo_table(results: dict) -> list[str]:
+        """The side-by-side uploads: one row per photo, server and number of clients."""
+        if not any(photo["servers"] for photo in results["photos"].values()):
+            return []
+        lines = [
+            "### Uploads side by side",
+            "",
+            "Peak RSS: the largest worker process's and the sum of every process's peak (MB).",
+            "",
+            "| photo | server | clients | req/s | p50 ms | p99 ms | server CPU ms/req"
+            " | peak RSS, largest worker | peak RSS, all processes | non-200s + timeouts |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, photo in results["photos"].items():
+            width, height = photo["size"]
+            what = f"{name} ({width}x{height} {photo['content_type'][6:].upper()},"
+            what += f" {photo['bytes'] / 1e6:.2f} MB)"
+            for server, runs in photo["servers"].items():
+                for clients, run in runs.items():
+                    lines.append(
+                        f"| {what} | {server} | {clients} | {run['rps']:.1f} | {run['p50_ms']:.0f}"
+                        f" | {run['p99_ms']:.0f} | {run['server_cpu_ms_per_request']:.1f}"
+                        f" | {run['peak_rss_mb_largest_worker']:.0f}"
+                        f" | {run['peak_rss_mb_total']:.0f} | {run['errors']} |"
+                    )
+        return [*lines, ""]
+
+    def _photo_plot(self, results: dict, folder: Path) -> None:
+        """photos.png: requests/s, p99, server CPU per request and peak RSS, photo by photo."""
+        import matplotlib.pyplot as plt
+
+        photos = [name for name, photo in results["photos"].items() if photo["servers"]]
+        if not photos:
+            return
+        servers = list(results["photos"][photos[0]]["servers"])
+        clients = str(results["photo_concurrency"][0])
+        figure, axes = plt.subplots(1, 4, figsize=(21, 4.2), squeeze=False)
+        width = 0.8 / len(servers)
+        for axis, (metric, label) in zip(
+            axes[0],
+            (
+                ("rps", "requests/s"),
+                ("p99_ms", "p99 latency (ms)"),
+                ("server_cpu_ms_per_request", "server CPU ms per request"),
+                ("peak_rss_mb_total", "peak RSS, all processes (MB)"),
+            ),
+            strict=True,
+        ):
+            for index, server in enumerate(servers):
+                axis.bar(
+                    [i + index * width for i in range(len(photos))],
+                    [results["photos"][p]["servers"][server][clients][metric] for p in photos],
+                    width,
+                    label=server,
+                )
+            axis.set_xticks([i + 0.4 - width / 2 for i in range(len(photos))], photos)
+            axis.set_yscale("log")
+            axis.set_xlabel(f"upload photo, {clients} concurrent clients")
+            axis.set_ylabel(label)
+            axis.grid(True, which="both", axis="y", alpha=0.3)
+        axes[0][0].legend(fontsize=8, loc="best")
+        figure.tight_layout()
+        figure.savefig(folder / "photos.png", dpi=110)
+        plt.close(figure)
 
     def _plots(self, results: dict, folder: Path) -> None:
         import matplotlib  # here: only the plots need it, and its backend is chosen first
@@ -511,4 +783,5 @@ class Command(BaseCommand):
             figure.tight_layout()
             figure.savefig(folder / f"{name}.png", dpi=110)
             plt.close(figure)
+        self._photo_plot(results, folder)
         self.stdout.write(f"Plots written to {folder}")

@@ -25,6 +25,8 @@ TEST_ONLY = [
     "playwright",
     "schemathesis",
     "skimage",
+    "fastapi",
+    "litserve",
 ]
 # What the zero-shot registration imports on top of the runtime's own.
 REGISTRATION = ["keras_hub", "tensorflow_text", "tensorflow", "keras"]
