@@ -7,7 +7,6 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,12 @@ from playwright.sync_api import Page, expect
 
 from bench.jpeg_draft import _photo_files
 from classification.serving import services as serving_services
-from tests.classification.test_upload_page import (  # noqa: F401 (fixtures)
-    browser,
-    default_model,
-    page,
-)
+from tests.classification import test_upload_page
+
+# The browser, its page and the default model of the upload page's tests.
+browser = test_upload_page.browser
+page = test_upload_page.page
+default_model = test_upload_page.default_model
 
 pytestmark = pytest.mark.slow  # the default model, built from its wheels
 
@@ -80,8 +80,9 @@ def _grainy(image: Image.Image, sigma: float = 8.0) -> Image.Image:
 def _upload(page: Page, path: Path) -> dict:
     """Choose ``path`` on the page; the answer's JSON once the result shows."""
     with page.expect_response(
-        lambda response: response.url.endswith("/classify-image")
-        and response.request.method == "POST"
+        lambda response: (
+            response.url.endswith("/classify-image") and response.request.method == "POST"
+        )
     ) as answer:
         page.get_by_label("Choose an image").set_input_files(path)
     expect(page.locator("#result")).to_be_visible()
@@ -102,10 +103,10 @@ def _shown(size: int) -> str:
     return f"{round(size / 1024)} KB" if size >= 1024 else f"{size} bytes"
 
 
-def test_a_12_megapixel_photo_is_sent_resized_with_both_sizes_shown(
-    page, site, received, tmp_path
-):
-    original = _jpeg(_grainy(_skimage("chelsea").resize(CAMERA, Image.Resampling.LANCZOS)), tmp_path / "cat.jpg")
+def test_a_12_megapixel_photo_is_sent_resized_with_both_sizes_shown(page, site, received, tmp_path):
+    original = _jpeg(
+        _grainy(_skimage("chelsea").resize(CAMERA, Image.Resampling.LANCZOS)), tmp_path / "cat.jpg"
+    )
     assert original.stat().st_size > 3 * 1024 * 1024  # as a phone's photo
     page.goto(site)
 
@@ -173,9 +174,7 @@ def test_a_small_photo_a_gif_and_a_webp_are_sent_as_chosen(
     )
 
 
-def test_the_size_sent_follows_the_chosen_model(
-    page, site, received, tmp_path, zero_shot_model
-):
+def test_the_size_sent_follows_the_chosen_model(page, site, received, tmp_path, zero_shot_model):
     # The zero-shot model (promoted last, the default) sees 32 x 32 of the shorter side: 64.
     original = _jpeg(_camera_size(_skimage("astronaut"), longer=1500), tmp_path / "a.jpg")
     page.goto(site)
