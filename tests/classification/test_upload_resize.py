@@ -224,3 +224,60 @@ def test_the_browser_resized_upload_agrees_with_the_server_on_the_original(
             print(f"  {name:<20} {label} ({confidence:.2f}) / {answer['classification']}")
     assert confident, "no photo the server is sure about"
     assert [(r[0], r[1]) for r in confident] == [(r[0], r[3]["classification"]) for r in confident]
+
+
+# With the tiny model (32 x 32, no crop) a photo is resized to 64 px on its shorter side.
+@pytest.fixture
+def tiny_site(live_server, transactional_db, tiny_model) -> str:
+    return f"{live_server.url}/"
+
+
+def test_without_create_image_bitmap_a_large_photo_is_sent_as_chosen(
+    page, tiny_site, received, tmp_path
+):
+    original = _jpeg(_skimage("coffee"), tmp_path / "old-browser.jpg")
+    page.add_init_script("window.createImageBitmap = undefined;")  # a browser without it
+    page.goto(tiny_site)
+
+    sent = _only(received, _upload(page, original))
+
+    assert sent == original.read_bytes()
+    expect(page.locator("#sent-size")).to_have_text(f"Sent as chosen: {_shown(len(sent))}")
+
+
+def test_a_jpeg_the_browser_cannot_decode_is_sent_for_the_server_to_judge(
+    page, tiny_site, received, tmp_path
+):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
+    page.goto(tiny_site)
+
+    page.get_by_label("Choose an image").set_input_files(broken)
+
+    expect(page.locator("#intake-error")).to_contain_text("could not be read")
+    assert received == [broken.read_bytes()]
+
+
+def test_the_size_limit_counts_the_bytes_sent(page, tiny_site, received, tmp_path, settings):
+    settings.IMAGE_MAX_BYTES = 200 * 1024
+    large = _jpeg(_camera_size(_skimage("chelsea"), longer=2000), tmp_path / "large.jpg")
+    assert large.stat().st_size > settings.IMAGE_MAX_BYTES
+    gif = tmp_path / "large.gif"
+    _camera_size(_skimage("chelsea"), longer=2000).save(gif)
+    assert gif.stat().st_size > settings.IMAGE_MAX_BYTES
+    page.goto(tiny_site)
+
+    # Over the limit as chosen, far under it once resized: sent.
+    with Image.open(io.BytesIO(_only(received, _upload(page, large)))) as image:
+        assert min(image.size) == 64
+
+    # A GIF is sent as chosen: over the limit, it is refused before any request.
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    page.get_by_label("Choose an image").set_input_files(gif)
+    expect(page.locator("#intake-error")).to_contain_text("too large")
+    expect(page.locator("#intake-error")).to_contain_text(
+        f"This file is {_shown(gif.stat().st_size)}"
+    )
+    assert posted == []
+    assert received == []
