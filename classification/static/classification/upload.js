@@ -313,8 +313,8 @@
   }
 
   // ---- what is sent: a photo larger than the chosen model can use is resized here first.
-  // The server would reduce it anyway (JPEG draft decoding keeps the same margin); resizing
-  // here saves the photographer's upload time and bytes, not the answer's quality.
+  // The model sees a few hundred pixels of a 12-megapixel photo: sending those (with a margin)
+  // saves most of the upload and keeps the answer (docs/upload-page.md, "What is sent").
   const RESIZE_MARGIN = 2; // shorter side kept >= 2 x what the model sees (the server's JPEG_DRAFT_MARGIN)
   const JPEG_QUALITY = 0.9;
 
