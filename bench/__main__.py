@@ -13,7 +13,8 @@ import textwrap
 from argparse import ArgumentParser
 from types import ModuleType
 
-# In the order of 'make bench', then the load test ('make loadtest').
+# In the order of 'make bench', then the load test ('make loadtest'), then the measurements
+# made by hand on labelled photos (not in make bench).
 BENCHMARKS = (
     "classification",
     "observability",
@@ -24,6 +25,7 @@ BENCHMARKS = (
     "reporting",
     "reliability",
     "loadtest",
+    "browser_resize",
 )
 PROG = "python -m bench"
 USAGE = f"usage: {PROG} NAME [options]   ({PROG} NAME --help for its options)"
@@ -57,8 +59,9 @@ def _help() -> str:
         )
     lines += [
         "",
-        "'make bench' runs all but loadtest; 'make loadtest' runs loadtest. Their figures go to",
-        "var/bench/; README.md and docs/performance.md say what they mean.",
+        "'make bench' runs all but loadtest and browser_resize (labelled photos, run by hand);",
+        "'make loadtest' runs loadtest. Their figures go to var/bench/; README.md and",
+        "docs/performance.md say what they mean.",
     ]
     return "\n".join(lines)
 

