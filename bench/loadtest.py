@@ -339,10 +339,21 @@ class Command(BaseCommand):
                         )
                         if (variant, web_server) == (variants[0], servers[0]):
                             self._photos(results, f"ours ({name})", server, photo_concurrencies)
-            version = selectors.model_version_production(name="imagenet-lite0")
+                    if (variant, web_server) == (variants[0], servers[0]) and photo_names:
+                        # The same service with the float model answering by default: what
+                        # the int8 default is worth, in the same run.
+                        self.stdout.write(f"== {name}, float default (DEFAULT_MODEL_INT8=0)")
+                        with self._service({**env, "DEFAULT_MODEL_INT8": "0"}) as server:
+                            self._photos(
+                                results, f"ours, float ({name})", server, photo_concurrencies
+                            )
+            # The peers serve the very file that answers our requests by default (the int8
+            # version where it passes the default rule, as after 'make run').
+            default = selectors.model_default_name() or settings.DEFAULT_MODEL
+            version = selectors.model_version_production(name=default)
             for peer in peers:
                 if version is None:
-                    raise CommandError("imagenet-lite0 is not in production in this database.")
+                    raise CommandError(f"{default} is not in production in this database.")
                 self.stdout.write(f"== peer: {PEERS[peer]}")
                 folder = workdir / peer
                 folder.mkdir()
@@ -412,6 +423,7 @@ class Command(BaseCommand):
             ["migrate", "--noinput", "-v0"],
             ["fetch_model", "dog-breeds", "--if-missing"],
             ["fetch_model", "imagenet-lite0", "--if-missing"],
+            ["quantize_model", "imagenet-lite0", "--if-missing"],
         ):
             subprocess.run([*manage, *step], cwd=settings.BASE_DIR, env=environment, check=True)  # noqa: S603
         port = free_port()
