@@ -478,7 +478,7 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            "class": "core.logs.ConsoleHandler",
             "formatter": LOG_FORMAT,
             "filters": ["request_id"],
         }

@@ -47,6 +47,29 @@ class JsonLineFormatter(JsonFormatter):
         )
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """A StreamHandler that formats a record before it takes the handler's lock.
+
+    logging.Handler formats inside its lock, so request threads logging at once (the access
+    line) queue behind each other's formatting and hand the lock and the GIL back and forth;
+    only the write needs the lock (docs/performance.md, "Where a request's CPU goes").
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]  # 3.12's may return a record
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+                self.stream.write(line)
+                self.flush()
+        except RecursionError:  # as StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(record)
+        return True
+
+
 def request_annotate(request: Any, **facts: Any) -> None:
     """Add facts about the request to its access log line (e.g. cache kind, model, error code).
 
