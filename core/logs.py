@@ -55,7 +55,7 @@ class ConsoleHandler(logging.StreamHandler):
     only the write needs the lock (docs/performance.md, "Where a request's CPU goes").
     """
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]  # 3.12's may return a record
+    def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
             return False
         try:

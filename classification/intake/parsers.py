@@ -185,7 +185,7 @@ def _plain_multipart_parse(
     if not body.startswith(delimiter):  # a preamble: Django may read it as a part
         raise _NotPlain
     data: QueryDict = QueryDict(mutable=True, encoding=encoding)
-    files = MultiValueDict()
+    files: MultiValueDict = MultiValueDict()
     start, parts, field_bytes, file_parts = len(delimiter), 0, 0, 0
     while not body.startswith(b"--", start):  # the closing delimiter ends the body
         end = body.find(delimiter, start)
@@ -216,12 +216,12 @@ def _plain_multipart_parse(
                 raise PayloadTooLarge(f"The image is larger than {limit:,} bytes.")
             # The one copy of the image: BytesIO shares it, and read() from the start returns it.
             content = io.BytesIO(body[content_start : content_start + size])
-            files.appendlist(
-                name,
-                InMemoryUploadedFile(
-                    content, name, file_name, content_type, size, extra.get("charset"), extra
-                ),
+            # The charset as Django's parser passes it: bytes (the stubs say str).
+            charset: Any = extra.get("charset")
+            upload = InMemoryUploadedFile(
+                content, name, file_name, content_type, size, charset, extra
             )
+            files.appendlist(name, upload)
         start = end + len(delimiter)
     if body[start:] not in (b"--", b"--\r\n"):  # Django reads on past a closing delimiter
         raise _NotPlain
