@@ -56,8 +56,11 @@ class ConsoleHandler(logging.StreamHandler):
     """
 
     def handle(self, record: logging.LogRecord) -> bool:
-        if not self.filter(record):
+        verdict = self.filter(record)
+        if not verdict:
             return False
+        if isinstance(verdict, logging.LogRecord):  # Python 3.12: a filter may replace it
+            record = verdict
         try:
             line = self.format(record) + self.terminator
             with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
