@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from classification import metrics
 from core.cache_breaker import cache_breaker
+from core.metrics import labelled
 from core.redis_scripts import is_redis
 from core.singleton import ProcessSingleton
 
@@ -51,7 +52,7 @@ class CacheStatistics:
 
     def counted_by_script(self, *, kind: str, hit: bool) -> None:
         """A lookup that a script counted in Redis (``count_lookup``): the metric only."""
-        metrics.CACHE_LOOKUPS.labels(kind, "hit" if hit else "miss").inc()
+        labelled(metrics.CACHE_LOOKUPS, kind, "hit" if hit else "miss").inc()
 
     def count(self, *, kind: str, hit: bool) -> None:
         """Count a lookup of ``kind`` in the counters and the metric; never raises."""

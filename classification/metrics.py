@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from classification.models import ModelVersion
 from classification.results import ClassificationResult
 from core.failures import FailureCounter
-from core.metrics import REGISTRY
+from core.metrics import REGISTRY, labelled
 
 _STAGE_BUCKETS = (
     0.0005,
@@ -91,11 +91,11 @@ MODEL_SERVED = Gauge(
 def classification_observe(result: ClassificationResult) -> None:
     """Stage timings, top-1 label and confidence of one answer."""
     for stage, seconds in result.timings.items():
-        STAGE_SECONDS.labels(stage).observe(seconds)
+        labelled(STAGE_SECONDS, stage).observe(seconds)
     if result.predictions:
         top = result.predictions[0]
-        PREDICTIONS.labels(result.model_name, top.label).inc()
-        CONFIDENCE.labels(result.model_name).observe(top.confidence)
+        labelled(PREDICTIONS, result.model_name, top.label).inc()
+        labelled(CONFIDENCE, result.model_name).observe(top.confidence)
 
 
 registry_failures = FailureCounter("Reading the model registry for /metrics")

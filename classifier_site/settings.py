@@ -480,7 +480,7 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            "class": "core.logs.ConsoleHandler",
             "formatter": LOG_FORMAT,
             "filters": ["request_id"],
         }

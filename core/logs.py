@@ -47,6 +47,32 @@ class JsonLineFormatter(JsonFormatter):
         )
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """A StreamHandler that formats a record before it takes the handler's lock.
+
+    logging.Handler formats inside its lock, so request threads logging at once (the access
+    line) queue behind each other's formatting and hand the lock and the GIL back and forth;
+    only the write needs the lock (docs/performance.md, "Where a request's CPU goes").
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        verdict = self.filter(record)
+        if not verdict:
+            return False
+        if isinstance(verdict, logging.LogRecord):  # Python 3.12: a filter may replace it
+            record = verdict
+        try:
+            line = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+                self.stream.write(line)
+                self.flush()
+        except RecursionError:  # as StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(record)
+        return True
+
+
 def request_annotate(request: Any, **facts: Any) -> None:
     """Add facts about the request to its access log line (e.g. cache kind, model, error code).
 

@@ -19,7 +19,7 @@ Each app defines its own metrics in its ``metrics.py`` and imports that module i
 import os
 import threading
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -62,10 +62,25 @@ REQUEST_SECONDS = Histogram(
 )
 
 
+# Children by metric and label values: .labels() takes the metric's lock and checks its label
+# values on every call (about 2 us; a request makes several). Label values are few (routes,
+# statuses, stages, model names and their labels), so this stays as small as the metrics.
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once per process."""
+    key = (id(metric), values)  # the metrics are module globals: their ids are never reused
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def request_observe(*, endpoint: str, method: str, status: int, seconds: float) -> None:
     labels = (endpoint, method, str(status))
-    REQUESTS.labels(*labels).inc()
-    REQUEST_SECONDS.labels(*labels).observe(seconds)
+    labelled(REQUESTS, *labels).inc()
+    labelled(REQUEST_SECONDS, *labels).observe(seconds)
 
 
 # --- Exposition ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from rest_framework.request import Empty, Request
 
 from classification.metrics import STAGE_SECONDS
 from core.logs import request_annotate
+from core.metrics import labelled
 from core.middleware import request_elapsed, request_id
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_failures, request_log_record
@@ -39,7 +40,7 @@ def request_log_on_answer(
         return
     started = time.perf_counter()
     request_log_record(outcome=outcome)
-    STAGE_SECONDS.labels("log_write").observe(time.perf_counter() - started)
+    labelled(STAGE_SECONDS, "log_write").observe(time.perf_counter() - started)
 
 
 def request_outcome(

@@ -32,6 +32,7 @@ from classification.serving.litert import LiteRTClassifier
 from classification.serving.multi_task import MultiTaskServable
 from classification.serving.zero_shot import ZeroShotServable
 from classification.store import artifact_read_verified
+from core.metrics import labelled
 from core.singleton import ProcessSingleton
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class ServingModel:
 
     def probabilities(self, batch: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
         """Scores per label: the version's labels, or ``labels`` (checked by ``labels_check``)."""
-        metrics.INFERENCE_BATCH_SIZE.labels(self.name).observe(len(batch))
+        labelled(metrics.INFERENCE_BATCH_SIZE, self.name).observe(len(batch))
         if labels is None:
             return self.servable.run(batch)
         assert isinstance(self.servable, LabelledServable)
@@ -122,7 +123,7 @@ class ServingModel:
         run_heads = getattr(self.servable, "run_heads", None)
         if run_heads is None:
             return self.probabilities(batch), None
-        metrics.INFERENCE_BATCH_SIZE.labels(self.name).observe(len(batch))
+        labelled(metrics.INFERENCE_BATCH_SIZE, self.name).observe(len(batch))
         return run_heads(batch)
 
 
