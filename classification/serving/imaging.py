@@ -71,7 +71,7 @@ class DecodedImage:
 # model's input size on its shorter side. Without it (models nobody validated: user-registered
 # ones, the garment model, zero-shot CLIP), a JPEG is always decoded whole.
 DRAFT_MARGIN_OPTION = "jpeg_draft_margin"
-# The margin the offline ImageNet-1k and dog-breed recipes record (validated on their photos).
+# The margin the offline ImageNet recipe records (imagenet-lite0; not its int8 version).
 JPEG_DRAFT_MARGIN = 2.0
 
 
