@@ -2,6 +2,13 @@
 
 Only JPEG, PNG, GIF and WebP are opened, so no other Pillow plugin ever parses client bytes.
 The pixel limit is checked from the header, before any pixel is decoded.
+
+JPEG draft decoding is decided per version, by its recorded preprocessing: a version whose
+``jpeg_draft_margin`` passed ``evaluate_model --draft`` on labelled camera-size photos decodes
+a large JPEG reduced; any other decodes it whole. The margin belongs to the version's recipe, so
+a changed recipe is a new version (``fetch_model --if-missing``), never an edited one, and what
+a version answered is reproducible from what it records. IMAGE_JPEG_DRAFT (on by default) is
+only the global switch: off, every version decodes whole.
 """
 
 import io
