@@ -189,9 +189,10 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000)
 # that does not fit waits up to IMAGE_DECODE_WAIT seconds for others, then is answered busy.
 IMAGE_DECODE_PIXEL_BUDGET = env_int("IMAGE_DECODE_PIXEL_BUDGET", 40_000_000)
 IMAGE_DECODE_WAIT = env_float("IMAGE_DECODE_WAIT", 10.0)
-# Decode a large JPEG reduced by 2, 4 or 8 (Pillow's draft), never below twice what the
-# model's resize needs (classification.serving.imaging.jpeg_draft_size).
-IMAGE_JPEG_DRAFT = env_bool("IMAGE_JPEG_DRAFT", False)
+# Decode a large JPEG reduced by 2, 4 or 8 (Pillow's draft) for the versions whose
+# preprocessing records the draft margin they were validated with (jpeg_draft_size); others
+# always decode whole. Off: every version decodes whole (docs/performance.md).
+IMAGE_JPEG_DRAFT = env_bool("IMAGE_JPEG_DRAFT", True)
 # Deepest JSON nesting accepted in a request body.
 REQUEST_JSON_MAX_DEPTH = env_int("REQUEST_JSON_MAX_DEPTH", 32)
 # Bodies beyond these go to a temporary file rather than memory (Django's own limits).

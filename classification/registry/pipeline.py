@@ -24,7 +24,12 @@ from PIL import Image
 from classification.exceptions import ModelRegistrationError
 from classification.models import ModelVersion
 from classification.registry.versions import model_version_create, model_version_stage_put
-from classification.serving.imaging import DEFAULT_PREPROCESSING, image_preprocess
+from classification.serving.imaging import (
+    DEFAULT_PREPROCESSING,
+    DRAFT_MARGIN_OPTION,
+    image_preprocess,
+    jpeg_draft_margin,
+)
 from classification.store import StoredArtifact, artifact_put_bytes, artifact_put_file
 
 logger = logging.getLogger(__name__)
@@ -117,6 +122,11 @@ def preprocessing_input_range(preprocessing: dict) -> tuple[float, float]:
 
 def _preprocessing_check(preprocessing: dict) -> None:
     """Refuse options serving cannot apply: every request to the version would fail."""
+    if DRAFT_MARGIN_OPTION in preprocessing and jpeg_draft_margin(preprocessing) is None:
+        raise ModelRegistrationError(
+            f"The preprocessing's {DRAFT_MARGIN_OPTION} must be a number of at least 1, not "
+            f"{preprocessing[DRAFT_MARGIN_OPTION]!r}."
+        )
     try:
         image_preprocess(image=Image.new("RGB", (2, 2)), input_size=1, preprocessing=preprocessing)
     except (KeyError, TypeError, ValueError) as exc:

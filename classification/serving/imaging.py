@@ -2,6 +2,13 @@
 
 Only JPEG, PNG, GIF and WebP are opened, so no other Pillow plugin ever parses client bytes.
 The pixel limit is checked from the header, before any pixel is decoded.
+
+JPEG draft decoding is decided per version, by its recorded preprocessing: a version whose
+``jpeg_draft_margin`` passed ``evaluate_model --draft`` on labelled camera-size photos decodes
+a large JPEG reduced; any other decodes it whole. The margin belongs to the version's recipe, so
+a changed recipe is a new version (``fetch_model --if-missing``), never an edited one, and what
+a version answered is reproducible from what it records. IMAGE_JPEG_DRAFT (on by default) is
+only the global switch: off, every version decodes whole.
 """
 
 import io
@@ -65,9 +72,26 @@ class DecodedImage:
     draft_scale: int = 1  # 2, 4 or 8: a JPEG decoded at that fraction of its size (draft)
 
 
-# A JPEG decoded reduced keeps at least this many times the model's input size on the shorter
-# side of the region the model sees, so the resize after it still averages several pixels.
-JPEG_DRAFT_MARGIN = 2
+# A version's preprocessing may record ``jpeg_draft_margin``: the margin its draft decoding
+# was validated with on labelled camera-size photos (docs/performance.md). A JPEG is then
+# decoded reduced only so far that the region the model sees keeps at least that many times the
+# model's input size on its shorter side. Without it (models nobody validated: user-registered
+# ones, the garment model, zero-shot CLIP), a JPEG is always decoded whole.
+DRAFT_MARGIN_OPTION = "jpeg_draft_margin"
+# The margin the offline ImageNet recipe records (imagenet-lite0; not its int8 version).
+JPEG_DRAFT_MARGIN = 2.0
+
+
+def jpeg_draft_margin(preprocessing: dict | None) -> float | None:
+    """The draft margin ``preprocessing`` records, or None: this version decodes JPEGs whole."""
+    margin = (preprocessing or {}).get(DRAFT_MARGIN_OPTION)
+    if margin is None or isinstance(margin, bool):
+        return None
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 1.0 else None
 
 
 def jpeg_draft_size(
@@ -75,13 +99,17 @@ def jpeg_draft_size(
 ) -> tuple[int, int] | None:
     """The size to ask a ``width`` x ``height`` JPEG's draft() for, or None: decode it whole.
 
-    The central ``crop`` fraction the model sees (``image_preprocess``) must keep at least
-    JPEG_DRAFT_MARGIN x ``input_size`` pixels on its shorter side; square, shorter-side and
+    Only a version whose ``preprocessing`` records a ``jpeg_draft_margin`` (at least 1) is
+    drafted: the central ``crop`` fraction the model sees (``image_preprocess``) must keep at
+    least that margin x ``input_size`` pixels on its shorter side; square, shorter-side and
     central-square resizes all need no more (the last keeps ``crop`` x the shorter side).
     draft() only reduces by 2, 4 or 8 and keeps every side at least the size asked, so an image
     less than twice that size is never reduced. The size asked is a square: the same before and
     after an EXIF rotation, which happens after decoding.
     """
+    margin = jpeg_draft_margin(preprocessing)
+    if margin is None:
+        return None
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     try:
         crop = float(options.get("crop", 1.0))
@@ -89,7 +117,7 @@ def jpeg_draft_size(
         return None  # image_preprocess refuses it
     if not 0.0 < crop <= 1.0 or input_size < 1:
         return None
-    needed = math.ceil(JPEG_DRAFT_MARGIN * input_size / crop)
+    needed = math.ceil(margin * input_size / crop)
     if min(width, height) < 2 * needed:
         return None
     return needed, needed
@@ -125,9 +153,9 @@ def image_decode(
     ``before_decode`` is called with the pixel count once the header passed the checks and
     before any pixel is decoded (the decode budget waits there); what it raises is raised.
     Both see the header's full size, also when the image is then decoded reduced.
-    With ``input_size`` (the model's, and its ``preprocessing``), a JPEG large enough is
-    decoded reduced by 2, 4 or 8 in the DCT domain (Pillow's draft; see ``jpeg_draft_size``);
-    the result's width and height stay the image's own.
+    With ``input_size`` (the model's) and a ``preprocessing`` that records a draft margin, a
+    JPEG large enough is decoded reduced by 2, 4 or 8 in the DCT domain (Pillow's draft; see
+    ``jpeg_draft_size``); the result's width and height stay the image's own.
     Raises EmptyImage, UnsupportedImageType (not an accepted format), TooManyPixels (checked from
     the header, before decoding) or UndecodableImage (truncated or corrupt).
     """
@@ -235,7 +263,10 @@ def image_preprocess(
     shorter side and resizes only that (the region of a shorter side resized to
     input_size / crop, then its central input_size square: 256 then 224 for crop 0.875);
     ``mean`` and ``std`` (three numbers each) standardise each channel after scaling (CLIP:
-    scale [0, 1], then OpenAI's mean and std).
+    scale [0, 1], then OpenAI's mean and std); ``reducing_gap`` (Pillow's, at least 1) lets
+    the final resize first shrink by an integer factor with a box filter (faster, not exact;
+    measured by ``evaluate_model --draft``, recorded by no offline model). ``jpeg_draft_margin``
+    is for the decode (``jpeg_draft_size``).
     """
     options = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     rgb = _to_rgb(_exif_transposed(image))
@@ -258,7 +289,9 @@ def image_preprocess(
             f"The resize mode must be one of {', '.join(RESIZE_MODES)}, not {resize!r}."
         )
     if rgb.size != (input_size, input_size):
-        rgb = rgb.resize((input_size, input_size), resample=resample)
+        rgb = rgb.resize(
+            (input_size, input_size), resample=resample, reducing_gap=_reducing_gap(options)
+        )
     low, high = (float(bound) for bound in options["scale"])
     pixels = np.asarray(rgb, dtype=np.float32)
     # Dividing by 255 / (high - low) (127.5 for [-1, 1]) keeps 0, 127.5 and 255 exact.
@@ -267,6 +300,15 @@ def image_preprocess(
         mean, std = _channel_statistics(options)
         scaled = (scaled - mean) / std
     return scaled[np.newaxis, ...]
+
+
+def _reducing_gap(options: dict) -> float | None:
+    gap = options.get("reducing_gap")
+    if gap is None:
+        return None
+    if float(gap) < 1.0:
+        raise ValueError(f"reducing_gap must be at least 1, not {gap}.")
+    return float(gap)
 
 
 def _central_square(image: Image.Image, *, fraction: float) -> Image.Image:

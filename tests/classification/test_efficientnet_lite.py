@@ -232,6 +232,7 @@ def test_registration_keeps_the_notices_the_preprocessing_and_parity(lite0_model
         "scale": [-0.9921875, 1.0],
         "resize": "central_square",
         "crop": 0.875,
+        "jpeg_draft_margin": 2.0,  # validated on labelled camera-size photos
     }
     assert "Apache License 2.0" in lite0_model.source and "MIT" in lite0_model.source
     assert "the shorter side to 256 and the central 224 x 224" in lite0_model.source

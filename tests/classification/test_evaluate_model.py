@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from classification.evaluation import (
     EvaluationError,
@@ -30,7 +30,7 @@ from classification.evaluation import (
 from classification.models import ModelVersion
 from classification.registry.sources import efficientnet_lite
 from classification.registry.sources.downloads import pypi_wheel
-from classification.serving.imaging import image_preprocess
+from classification.serving.imaging import image_preprocess, jpeg_draft_margin
 from classification.store import artifact_read_verified
 from tests.support.images import image_bytes
 from tests.support.models import TINY_LABELS
@@ -241,6 +241,59 @@ def test_bad_arguments_are_refused_with_a_reason(tiny_model, tmp_path, args, mes
 
 
 @pytest.mark.django_db
+def test_draft_compares_full_and_draft_decodes_at_camera_size(
+    tiny_model, tmp_path: Path, monkeypatch
+):
+    drafts: list[tuple[int, int]] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        drafts.append(self.size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    images = colour_set(tmp_path / "swatches", COLOURS)
+    labels = write_csv(tmp_path / "l.csv", [[f"{c}.png", c] for c in COLOURS])
+    report = tmp_path / "draft.json"
+    # 40 x 30 swatches upscaled to 800 x 600: 32 px input, margin 2 needs 64, so 1/8.
+    out = run_command(
+        "tiny",
+        "--draft",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--longer-side",
+        "800",
+        "--draft-margins",
+        "2,1",
+        "--reducing-gaps",
+        "3",
+        "--json",
+        str(report),
+    )
+    assert "tiny v1 on swatches at 800 px on the longer side:" in out
+    assert "draft 2      " in out and "draft 1, reducing_gap 3" in out
+    assert out.count("top-5 100.00%  agreement 100.00%") == 6  # flat colours: no change
+    assert "draft 2: fails: 3 labelled photos, fewer than 1,000." in out
+    assert drafts and set(drafts) == {(800, 600)}  # the stand-ins, drafted
+    figures = json.loads(report.read_text())
+    assert figures["longer_side"] == 800
+    assert [row["variant"] for row in figures["variants"]] == [
+        "full",
+        "draft 2",
+        "draft 1",
+        "full, reducing_gap 3",
+        "draft 2, reducing_gap 3",
+        "draft 1, reducing_gap 3",
+    ]
+    full = figures["variants"][0]
+    for row in figures["variants"]:
+        assert (row["photos"], row["top1_agreement"], row["top1"]) == (3, 1.0, full["top1"])
+    assert ModelVersion.objects.get(name="tiny").metrics.get("evaluations") is None  # no store
+
+
+@pytest.mark.django_db
 def test_a_set_with_none_of_the_models_labels_is_refused(tiny_model, tmp_path: Path):
     images = colour_set(tmp_path / "set", {"n01440764_1": COLOURS["red"]})
     with pytest.raises(CommandError, match="None of the 1 labelled images of set has a label"):
@@ -344,9 +397,16 @@ def test_the_default_model_agrees_with_its_sources_own_evaluation(
 
 @pytest.mark.django_db
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["production", "staging"])
+@pytest.mark.parametrize(
+    ("stage", "recipe"),
+    [
+        ("production", efficientnet_lite.PREPROCESSING_STRETCHED),
+        ("staging", efficientnet_lite.PREPROCESSING_STRETCHED),
+        ("production", efficientnet_lite.PREPROCESSING_UNDRAFTED),  # before the draft margin
+    ],
+)
 def test_make_run_gives_an_old_recipe_a_new_version_once(
-    register_model, lite0_source, monkeypatch, stage
+    register_model, lite0_source, monkeypatch, stage, recipe
 ):
     old = register_model(
         lite0_source.artifact_path,
@@ -354,7 +414,7 @@ def test_make_run_gives_an_old_recipe_a_new_version_once(
         labels=lite0_source.labels,
         input_size=lite0_source.input_size,
         source="registered before",
-        preprocessing=efficientnet_lite.PREPROCESSING_STRETCHED,
+        preprocessing=recipe,
         stage=stage,
     )
     # The command's own path; the session's source stands in for building the model again.
@@ -366,8 +426,9 @@ def test_make_run_gives_an_old_recipe_a_new_version_once(
     assert "registering the current preprocessing as a new version" in out.getvalue()
     old.refresh_from_db()
     new = ModelVersion.objects.get(name="imagenet-lite0", version=old.version + 1)
-    assert old.preprocessing == efficientnet_lite.PREPROCESSING_STRETCHED  # not edited
+    assert old.preprocessing == recipe  # not edited
     assert new.preprocessing == efficientnet_lite.PREPROCESSING
+    assert jpeg_draft_margin(new.preprocessing) == 2.0 and jpeg_draft_margin(recipe) is None
     assert "central 224 x 224" in new.source
     # It serves where the version it follows served.
     assert (new.stage, old.stage) == (

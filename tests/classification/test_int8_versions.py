@@ -17,6 +17,7 @@ from classification.registry.quantization import int8_version_exists, model_vers
 from classification.registry.services import model_version_create, model_version_promote
 from classification.registry.sources.efficientnet_lite import efficientnet_lite0_source
 from classification.serving.engine import get_runtime
+from classification.serving.imaging import DRAFT_MARGIN_OPTION, jpeg_draft_margin
 from classification.serving.litert import LiteRTClassifier
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -106,7 +107,13 @@ def test_the_int8_version_registers_beside_the_float_one(lite0, int8):
     assert int8.name == INT8 and int8.stage == ModelVersion.Stage.PRODUCTION
     lite0.refresh_from_db()
     assert lite0.stage == ModelVersion.Stage.PRODUCTION  # both answer
-    assert int8.labels == lite0.labels and int8.preprocessing == lite0.preprocessing
+    assert int8.labels == lite0.labels
+    # The float version's preprocessing, but not its JPEG draft margin: validated for float only.
+    assert jpeg_draft_margin(lite0.preprocessing) == 2.0
+    assert jpeg_draft_margin(int8.preprocessing) is None
+    assert int8.preprocessing == {
+        k: v for k, v in lite0.preprocessing.items() if k != DRAFT_MARGIN_OPTION
+    }
     assert int8.metrics["outputs"] == "logits"
     assert int8.metrics["quantized_from"] == {"name": NAME, "version": lite0.version}
     assert int8.metrics["quantization"]["calibration_samples"] == SAMPLES

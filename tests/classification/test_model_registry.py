@@ -4,16 +4,26 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
+from PIL import JpegImagePlugin
 
 from classification.exceptions import ModelNotReady, ModelRegistrationError
+from classification.management.commands import fetch_model
 from classification.models import ModelVersion
 from classification.registry import conversion
 from classification.registry.services import (
     model_version_promote,
     model_version_register,
 )
-from classification.serving.engine import get_runtime
+from classification.registry.sources import efficientnet_lite
+from classification.serving.engine import get_runtime, serving_model_load
+from classification.serving.imaging import (
+    DEFAULT_PREPROCESSING,
+    DRAFT_MARGIN_OPTION,
+    jpeg_draft_margin,
+)
+from classification.serving.services import serving_model_scores
 from classification.store import artifact_path, file_sha256
+from tests.support.images import image_bytes
 from tests.support.models import TINY_LABELS, build_tiny_keras_model, build_tiny_saved_model
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +38,7 @@ def test_keras_registration_stores_converts_and_checks_parity(tiny_keras_path):
     assert model_version.source_format == ModelVersion.Format.KERAS
     assert model_version.input_size == 32
     assert model_version.preprocessing == {"resample": "bilinear", "scale": [-1.0, 1.0]}
+    assert jpeg_draft_margin(model_version.preprocessing) is None  # JPEGs decoded whole
     assert model_version.metrics["parity_max_abs_diff"] < 1e-4
     assert model_version.metrics["outputs"] == "probabilities"
     # Both artifacts are in the content-addressed store, under their checksums.
@@ -184,3 +195,75 @@ def test_register_and_promote_commands(tiny_keras_path, tmp_path, capsys):
     call_command("promote_model", "cmd", "2")
     assert ModelVersion.objects.get(stage="production").version == 2
     assert "cmd v2 is in production" in capsys.readouterr().out
+
+
+# --- The JPEG draft margin a version records -----------------------------------------------
+
+
+def _jpeg_sizes_drafted(monkeypatch) -> list[tuple]:
+    calls: list[tuple] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        calls.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("margin", "asked"), [(None, None), (2, (64, 64)), (1.5, (48, 48))])
+def test_a_version_drafts_large_jpegs_only_with_the_margin_it_records(
+    tiny_keras_path, monkeypatch, settings, margin, asked
+):
+    settings.IMAGE_JPEG_DRAFT = True
+    preprocessing = {} if margin is None else {DRAFT_MARGIN_OPTION: margin}
+    version = model_version_register(
+        artifact_path=tiny_keras_path,
+        name="tiny",
+        labels=TINY_LABELS,
+        input_size=32,
+        preprocessing=preprocessing,
+    )
+    assert jpeg_draft_margin(version.preprocessing) == margin
+    drafted = _jpeg_sizes_drafted(monkeypatch)
+    scores = serving_model_scores(
+        model=serving_model_load(version),
+        image_bytes=image_bytes(format="JPEG", size=(2000, 1500), color=(200, 30, 30)),
+    )
+    assert (scores.width, scores.height) == (2000, 1500)
+    assert drafted == ([] if asked is None else [asked])
+
+
+@pytest.mark.parametrize("margin", [0.5, "two", True])
+def test_a_margin_below_one_or_not_a_number_is_refused(tiny_keras_path, margin):
+    with pytest.raises(ModelRegistrationError, match="jpeg_draft_margin must be a number"):
+        model_version_register(
+            artifact_path=tiny_keras_path,
+            name="tiny",
+            labels=TINY_LABELS,
+            preprocessing={DRAFT_MARGIN_OPTION: margin},
+        )
+    assert not ModelVersion.objects.exists()
+
+
+def test_the_offline_recipes_record_their_validated_margins(tiny_keras_path):
+    # The ImageNet model's recipe records the margin; a version registered without it (before
+    # the draft was validated) is outdated, so 'make run' registers the recipe as a new version.
+    assert jpeg_draft_margin(efficientnet_lite.PREPROCESSING) == 2.0
+    # The dog-breed model records the defaults (too few labelled dog photos to validate one).
+    assert jpeg_draft_margin(DEFAULT_PREPROCESSING) is None
+    model_version_register(
+        artifact_path=tiny_keras_path,
+        name="imagenet-lite0",
+        labels=TINY_LABELS,
+        preprocessing=efficientnet_lite.PREPROCESSING_UNDRAFTED,
+    )
+    assert fetch_model._outdated_version("imagenet-lite0", name="imagenet-lite0") is not None
+    model_version_register(
+        artifact_path=tiny_keras_path,
+        name="imagenet-lite0",
+        labels=TINY_LABELS,
+        preprocessing=efficientnet_lite.PREPROCESSING,
+    )
+    assert fetch_model._outdated_version("imagenet-lite0", name="imagenet-lite0") is None
