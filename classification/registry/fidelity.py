@@ -157,3 +157,15 @@ def fidelity_recorded(*, fp32: ModelVersion, int8: ModelVersion) -> dict | None:
             }
             return {**report, "default_rule": default_rule(report)}
     return None
+
+
+def draft_margin_recorded(*, fp32: ModelVersion, int8: ModelVersion) -> float | None:
+    """The JPEG draft margin recorded as passing the draft rule for exactly these two files
+    (``evaluate_model --draft`` on labelled camera-size stand-ins), or None."""
+    for record in _recorded_reports():
+        if (record["fp32_sha256"], record["int8_sha256"]) == (
+            fp32.artifact_sha256,
+            int8.artifact_sha256,
+        ) and record.get("jpeg_draft"):
+            return float(record["jpeg_draft"]["margin"])
+    return None

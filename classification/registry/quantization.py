@@ -33,7 +33,11 @@ from classification.registry.conversion import (
     parity_check,
     tflite_convert,
 )
-from classification.registry.fidelity import fidelity_recorded, quantization_fidelity
+from classification.registry.fidelity import (
+    draft_margin_recorded,
+    fidelity_recorded,
+    quantization_fidelity,
+)
 from classification.registry.photos import Photo
 from classification.registry.pipeline import Artifact, Parity, VersionRecord, version_register
 from classification.registry.versions import model_version_stage_put
@@ -201,7 +205,8 @@ class Int8Registration:
         self.float_ops = tuple(float_ops)
         # All but the JPEG draft margin: it was validated for the float model, and the int8
         # model answers otherwise (imagenet-lite0-int8 missed the rule at the float version's
-        # margin, docs/performance.md), so the int8 version decodes JPEGs whole.
+        # margin, docs/performance.md). It decodes JPEGs whole unless a margin is recorded for
+        # its very file (model_version_quantize).
         self.preprocessing = {
             key: value for key, value in fp32.preprocessing.items() if key != DRAFT_MARGIN_OPTION
         }
@@ -288,6 +293,11 @@ def model_version_quantize(
         float_ops=float_ops,
     )
     int8 = version_register(registration=registration, name=int8_name(fp32.name))
+    margin = draft_margin_recorded(fp32=fp32, int8=int8)
+    if margin is not None:
+        # Its own draft margin, measured for this very file; not its float source's.
+        int8.preprocessing = {**int8.preprocessing, DRAFT_MARGIN_OPTION: margin}
+        int8.save(update_fields=["preprocessing"])
     int8_fidelity_measure(int8=int8, photos=held_out, photo_set=held_out_set)
     return model_version_stage_put(model_version=int8, stage=stage)
 

@@ -329,6 +329,8 @@ def test_the_int8_file_make_run_makes_carries_the_report_measured_on_labelled_ph
     }
     assert report["int8_top1"] >= report["fp32_top1"] - 0.01
     assert report["default_rule"] == {"passes": True, "reasons": []}
+    # So is the JPEG draft margin measured for this file (not its float source's 2).
+    assert jpeg_draft_margin(version.preprocessing) == 1.5
     # The wheel photos' own figures stay beside it.
     assert report["measured_here"]["photos"] == len(wheel_photos(held_out=True))
     assert report["measured_here"]["confident_top1_agreement"] == 1.0
