@@ -32,8 +32,7 @@ from classification.evaluation import (
     LabelledImage,
     LabelledSet,
     Progress,
-    _limited,
-    truth_indices,
+    judged_images,
 )
 from classification.serving.engine import ServingModel
 from classification.serving.imaging import DRAFT_MARGIN_OPTION
@@ -179,18 +178,7 @@ def draft_compare(
         raise EvaluationError("IMAGE_JPEG_DRAFT is off: draft variants would decode whole.")
     if not variants or variants[0] != FULL:
         raise EvaluationError("The first variant must be the full decode.")
-    judged: list[tuple[LabelledImage, frozenset[int]]] = []
-    for image in labelled.images:
-        truth = truth_indices(image.label, labels=list(model.labels))
-        if truth:
-            judged.append((image, truth))
-    kept = {image.name for image in _limited([image for image, _ in judged], limit)}
-    judged = [(image, truth) for image, truth in judged if image.name in kept]
-    if not judged:
-        raise EvaluationError(
-            f"None of the {len(labelled.images)} labelled images of {labelled.name} has a "
-            f"label of {model.name} v{model.version}."
-        )
+    judged = judged_images(labelled, model=model, labels=list(model.labels), limit=limit)
     models = {
         v.name: dataclasses.replace(model, preprocessing=v.preprocessing(model.preprocessing))
         for v in variants

