@@ -33,6 +33,7 @@ from PIL import Image
 
 from bench.classification import _multipart
 from classification.registry.photos import Photo, folder_photos
+from classification.registry.sources.efficientnet_lite import NUM_CLASSES, imagenet_wordnet_ids
 from classification.selectors import model_version_production
 
 MEGAPIXELS = 12.0
@@ -242,6 +243,4 @@ class Command(BaseCommand):
 
 def _wordnet_ids(classes: int) -> list[str]:
     """The ImageNet classes' WordNet ids, for a 1000-class model (none for another)."""
-    from classification.registry.sources.efficientnet_lite import NUM_CLASSES, imagenet_wordnet_ids
-
     return imagenet_wordnet_ids() if classes == NUM_CLASSES else []
