@@ -33,11 +33,7 @@ from classification.registry.conversion import (
     parity_check,
     tflite_convert,
 )
-from classification.registry.fidelity import (
-    draft_margin_recorded,
-    fidelity_recorded,
-    quantization_fidelity,
-)
+from classification.registry.fidelity import fidelity_recorded, quantization_fidelity
 from classification.registry.photos import Photo
 from classification.registry.pipeline import Artifact, Parity, VersionRecord, version_register
 from classification.registry.versions import model_version_stage_put
@@ -206,7 +202,7 @@ class Int8Registration:
         # All but the JPEG draft margin: it was validated for the float model, and the int8
         # model answers otherwise (imagenet-lite0-int8 missed the rule at the float version's
         # margin, docs/performance.md). It decodes JPEGs whole unless a margin is recorded for
-        # its very file (model_version_quantize).
+        # its model (model_version_quantize).
         self.preprocessing = {
             key: value for key, value in fp32.preprocessing.items() if key != DRAFT_MARGIN_OPTION
         }
@@ -293,12 +289,13 @@ def model_version_quantize(
         float_ops=float_ops,
     )
     int8 = version_register(registration=registration, name=int8_name(fp32.name))
-    margin = draft_margin_recorded(fp32=fp32, int8=int8)
+    fidelity = int8_fidelity_measure(int8=int8, photos=held_out, photo_set=held_out_set)
+    margin = fidelity.get("recorded", {}).get("jpeg_draft_margin")
     if margin is not None:
-        # Its own draft margin, measured for this very file; not its float source's.
+        # Its own draft margin, measured for this model; not its float source's. (The held-out
+        # photos are too small for a draft: the report above holds with it.)
         int8.preprocessing = {**int8.preprocessing, DRAFT_MARGIN_OPTION: margin}
         int8.save(update_fields=["preprocessing"])
-    int8_fidelity_measure(int8=int8, photos=held_out, photo_set=held_out_set)
     return model_version_stage_put(model_version=int8, stage=stage)
 
 
@@ -319,8 +316,8 @@ def int8_fidelity_measure(
     fidelity = quantization_fidelity(fp32=fp32, int8=int8, photos=photos, photo_set=photo_set)
     if not fidelity["labelled"]:
         # Unlabelled photos (the wheel's) measure agreement only; a report measured on labelled
-        # photos for these very files answers instead, the local figures kept beside it.
-        recorded = fidelity_recorded(fp32=fp32, int8=int8)
+        # photos for this model answers instead, the local figures kept beside it.
+        recorded = fidelity_recorded(fp32=fp32, int8=int8, photos=photos)
         if recorded is not None:
             fidelity = {**recorded, "measured_here": fidelity}
     if store:

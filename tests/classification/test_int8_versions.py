@@ -308,12 +308,13 @@ def test_evaluate_model_on_an_int8_version_stores_its_fidelity_too(int8, tmp_pat
 
 
 def test_the_int8_file_make_run_makes_carries_the_report_measured_on_labelled_photos(
-    settings, lite0
+    settings, lite0, monkeypatch
 ):
-    """'make run' quantizes with the default samples on the wheel photos: the file it makes is,
-    byte for byte, the one measured on 1,750 labelled ImageNet photos (recorded in
-    classification/data/int8_fidelity.json), so that report is its own and it answers by
-    default. A conversion that stopped being deterministic fails here, not in production."""
+    """'make run' quantizes with the default samples on the wheel photos: the file it makes is
+    the model measured on 1,750 labelled ImageNet photos (classification/data/int8_fidelity.json):
+    byte for byte on a machine that recorded it, answering the same on the held-out wheel
+    photos on another. So that report is its own and it answers by default. A conversion that
+    changed the model fails here, not in production."""
     version = model_version_quantize(
         fp32=lite0,
         calibration=wheel_photos(held_out=False),
@@ -327,9 +328,10 @@ def test_the_int8_file_make_run_makes_carries_the_report_measured_on_labelled_ph
         "imagenet-sample-images",
         "imagen",
     }
+    assert report["recorded"]["matched_by"]
     assert report["int8_top1"] >= report["fp32_top1"] - 0.01
     assert report["default_rule"] == {"passes": True, "reasons": []}
-    # So is the JPEG draft margin measured for this file (not its float source's 2).
+    # So is the JPEG draft margin measured for this model (not its float source's 2).
     assert jpeg_draft_margin(version.preprocessing) == 1.5
     # The wheel photos' own figures stay beside it.
     assert report["measured_here"]["photos"] == len(wheel_photos(held_out=True))
@@ -338,22 +340,54 @@ def test_the_int8_file_make_run_makes_carries_the_report_measured_on_labelled_ph
     assert selectors.model_default_name() == INT8
     settings.DEFAULT_MODEL_INT8 = False
     assert selectors.model_default_name() == NAME
+    # On a machine whose files differ in their bits, the answers find the record all the same.
+    from classification.registry import fidelity
+
+    unknown_bytes = tuple(
+        {**record, "fp32_sha256": "0" * 64, "int8_sha256": "0" * 64}
+        for record in fidelity._recorded_reports()
+    )
+    monkeypatch.setattr(fidelity, "_recorded_reports", lambda: unknown_bytes)
+    held_out = wheel_photos(held_out=True)
+    matched = fidelity.fidelity_recorded(fp32=lite0, int8=version, photos=held_out)
+    assert matched is not None and matched["labelled"] == 1750
+    assert matched["recorded"]["matched_by"].startswith("the same answers on the 7 held-out")
+    assert matched["recorded"]["jpeg_draft_margin"] == 1.5
 
 
-def test_a_recorded_report_answers_only_for_the_very_files(lite0, int8):
-    from classification.registry.fidelity import fidelity_recorded
-
-    record = fidelity_recorded(fp32=lite0, int8=int8)
-    assert record is None  # the test's own int8 file (fewer samples) has no recorded report
+def test_a_recorded_report_answers_only_for_the_same_model(lite0, int8):
     import json
 
-    from classification.registry.fidelity import RECORDED_REPORTS
+    from classification.registry.fidelity import RECORDED_REPORTS, fidelity_recorded
 
-    (known,) = json.loads(RECORDED_REPORTS.read_text())["records"]
-    fp32 = ModelVersion(name=NAME, version=3, artifact_sha256=known["fp32_sha256"])
-    quantized = ModelVersion(name=INT8, version=1, artifact_sha256=known["int8_sha256"])
-    report = fidelity_recorded(fp32=fp32, int8=quantized)
-    assert report is not None and report["against"] == {"name": NAME, "version": 3}
-    assert report["default_rule"]["passes"]
-    other = ModelVersion(name=NAME, version=3, artifact_sha256="0" * 64)
-    assert fidelity_recorded(fp32=other, int8=quantized) is None
+    # The test's own int8 file (half the calibration samples) is another model: neither its
+    # bytes nor its answers on the held-out photos are a record's.
+    held_out = wheel_photos(held_out=True)
+    assert fidelity_recorded(fp32=lite0, int8=int8, photos=held_out) is None
+    records = json.loads(RECORDED_REPORTS.read_text())["records"]
+    assert len({(r["fp32_sha256"], r["int8_sha256"]) for r in records}) == len(records)
+    for known in records:
+        fp32 = ModelVersion(name=NAME, version=3, artifact_sha256=known["fp32_sha256"])
+        quantized = ModelVersion(name=INT8, version=1, artifact_sha256=known["int8_sha256"])
+        report = fidelity_recorded(fp32=fp32, int8=quantized)
+        assert report is not None and report["against"] == {"name": NAME, "version": 3}
+        assert report["recorded"]["matched_by"] == "the very files (SHA-256)"
+        assert report["default_rule"]["passes"]
+        other = ModelVersion(name=NAME, version=3, artifact_sha256="0" * 64)
+        assert fidelity_recorded(fp32=other, int8=quantized) is None
+
+
+def test_answers_match_within_a_rounding_only():
+    from classification.registry.fidelity import ANSWER_TOLERANCE, answers_match
+
+    recorded = {"coffee": [[967, 0.92], [968, 0.03], [504, 0.01], [1, 0.004], [2, 0.003]]}
+    same = {"coffee": [[967, 0.9201], [968, 0.0299], [504, 0.01], [2, 0.0031], [1, 0.0029]]}
+    assert answers_match(recorded, {**same, "coffee": [*same["coffee"], [3, 0.002]]})
+    moved = {"coffee": [[967, 0.92 + 2 * ANSWER_TOLERANCE], *same["coffee"][1:]]}
+    assert not answers_match(recorded, moved)
+    other_top1 = {"coffee": [[968, 0.5], [967, 0.49], [504, 0.01], [1, 0.004], [2, 0.003]]}
+    assert not answers_match(recorded, other_top1)
+    dropped = {"coffee": same["coffee"][:4]}  # the record's fifth is not among its answers
+    assert not answers_match(recorded, dropped)
+    assert not answers_match(recorded, {**same, "chelsea": same["coffee"]})
+    assert not answers_match({}, {})

@@ -105,7 +105,8 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"Registered {int8} ({int8.artifact_size / 1e6:.1f} MB). On {fidelity['photos']} "
                 + (
-                    f"photos of {fidelity['photo_set']} (recorded for this very file)"
+                    f"photos of {fidelity['photo_set']} (recorded for this model: "
+                    f"{fidelity['recorded']['matched_by']})"
                     if "recorded" in fidelity
                     else "held-out photos"
                 )
