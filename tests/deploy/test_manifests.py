@@ -8,10 +8,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ipaddress import ip_network
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 import yaml
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -488,3 +490,51 @@ def test_every_checkov_skip_gives_its_reason():
     for check, skip in skips.items():
         assert re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check), check
         assert len(skip["reason"]) > 40, check
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database beside the tests' own, dropped afterwards."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        message = "needs PostgreSQL: set DATABASE_URL"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_migrations_gate"
+    server = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_web_pods_wait_until_the_migrations_their_image_needs_are_applied(k8s, empty_database):
+    """The init container's own command, run here against a database without the schema: it
+    waits, and lets the pod start once the migrations (the Job's part) are in."""
+    web = by_kind_and_name(render(k8s / "overlays/production"))[("Deployment", "classifier-web")]
+    (wait,) = web["spec"]["template"]["spec"]["initContainers"]
+    assert wait["command"][0] == "python"  # the image's interpreter; this one here
+    env = {**os.environ, "DATABASE_URL": empty_database}
+    process = subprocess.Popen(
+        [sys.executable, *wait["command"][1:]], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "Waiting for the migrations Job (1)\n"
+        assert process.poll() is None  # still waiting: the pod would not start
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        assert process.wait(timeout=120) == 0
+    finally:
+        process.kill()
+        process.wait()
