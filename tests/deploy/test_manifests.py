@@ -100,11 +100,16 @@ def existing_secret_overlay(k8s: Path) -> Path:
 
 
 def set_image(kustomization: dict, image: str) -> None:
-    """What 'kustomize edit set image classifier-api=NAME:TAG[@DIGEST]' writes."""
-    name, _, rest = image.rpartition(":")
-    tag, _, digest = rest.partition("@")
+    """What 'kustomize edit set image classifier-api=NAME[:TAG][@DIGEST]' writes."""
+    reference, _, digest = image.partition("@")
+    name, _, tag = (
+        reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "")
+    )
     (entry,) = [e for e in kustomization["images"] if e["name"] == "classifier-api"]
-    entry.update(newName=name, newTag=tag)
+    entry["newName"] = name
+    entry.pop("newTag", None)
+    if tag:
+        entry["newTag"] = tag
     if digest:
         entry["digest"] = digest
 
@@ -380,10 +385,17 @@ def test_a_new_image_tag_makes_a_new_migrate_job_that_apply_can_create(k8s):
             assert {c["image"] for c in containers(pod)} == {image}
         web = by_kind_and_name(docs)[("Deployment", "classifier-web")]
         (wait,) = web["spec"]["template"]["spec"]["initContainers"]
-        assert wait["image"] == image and "migrate --check" in wait["command"][-1]
+        assert wait["image"] == image and '"migrate", "--check"' in wait["command"][-1]
         refs = job["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         names = {name for ref in refs for name in (r["name"] for r in ref.values())}
         assert names == {"classifier-jobs-config", "classifier-jobs-secrets"}  # fixed names
+    # Without a tag there is no name to give the Job: the render stops instead of reusing one.
+    untagged = f"registry.example.com/classifier-api@sha256:{'cd' * 32}"
+    overlay = overlay_variant(k8s, "untagged", lambda k: set_image(k, untagged))
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(overlay)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "out of bounds" in result.stderr
     assert jobs["1.1.0"]["metadata"]["name"] == "classifier-migrate-1.1.0"
     assert [j["metadata"]["name"] for j in jobs.values()][1] == "classifier-migrate-1.2.0-rc.1"
 
