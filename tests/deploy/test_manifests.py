@@ -311,6 +311,18 @@ def test_the_grace_period_outlasts_the_drain_and_the_graceful_stop(k8s):
     assert sleep + graceful < pod["terminationGracePeriodSeconds"]
 
 
+def test_a_rollout_outlasts_the_wait_for_migrations_and_the_model_load(k8s):
+    web = by_kind_and_name(render(k8s / "overlays/production"))[("Deployment", "classifier-web")]
+    pod = web["spec"]["template"]["spec"]
+    (wait,) = pod["initContainers"]
+    script = wait["command"][-1]
+    attempts = int(re.search(r"range\(1, (\d+)\)", script)[1]) - 1
+    pause = int(re.search(r"time\.sleep\((\d+)\)", script)[1])
+    startup = pod["containers"][0]["startupProbe"]
+    needed = attempts * pause + startup["periodSeconds"] * startup["failureThreshold"]
+    assert web["spec"]["progressDeadlineSeconds"] > needed
+
+
 def test_no_secret_value_is_committed():
     tracked = subprocess.run(
         ["git", "ls-files", "deploy/k8s"], cwd=ROOT, check=True, capture_output=True, text=True
