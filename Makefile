@@ -6,7 +6,7 @@ PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test bench loadtest lint docs screenshots install lock chromium
+.PHONY: run test bench loadtest lint iac-scan docs screenshots install lock chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,19 @@ lint: $(VENV)/.requirements-test
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mkdocs build --strict --quiet
+	$(MAKE) --no-print-directory iac-scan
+
+# checkov over the rendered Kubernetes manifests and the Dockerfile (deploy/iac_scan.py): no
+# failed check but those deploy/checkov-skips.yaml lists with a reason. checkov pins many packages
+# of its own, so it lives in a virtual environment of its own.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.requirements: requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV) && $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
+iac-scan: $(VENV)/.requirements-test $(CHECKOV_VENV)/.requirements
+	$(CHECKOV_VENV)/bin/python deploy/iac_scan.py --kubectl $(VENV)/bin/kubectl
 
 # The documentation site into site/ (a broken link, page or anchor fails the build).
 docs: $(VENV)/.requirements-test
