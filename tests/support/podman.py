@@ -124,12 +124,16 @@ def wait_ready(port: int, timeout: float = 180) -> dict:
 
 
 def photo(shade: int = 0) -> bytes:
-    """scikit-image's cat; ``shade`` changes one pixel, so that each is a new image to the cache."""
-    from PIL import Image
+    """scikit-image's cat, with ``shade`` written in its top row as 16 black or white squares
+    (coarse enough for JPEG to keep), so that each shade is a new image to the result cache."""
+    from PIL import Image, ImageDraw
     from skimage import data
 
     image = Image.fromarray(data.chelsea())
-    image.putpixel((0, 0), (shade % 256, shade // 256 % 256, 0))
+    draw = ImageDraw.Draw(image)
+    for bit in range(16):
+        colour = (255, 255, 255) if shade >> bit & 1 else (0, 0, 0)
+        draw.rectangle((16 * bit, 0, 16 * bit + 15, 15), fill=colour)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
