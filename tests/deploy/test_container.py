@@ -14,6 +14,8 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -171,25 +173,32 @@ def test_production_refuses_to_start_without_a_real_secret_key(image, secret_key
     assert refusal in result.stdout + result.stderr
 
 
+def _host_network_options(port: int, database_url: str) -> list[str]:
+    """The image on the host's network (so it reaches the host's PostgreSQL and a slow image
+    server on loopback), two workers."""
+    environment = {
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "DATABASE_URL": database_url,
+        "WEB_CONCURRENCY": "2",
+        "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",
+        "IMAGE_FETCH_TIMEOUT": "40",
+        "THROTTLE_ANON_RATE": "100000/minute",  # the load comes from one address
+    }
+    options = ["--network", "host"]
+    return options + [arg for key, value in environment.items() for arg in ("-e", f"{key}={value}")]
+
+
 @pytest.fixture
 def host_network_server(image) -> Iterator[tuple[str, int, str]]:
-    """The image on the host's network (so it reaches the host's PostgreSQL and a slow image
-    server on loopback), two workers, a database of its own; yields (name, port, database)."""
+    """The image on the host's network with a database of its own: (name, port, database)."""
     port = free_port()
-    with scratch_database() as database:
-        environment = {
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "DATABASE_URL": database,
-            "WEB_CONCURRENCY": "2",
-            "IMAGE_FETCH_PRIVATE_ALLOWLIST": "127.0.0.0/8",
-            "IMAGE_FETCH_TIMEOUT": "40",
-            "THROTTLE_ANON_RATE": "100000/minute",  # the load comes from one address
-        }
-        options = [arg for key, value in environment.items() for arg in ("-e", f"{key}={value}")]
-        with container_running(image, "--network", "host", *options) as name:
-            wait_ready(port)
-            yield name, port, database
+    with (
+        scratch_database() as database,
+        container_running(image, *_host_network_options(port, database.url)) as name,
+    ):
+        wait_ready(port)
+        yield name, port, database.url
 
 
 def _stop(name: str) -> subprocess.CompletedProcess:
@@ -285,3 +294,64 @@ def test_sigterm_under_load_fails_no_request_and_loses_no_log_row(host_network_s
     assert stopped.returncode == 0 and exit_code(name) == 0
     assert answered > 10
     assert request_log_rows(database) == answered
+
+
+def test_a_container_killed_mid_load_loses_no_row_once_a_new_one_starts(image):
+    """The database goes away under load, so rows wait in the writers; the container is then
+    killed (SIGKILL: an OOM kill, a node lost), its spill folder on a volume that outlives it.
+    Once the database is back and a new container starts on that volume, every request that
+    got an answer (whatever its status) is one row."""
+    port = free_port()
+    volume = f"classifier-test-var-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["podman", "volume", "create", volume], check=True, capture_output=True)
+    sending = threading.Event()
+    sending.set()
+    answered = 0
+    lock = threading.Lock()
+
+    def uploader(worker: int) -> None:
+        nonlocal answered
+        shade = worker * 10_000
+        while sending.is_set():
+            shade += 1
+            try:
+                classify(port, photo(shade))
+            except urllib.error.HTTPError:
+                pass  # an answer too (and a row)
+            except OSError:
+                continue  # no answer: the container is gone
+            with lock:
+                answered += 1
+
+    try:
+        with scratch_database() as database:
+            options = [
+                *_host_network_options(port, database.url),
+                "-v",
+                f"{volume}:/var/lib/classifier",
+            ]
+            with container_running(image, *options) as first:
+                wait_ready(port)
+                uploaders = [threading.Thread(target=uploader, args=(n,)) for n in range(3)]
+                for thread in uploaders:
+                    thread.start()
+                time.sleep(3)
+                database.cut()
+                time.sleep(3)
+                subprocess.run(
+                    ["podman", "kill", "-s", "KILL", first], check=True, capture_output=True
+                )
+                sending.clear()
+                for thread in uploaders:
+                    thread.join(30)
+            database.restore()
+            assert answered > 10
+            with container_running(image, *options):
+                wait_ready(port)
+                deadline = time.monotonic() + 60
+                while request_log_rows(database.url) < answered and time.monotonic() < deadline:
+                    time.sleep(1)
+                assert request_log_rows(database.url) == answered
+    finally:
+        sending.clear()
+        subprocess.run(["podman", "volume", "rm", "-f", volume], capture_output=True)

@@ -209,27 +209,62 @@ class SlowImageServer:
         self.server.server_close()
 
 
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database on the server of DATABASE_URL, for a container on the
-    host's network; yields its URL and drops it after. Skips without PostgreSQL (fails in CI)."""
-    import psycopg
+class ScratchDatabase:
+    """A new, empty PostgreSQL database on the server of DATABASE_URL, owned by a role of its
+    own (so that it can be cut off: ``cut``, ``restore``), for containers on the host's network.
+    ``url`` connects as that role, ``admin_url`` as the server's superuser."""
 
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith(("postgres://", "postgresql://")):
-        message = "these container tests need PostgreSQL: set DATABASE_URL=postgres://..."
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = base.rsplit("/", 1)[0]
-    name = f"container_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    def __init__(self) -> None:
+        base = os.environ.get("DATABASE_URL", "")
+        if not base.startswith(("postgres://", "postgresql://")):
+            message = "these container tests need PostgreSQL: set DATABASE_URL=postgres://..."
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        server = base.rsplit("/", 1)[0]
+        self.name = f"container_{uuid.uuid4().hex[:10]}"
+        scheme, _, rest = server.partition("://")
+        self.url = f"{scheme}://{self.name}@{rest.rpartition('@')[2]}/{self.name}"
+        self.admin_url = f"{server}/postgres"
+
+    def _admin(self, *statements: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            for statement in statements:
+                admin.execute(statement)  # type: ignore[call-overload]
+
+    def create(self) -> None:
+        self._admin(
+            f'CREATE ROLE "{self.name}" LOGIN', f'CREATE DATABASE "{self.name}" OWNER "{self.name}"'
+        )
+
+    def cut(self) -> None:
+        """The database goes away for the role: no new connection, the open ones closed."""
+        self._admin(
+            f'ALTER ROLE "{self.name}" NOLOGIN',
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{self.name}'",
+        )
+
+    def restore(self) -> None:
+        self._admin(f'ALTER ROLE "{self.name}" LOGIN')
+
+    def drop(self) -> None:
+        self._admin(
+            f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)',
+            f'DROP ROLE IF EXISTS "{self.name}"',
+        )
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[ScratchDatabase]:
+    """A ScratchDatabase, dropped after."""
+    database = ScratchDatabase()
+    database.create()
     try:
-        yield f"{server}/{name}"
+        yield database
     finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database.drop()
 
 
 def request_log_rows(url: str) -> int:
