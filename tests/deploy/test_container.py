@@ -355,3 +355,22 @@ def test_a_container_killed_mid_load_loses_no_row_once_a_new_one_starts(image):
     finally:
         sending.clear()
         subprocess.run(["podman", "volume", "rm", "-f", volume], capture_output=True)
+
+
+def test_production_without_a_tls_proxy_is_reported_unhealthy_not_green(image):
+    """PRODUCTION=1 redirects plain HTTP to HTTPS; with no TLS proxy in front (compose's
+    PRODUCTION=1 on its own) every client gets that redirect, and so does the healthcheck."""
+    secrets = ["-e", f"SECRET_KEY={GOOD_SECRET}", "-e", f"JWT_SIGNING_KEY={GOOD_SECRET}-jwt"]
+    check = ["python", "/usr/local/bin/classifier-healthcheck"]
+    with container_running(image, "-e", "PRODUCTION=1", *secrets) as name:
+        deadline = time.monotonic() + 120
+        while True:
+            said = subprocess.run(["podman", "exec", name, *check], capture_output=True, text=True)
+            if "HTTP" in said.stdout or time.monotonic() > deadline:  # the server answers
+                break
+            time.sleep(1)
+        assert said.returncode == 1, said.stdout
+        assert "unhealthy: HTTP 301 redirect to https://localhost/health/live" in said.stdout
+        # The image's HEALTHCHECK is that same command.
+        health = subprocess.run(["podman", "healthcheck", "run", name], capture_output=True)
+        assert health.returncode != 0
