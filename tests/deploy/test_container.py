@@ -86,19 +86,19 @@ def test_the_image_serves_classifications_offline_as_a_non_root_user(container):
     )
     assert ready_check.stdout.strip() == "healthy: HTTP 200", ready_check.stdout
 
-    # The build quantizes as 'make run' does: the int8 file with the recorded fidelity report,
-    # which answers by default.
-    answer = classify(port, photo())
-    assert answer["model"]["name"] == "imagenet-lite0-int8"
-    assert "cat" in answer["classification"], answer
-    dogs = classify(port, photo(), model="dog-breeds", top_k="2")
-    assert dogs["model"]["name"] == "dog-breeds" and len(dogs["predictions"]) == 2
-
     uids = _exec(name, "id -u; grep ^Uid: /proc/1/status").stdout.split()
     assert uids[0] != "0" and uids[2] != "0", uids  # the exec'd shell and the server (PID 1)
     # One worker for the one CPU the container was given (the entrypoint reads the quota).
     logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True).stdout
     assert "Starting granian: 1 workers" in logs
+
+    dogs = classify(port, photo(), model="dog-breeds", top_k="2")
+    assert dogs["model"]["name"] == "dog-breeds" and len(dogs["predictions"]) == 2
+    answer = classify(port, photo())
+    assert "cat" in answer["classification"], answer
+    # The build quantizes as 'make run' does: the int8 file with the recorded fidelity report,
+    # which answers by default.
+    assert answer["model"]["name"] == "imagenet-lite0-int8"
 
 
 def test_the_web_image_is_small_and_holds_nothing_serving_does_not_run(container, image):
