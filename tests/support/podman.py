@@ -87,7 +87,7 @@ def container_running(image: str, *args: str, command: tuple[str, ...] = ()) -> 
     finally:
         logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
         print(logs.stdout[-4000:], logs.stderr[-4000:])
-        subprocess.run(["podman", "rm", "-f", "-t", "5", name], capture_output=True)
+        subprocess.run(["podman", "rm", "-f", "-v", "-t", "5", name], capture_output=True)
 
 
 def exit_code(name: str) -> int:
