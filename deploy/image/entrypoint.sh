@@ -1,9 +1,12 @@
 #!/bin/sh
 # The image's entrypoint:
-#   web (the default)  'setup' unless MIGRATE_ON_START=0, then the web server;
-#   setup              migrate, then register the baked models (the registry rows in
-#                      MODEL_MANIFEST) where the database lacks them: the one-shot job that
-#                      compose and Kubernetes run before the web servers;
+#   web (the default)  'setup' unless MIGRATE_ON_START=0 (then 'wait' instead: a setup job
+#                      elsewhere migrates), then the web server;
+#   setup              wait for the database, migrate, then register the baked models (the
+#                      registry rows in MODEL_MANIFEST) where the database lacks them: the
+#                      one-shot job that compose and Kubernetes run beside the web servers;
+#   wait               wait until the schema is current and the baked models are registered,
+#                      then exit 0 (a Kubernetes init container; bounded: classifier-wait);
 #   sender             the Elasticsearch index templates, then 'export_events --follow';
 #   anything else      a manage.py command ('export_events --follow', 'createsuperuser', ...).
 #
@@ -48,6 +51,7 @@ models_sync() {
 
 setup() {
   models_sync
+  python /usr/local/bin/classifier-wait database
   python manage.py migrate --noinput -v0
   if [ -n "${MODEL_MANIFEST:-}" ] && [ -f "$MODEL_MANIFEST" ]; then
     python manage.py model_manifest import "$MODEL_MANIFEST"
@@ -57,6 +61,9 @@ setup() {
 if [ "${1:-web}" = "setup" ]; then
   setup
   exit 0
+fi
+if [ "${1:-web}" = "wait" ]; then
+  exec python /usr/local/bin/classifier-wait setup
 fi
 if [ "${1:-web}" = "sender" ]; then
   python manage.py elasticsearch_setup
@@ -69,7 +76,7 @@ if [ "${1:-web}" = "web" ]; then
   # docs/performance.md). Request threads: WEB_THREADS (settings' default).
   export WEB_CONCURRENCY="${WEB_CONCURRENCY:-$n}"
   export LITERT_NUM_THREADS="${LITERT_NUM_THREADS:-1}"
-  if [ "${MIGRATE_ON_START:-1}" = "1" ]; then setup; else models_sync; fi
+  if [ "${MIGRATE_ON_START:-1}" = "1" ]; then setup; else models_sync; python /usr/local/bin/classifier-wait setup; fi
   echo "Starting ${WEB_SERVER:-granian}: $WEB_CONCURRENCY workers ($n CPUs)"
   exec python -m classifier_site.serve
 fi

@@ -1,32 +1,44 @@
 """The image's HEALTHCHECK: `classifier-healthcheck` (liveness) or `classifier-healthcheck ready`.
 
-Asks the web server on 127.0.0.1:$PORT with Host: localhost (keep localhost in ALLOWED_HOSTS) and
-X-Forwarded-Proto: https (so PRODUCTION's HTTPS redirect, where SECURE_PROXY_SSL_HEADER=1, lets
-the request through), following no redirect. Live: any answer below 500 (the process answers).
-Ready: /health/ready answers 200 (a model is loaded and the database answers).
+Asks the web server on 127.0.0.1:$PORT the way a client's request arrives: with Host: localhost
+(keep localhost in ALLOWED_HOSTS) and, only where the server trusts a TLS-terminating proxy
+(SECURE_PROXY_SSL_HEADER=1), the proxy's X-Forwarded-Proto: https. It follows no redirect and
+counts only a 200 as healthy: a server that answers every plain-HTTP client with a redirect to
+an HTTPS port nobody serves (PRODUCTION=1 without a proxy) is reported unhealthy, not green.
+Live: /health/live (the process answers). Ready: /health/ready (this pod can serve).
 """
 
 import http.client
 import os
 import sys
 
+TRUE = {"1", "true", "yes", "on"}
+
 
 def main() -> int:
     ready = sys.argv[1:] == ["ready"]
+    headers = {"Host": "localhost"}
+    if os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip().lower() in TRUE:
+        headers["X-Forwarded-Proto"] = "https"
     connection = http.client.HTTPConnection("127.0.0.1", int(os.environ.get("PORT", "8000")), 3)
     try:
-        connection.request(
-            "GET",
-            "/health/ready" if ready else "/health/live",
-            headers={"Host": "localhost", "X-Forwarded-Proto": "https"},
-        )
-        status = connection.getresponse().status
+        connection.request("GET", "/health/ready" if ready else "/health/live", headers=headers)
+        response = connection.getresponse()
     except OSError as exc:
         print(f"unhealthy: {exc}")
         return 1
-    healthy = status == 200 if ready else status < 500
-    print(f"{'healthy' if healthy else 'unhealthy'}: HTTP {status}")
-    return 0 if healthy else 1
+    if response.status == 200:
+        print("healthy: HTTP 200")
+        return 0
+    detail = ""
+    if 300 <= response.status < 400:
+        detail = (
+            f" redirect to {response.getheader('Location')}: the server redirects plain HTTP"
+            " (SECURE_SSL_REDIRECT, on with PRODUCTION=1); behind a TLS proxy set"
+            " SECURE_PROXY_SSL_HEADER=1, without one SECURE_SSL_REDIRECT=0"
+        )
+    print(f"unhealthy: HTTP {response.status}{detail}")
+    return 1
 
 
 if __name__ == "__main__":
