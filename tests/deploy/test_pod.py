@@ -29,13 +29,9 @@ import psycopg
 import pytest
 
 from reporting.models import RequestLog
-from tests.deploy.test_container import (  # the image, built once for both modules' tests
-    RUN_OPTIONS,
-    _free_port,
-    _photo,
-    image,  # noqa: F401 (a fixture)
-)
+from tests.deploy.test_container import image  # noqa: F401 (the fixture: one build for both)
 from tests.deploy.test_manifests import by_kind_and_name, k8s_copy, render
+from tests.support.podman import RUN_OPTIONS, free_port, photo
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -171,7 +167,7 @@ def classify(port: int, headers: dict[str, str]) -> dict:
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="cat.jpg"\r\n'
         "Content-Type: image/jpeg\r\n\r\n".encode()
-        + _photo()
+        + photo()
         + f"\r\n--{boundary}--\r\n".encode()
     )
     request = urllib.request.Request(
@@ -191,7 +187,7 @@ def test_the_production_pods_run_as_rendered(image, manifests, database, tmp_pat
     (wait,) = web["spec"]["initContainers"]
     (server,) = web["spec"]["containers"]
     (migrate,) = job["spec"]["containers"]
-    port = _free_port()
+    port = free_port()
     suffix = uuid.uuid4().hex[:8]
     names = {part: f"classifier-pod-{part}-{suffix}" for part in ("wait", "migrate", "web")}
     try:
