@@ -1,12 +1,27 @@
-"""System checks for the accounts settings (run by 'manage.py check --deploy')."""
+"""System checks for the secret settings (run by 'manage.py check --deploy').
+
+PRODUCTION=1 already refuses to start with a weak key (classifier_site.env.env_secret); these
+report the same thing as errors for a deploy check run without it.
+"""
 
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-# HS256 needs a key at least as long as its hash: 256 bits.
-_MIN_SIGNING_KEY_LENGTH = 32
+from core.secret_keys import secret_weakness
+
+_GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
+
+@register(Tags.security, deploy=True)
+def check_secret_key(app_configs: Any, **kwargs: Any) -> list[Error]:
+    # Django's own check (security.W009) only warns; a guessable key forges sessions.
+    weakness = secret_weakness(settings.SECRET_KEY)
+    if weakness:
+        hint = f"Set SECRET_KEY to a long random value: {_GENERATE}."
+        return [Error(f"SECRET_KEY {weakness}.", hint=hint, id="accounts.E004")]
+    return []
 
 
 @register(Tags.security, deploy=True)
@@ -25,12 +40,7 @@ def check_jwt_signing_key(app_configs: Any, **kwargs: Any) -> list[Error]:
                 id="accounts.E002",
             )
         ]
-    if len(key) < _MIN_SIGNING_KEY_LENGTH:
-        return [
-            Error(
-                f"The JWT signing key is shorter than {_MIN_SIGNING_KEY_LENGTH} characters.",
-                hint=hint,
-                id="accounts.E003",
-            )
-        ]
+    weakness = secret_weakness(key)
+    if weakness:
+        return [Error(f"The JWT signing key {weakness}.", hint=hint, id="accounts.E003")]
     return []

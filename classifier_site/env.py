@@ -5,6 +5,8 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
+from core.secret_keys import secret_weakness
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -43,6 +45,23 @@ def env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
+
+
+def env_secret(name: str, *, production: bool) -> str:
+    """A secret from the environment; empty when unset. With ``production`` a missing, short
+    or placeholder value is a start-up error naming the variable, never a warning."""
+    value = os.environ.get(name, "")
+    if not production:
+        return value
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when PRODUCTION=1.")
+    weakness = secret_weakness(value)
+    if weakness:
+        raise ImproperlyConfigured(
+            f"{name} {weakness}: set it to a long random value when PRODUCTION=1 "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    return value
 
 
 def env_list(name: str, default: str = "") -> list[str]:

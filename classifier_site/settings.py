@@ -19,6 +19,7 @@ from classifier_site.env import (
     env_int,
     env_list,
     env_networks,
+    env_secret,
     env_str,
     postgres_timeout_options,
 )
@@ -32,11 +33,10 @@ PRODUCTION = env_bool("PRODUCTION", False)
 
 
 def _secret_key() -> str:
-    key = env_str("SECRET_KEY")
+    # With PRODUCTION=1 a missing, short or placeholder key refuses to start (env_secret).
+    key = env_secret("SECRET_KEY", production=PRODUCTION)
     if key:
         return key
-    if PRODUCTION:
-        raise ImproperlyConfigured("SECRET_KEY must be set when PRODUCTION=1.")
     # Development: a random key kept per checkout, never a key written in the source.
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
@@ -274,11 +274,9 @@ HF_HUB_URL = env_str("HF_HUB_URL", "https://huggingface.co")
 
 # --- Accounts, tokens and rate limits -----------------------------------------------------
 def _jwt_signing_key() -> str:
-    key = env_str("JWT_SIGNING_KEY")
+    key = env_secret("JWT_SIGNING_KEY", production=PRODUCTION)
     if key:
         return key
-    if PRODUCTION:
-        raise ImproperlyConfigured("JWT_SIGNING_KEY must be set when PRODUCTION=1.")
     return SECRET_KEY  # development only; 'check --deploy' refuses it (accounts/checks.py)
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from accounts.checks import check_jwt_signing_key
+from accounts.checks import check_jwt_signing_key, check_secret_key
 from tests.support.paths import ROOT
 
 # The production settings docs/accounts.md documents for 'manage.py check --deploy'.
@@ -60,9 +60,67 @@ def test_production_without_a_jwt_signing_key_does_not_start():
     assert "JWT_SIGNING_KEY must be set when PRODUCTION=1" in result.stderr
 
 
+# Values a production pod must never start with: the example files' placeholders, Django's
+# startproject key, a classic word, and a random but short key.
+WEAK_SECRETS = {
+    "example-placeholder": "CHANGE-ME-50-random-characters",
+    "placeholder-inside": "x" * 40 + "-Change-Me-" + "y" * 40,
+    "django-insecure": "django-insecure-" + secrets.token_urlsafe(50),
+    "classic": "changeme",
+    "short": secrets.token_urlsafe(20),
+}
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "JWT_SIGNING_KEY"])
+@pytest.mark.parametrize("value", WEAK_SECRETS.values(), ids=WEAK_SECRETS.keys())
+def test_production_with_a_weak_secret_does_not_start(variable, value):
+    result = manage("check", env={**PRODUCTION_ENV, variable: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"{variable} is" in result.stderr
+    assert value not in result.stderr  # the refusal names the variable, not the value
+
+
+def test_development_still_starts_with_a_short_secret_key():
+    result = manage("check", env={"SECRET_KEY": "short", "DEBUG": "1"})
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_deploy_check_reports_a_placeholder_secret_key_as_an_error():
+    env = {
+        "SECRET_KEY": WEAK_SECRETS["example-placeholder"],
+        "JWT_SIGNING_KEY": secrets.token_urlsafe(50),
+    }
+
+    result = manage("check", "--deploy", env=env)
+
+    assert result.returncode != 0
+    assert "accounts.E004" in result.stderr
+
+
+@pytest.mark.parametrize("value", WEAK_SECRETS.values(), ids=WEAK_SECRETS.keys())
+def test_the_secret_key_check_refuses_each_weak_key(settings, value):
+    settings.SECRET_KEY = value
+
+    assert [error.id for error in check_secret_key(None)] == ["accounts.E004"]
+
+
+def test_the_secret_key_check_accepts_a_long_random_key(settings):
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
+
+    assert check_secret_key(None) == []
+
+
 @pytest.mark.parametrize(
     ("signing_key", "error_id"),
-    [("", "accounts.E001"), ("same-as-secret", "accounts.E002"), ("short", "accounts.E003")],
+    [
+        ("", "accounts.E001"),
+        ("same-as-secret", "accounts.E002"),
+        ("short", "accounts.E003"),
+        ("CHANGE-ME-50-random-characters-CHANGE-ME-50-random-characters", "accounts.E003"),
+    ],
 )
 def test_the_signing_key_check_names_each_weak_key(settings, signing_key, error_id):
     settings.SECRET_KEY = "same-as-secret"
