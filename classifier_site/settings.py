@@ -490,10 +490,10 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR"}},
 }
 
-# GET /metrics answers clients from these networks, or any client that sends
-# 'Authorization: Bearer <METRICS_TOKEN>' (when a token is set). Others get 403 or 401.
-# With PRODUCTION=1 no network by default, the token only: behind a proxy on the same host every
-# client would connect from loopback.
+# GET /metrics answers any client that sends 'Authorization: Bearer <METRICS_TOKEN>' (when a
+# token is set) and, outside production only, clients connecting from these networks. With
+# PRODUCTION=1 the networks are ignored: behind an ingress or proxy every client connects from
+# its address, so the token is the only key (none set: /metrics answers 403 to everyone).
 METRICS_ALLOWED_CIDRS = env_networks(
     "METRICS_ALLOWED_CIDRS", "" if PRODUCTION else "127.0.0.0/8,::1/128"
 )

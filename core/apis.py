@@ -1,8 +1,8 @@
 """Operational endpoints: GET /metrics, GET /health/live and GET /health/ready.
 
 None of them is throttled or written to the access log (scrapers and probes call them every few
-seconds). /metrics is limited to METRICS_ALLOWED_CIDRS or a bearer METRICS_TOKEN; the health
-endpoints are open.
+seconds). /metrics is limited to a bearer METRICS_TOKEN (or, outside production, addresses in
+METRICS_ALLOWED_CIDRS); the health endpoints are open.
 """
 
 import hmac
@@ -54,17 +54,22 @@ def client_in_networks(address: str | None, networks: list[str]) -> bool:
 
 
 class MetricsAccess(BasePermission):
-    """A valid metrics token, or a connecting address in METRICS_ALLOWED_CIDRS.
+    """A valid metrics token; outside production also a connecting address in
+    METRICS_ALLOWED_CIDRS.
 
-    The connecting address (REMOTE_ADDR), never X-Forwarded-For: a proxy in front must not make
-    every client look allowed, so scrape the workers directly or use the token.
+    In production the address proves nothing: an ingress controller or proxy connects from
+    inside the cluster network for every client it forwards, so only the token opens /metrics
+    (and without one configured, nobody gets in). Elsewhere the connecting address
+    (REMOTE_ADDR), never X-Forwarded-For, which any client can write.
     """
 
-    message = "Metrics are served only to allowed addresses or with the metrics token."
+    message = "Metrics are served only with the metrics token (or to allowed addresses)."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         if request.auth == "metrics-token":
             return True
+        if settings.PRODUCTION:
+            return False
         return client_in_networks(request.META.get("REMOTE_ADDR"), settings.METRICS_ALLOWED_CIDRS)
 
 
@@ -89,7 +94,9 @@ class MetricsApi(_OperationalApi):
                 response=OpenApiTypes.STR, description="Prometheus text exposition format."
             ),
             401: OpenApiResponse(description="A metrics token is needed, or the one sent is wrong"),
-            403: OpenApiResponse(description="Not an allowed address (and no token configured)."),
+            403: OpenApiResponse(
+                description="No token configured, and not an allowed address (or in production)."
+            ),
         },
     )
     def get(self, request: Request) -> HttpResponse:

@@ -97,6 +97,30 @@ def test_a_bearer_token_opens_metrics_from_anywhere(settings):
     assert wrong.json()["error"]["code"] == "authentication_failed"
 
 
+def test_production_refuses_every_address_without_a_token(settings):
+    settings.PRODUCTION = True
+    settings.METRICS_ALLOWED_CIDRS = ["10.0.0.0/8", "127.0.0.0/8"]
+    # An ingress controller's pod, and loopback (a proxy on the same host).
+    for address in ("10.88.0.1", "127.0.0.1"):
+        response = APIClient().get("/metrics", REMOTE_ADDR=address)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_production_asks_the_allowed_networks_for_the_token_too(settings):
+    settings.PRODUCTION = True
+    settings.METRICS_ALLOWED_CIDRS = ["10.0.0.0/8"]
+    settings.METRICS_TOKEN = "s3cret-token"
+    near = {"REMOTE_ADDR": "10.88.0.1"}
+
+    missing = APIClient().get("/metrics", **near)
+    assert missing.status_code == 401
+    assert missing["WWW-Authenticate"].startswith("Bearer")
+    token = APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token", **near)
+    assert token.status_code == 200
+    assert token.content.startswith(b"# HELP")
+
+
 def test_scrapes_are_neither_counted_nor_throttled(settings):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
