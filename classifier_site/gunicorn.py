@@ -12,7 +12,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 # The hook registries import nothing from Django, so the master may load them before it forks.
-from core.lifecycle import metrics_folder_prepare
+from core.lifecycle import GRACEFUL_TIMEOUT_DEFAULT, metrics_folder_prepare
 
 if TYPE_CHECKING:  # gunicorn ships no type information: these document the hooks' arguments
     from gunicorn.arbiter import Arbiter
@@ -23,7 +23,7 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS") or os.environ.get("WEB_THREADS") or "64")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
-graceful_timeout = 20
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT") or GRACEFUL_TIMEOUT_DEFAULT)
 # Off by default: the service writes its own access line per request (core.access),
 # with the request id, route, cache kind and model that gunicorn's line cannot know. Set
 # GUNICORN_ACCESS_LOG=- to have gunicorn's as well.

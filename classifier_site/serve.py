@@ -22,7 +22,7 @@ import shutil
 import sys
 from urllib.parse import urlsplit
 
-from core.lifecycle import metrics_folder_prepare
+from core.lifecycle import GRACEFUL_TIMEOUT_DEFAULT, metrics_folder_prepare
 from core.logs import JsonLineFormatter
 
 # Granian's own bound on its header timeout, in milliseconds.
@@ -101,7 +101,7 @@ def granian_serve() -> None:
         respawn_failed_workers=True,
         workers_lifetime=lifetime if lifetime >= 60 else None,
         workers_max_rss=max_rss or None,
-        workers_kill_timeout=int(_number("WEB_GRACEFUL_TIMEOUT", 20)),
+        workers_kill_timeout=int(_number("WEB_GRACEFUL_TIMEOUT", GRACEFUL_TIMEOUT_DEFAULT)),
     )
     server.serve()
 

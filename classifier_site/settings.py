@@ -23,6 +23,7 @@ from classifier_site.env import (
     env_str,
     postgres_timeout_options,
 )
+from core.lifecycle import GRACEFUL_TIMEOUT_DEFAULT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -462,6 +463,13 @@ MONITORING_PSI_NOTICE = env_float("MONITORING_PSI_NOTICE", 0.1)
 MONITORING_PSI_WARNING = env_float("MONITORING_PSI_WARNING", 0.25)
 # Seconds a worker reuses the comparison it computed for the Prometheus collector.
 MONITORING_METRICS_SECONDS = env_float("MONITORING_METRICS_SECONDS", 30.0)
+
+# --- Stopping ------------------------------------------------------------------------------
+# Seconds a stopping server finishes its requests for (read by classifier_site.serve and
+# classifier_site/gunicorn.py before Django loads; here for the code that drains at SIGTERM).
+# terminationGracePeriodSeconds minus the preStop sleep, compose's stop_grace_period and
+# 'docker run --stop-timeout' must all exceed it.
+WEB_GRACEFUL_TIMEOUT = env_int("WEB_GRACEFUL_TIMEOUT", GRACEFUL_TIMEOUT_DEFAULT)
 
 # --- Logs, metrics and health -------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

@@ -50,6 +50,13 @@ def worker_exit_hooks() -> list[WorkerExitHook]:
         return list(reversed(_exit_hooks))
 
 
+# Seconds a stopping server (SIGTERM) gives the requests it has before its workers are killed:
+# WEB_GRACEFUL_TIMEOUT's default, for granian and gunicorn alike. Whatever stops the server
+# must wait longer (compose's stop_grace_period, 'docker run --stop-timeout', Kubernetes'
+# terminationGracePeriodSeconds minus the preStop sleep).
+GRACEFUL_TIMEOUT_DEFAULT = 20
+
+
 def metrics_folder_prepare() -> tuple[Path, bool]:
     """The workers' shared prometheus-client folder, emptied, and whether it was created here.
 
