@@ -445,6 +445,13 @@ ELASTICSEARCH_EXPORT_MAX_BACKOFF = env_float("ELASTICSEARCH_EXPORT_MAX_BACKOFF",
 # Run the sender as a thread in each web worker (started on the first request). Turn off when
 # a separate 'manage.py export_events --follow' process does the sending.
 ELASTICSEARCH_EXPORT_IN_WORKERS = env_bool("ELASTICSEARCH_EXPORT_IN_WORKERS", True)
+# 'export_events --follow' answers GET /health/live on this address (the image binds 0.0.0.0):
+# 200 while its loop runs and has turned (a round sent or failed) within the last
+# EXPORT_HEALTH_STALE_SECONDS, 503 after. The bound must exceed the longest back-off plus a
+# round's own calls (ELASTICSEARCH_TIMEOUT each).
+EXPORT_HEALTH_HOST = env_str("EXPORT_HEALTH_HOST", "127.0.0.1")
+EXPORT_HEALTH_PORT = env_int("EXPORT_HEALTH_PORT", 8001)
+EXPORT_HEALTH_STALE_SECONDS = env_float("EXPORT_HEALTH_STALE_SECONDS", 120.0)
 
 # --- Model monitoring (reporting/monitoring.py) -------------------------------------------
 # Recent traffic: the answers of the last this many minutes, compared with the reference.

@@ -11,10 +11,13 @@ rows at once (and if they did, the document ids would keep the count right).
 """
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -128,14 +131,24 @@ def outbox_drain_batch(*, outbox: Outbox, client: Elasticsearch, batch: int) -> 
     return len(rows), _send(outbox=outbox, client=client, rows=rows)
 
 
-def outbox_drain(*, client: Elasticsearch, batch: int | None = None) -> int:
-    """Export every row that is waiting, batch by batch; returns how many were exported."""
+def outbox_drain(
+    *,
+    client: Elasticsearch,
+    batch: int | None = None,
+    on_batch: Callable[[], None] | None = None,
+) -> int:
+    """Export every row that is waiting, batch by batch; returns how many were exported.
+
+    ``on_batch`` is called after each batch sent (the sender's sign of progress).
+    """
     batch = batch or settings.ELASTICSEARCH_EXPORT_BATCH
     exported = 0
     for outbox in OUTBOXES:
         while True:
             claimed, sent = outbox_drain_batch(outbox=outbox, client=client, batch=batch)
             exported += sent
+            if on_batch is not None:
+                on_batch()
             if claimed < batch or sent == 0:
                 break
     return exported
@@ -167,31 +180,92 @@ def request_log_reexport(
     return counts
 
 
+def export_backoff_delay(*, attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (1, 2, ...): exponential from ``base``,
+    at most ``cap``, with jitter ("equal jitter": between half and all of the step), so that
+    senders restarted together do not all retry at the same instants."""
+    step = min(cap, max(base, 0.001) * 2 ** min(attempt, 32))
+    return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not a secret
+
+
 class Sender:
-    """Drains the outboxes in a loop until stopped, backing off while Elasticsearch fails."""
+    """Drains the outboxes in a loop until stopped, backing off while Elasticsearch (or the
+    database) fails: it retries for as long as it runs, never gives up."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.templates_ready_for: tuple | None = None
+        # What /health/live of 'export_events --follow' reports (read from another thread).
+        self.following = False
+        self.last_progress = time.monotonic()
+        self.failures_in_a_row = 0
+        self.next_retry_in = 0.0
+        self.last_error = ""
+
+    def _progressed(self) -> None:
+        self.last_progress = time.monotonic()
 
     def run_forever(self) -> None:
-        backoff = settings.ELASTICSEARCH_EXPORT_INTERVAL
+        self.following = True
+        self._progressed()
+        try:
+            self._loop()
+        finally:
+            self.following = False
+            connection.close()
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             close_old_connections()
             interval = settings.ELASTICSEARCH_EXPORT_INTERVAL
             try:
                 self.run_once()
             except Exception as exc:
-                export_failures.failed(exc)
-                backoff = min(max(backoff, interval) * 2, settings.ELASTICSEARCH_EXPORT_MAX_BACKOFF)
-                self._stop.wait(backoff)
+                self._failed(exc, interval=interval)
+                self._stop.wait(self.next_retry_in)
                 continue
+            if self.failures_in_a_row:
+                logger.info(
+                    "Elasticsearch export works again after %d retries", self.failures_in_a_row
+                )
             export_failures.recovered()
-            backoff = interval
+            self.failures_in_a_row, self.next_retry_in, self.last_error = 0, 0.0, ""
+            metrics.EXPORT_RETRY_SECONDS.set(0)
+            self._progressed()
             self._stop.wait(interval)
-        connection.close()
+
+    def _failed(self, exc: Exception, *, interval: float) -> None:
+        export_failures.failed(exc)  # counted; the traceback logged once while it lasts
+        self.failures_in_a_row += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.next_retry_in = export_backoff_delay(
+            attempt=self.failures_in_a_row,
+            base=interval,
+            cap=settings.ELASTICSEARCH_EXPORT_MAX_BACKOFF,
+        )
+        metrics.EXPORT_RETRY_SECONDS.set(self.next_retry_in)
+        logger.warning(
+            "Elasticsearch export failed (%d in a row: %s); retrying in %.1f s",
+            self.failures_in_a_row,
+            type(exc).__name__,
+            self.next_retry_in,
+        )
+        # A failed round is progress too: the loop is turning, not stuck in a call.
+        self._progressed()
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the loop runs and turned within EXPORT_HEALTH_STALE_SECONDS, and its state."""
+        silent_for = time.monotonic() - self.last_progress
+        alive = self.following and silent_for < settings.EXPORT_HEALTH_STALE_SECONDS
+        return alive, {
+            "following": self.following,
+            "seconds_since_progress": round(silent_for, 3),
+            "failures_in_a_row": self.failures_in_a_row,
+            "next_retry_in": round(self.next_retry_in, 3),
+            "last_error": self.last_error,
+        }
 
     def run_once(self) -> int:
         client = elasticsearch_client()
@@ -205,7 +279,7 @@ class Sender:
         if self.templates_ready_for != key:
             index_templates_put(client=client)
             self.templates_ready_for = key
-        return outbox_drain(client=client)
+        return outbox_drain(client=client, on_batch=self._progressed)
 
     def ensure_started(self) -> None:
         if self._thread is not None and self._thread.is_alive():

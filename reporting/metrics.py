@@ -22,6 +22,12 @@ EXPORT_FAILURES = Counter(
     "Export rounds that failed (Elasticsearch unreachable, slow or erroring).",
     registry=REGISTRY,
 )
+EXPORT_RETRY_SECONDS = Gauge(
+    "classifier_elasticsearch_export_retry_seconds",
+    "Seconds the sender waits before its next try after a failed round (0: not failing).",
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 REQUEST_LOG_FAILURES = Counter(
     "classifier_request_log_failures",
     "Request log rows that could not be written.",
