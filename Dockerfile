@@ -129,6 +129,7 @@ COPY --from=build /build/model-manifest.json /opt/classifier/model-manifest.json
 ENV HOST=0.0.0.0 \
     PORT=8000 \
     WEB_GRACEFUL_TIMEOUT=20 \
+    EXPORT_HEALTH_HOST=0.0.0.0 \
     VAR_DIR=/var/lib/classifier \
     MODEL_STORE=/var/lib/classifier/models \
     BAKED_MODEL_STORE=/opt/classifier/models \

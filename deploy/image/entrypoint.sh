@@ -7,7 +7,8 @@
 #                      one-shot job that compose and Kubernetes run beside the web servers;
 #   wait               wait until the schema is current and the baked models are registered,
 #                      then exit 0 (a Kubernetes init container; bounded: classifier-wait);
-#   sender             the Elasticsearch index templates, then 'export_events --follow';
+#   sender             'export_events --follow' (it puts the index templates first, retrying
+#                      while Elasticsearch is away; /health/live on EXPORT_HEALTH_PORT);
 #   anything else      a manage.py command ('export_events --follow', 'createsuperuser', ...).
 #
 #   WEB_CONCURRENCY / LITERT_NUM_THREADS
@@ -66,7 +67,6 @@ if [ "${1:-web}" = "wait" ]; then
   exec python /usr/local/bin/classifier-wait setup
 fi
 if [ "${1:-web}" = "sender" ]; then
-  python manage.py elasticsearch_setup
   exec python manage.py export_events --follow
 fi
 if [ "${1:-web}" = "web" ]; then
