@@ -1,4 +1,6 @@
-"""The image's HEALTHCHECK: `classifier-healthcheck` (liveness) or `classifier-healthcheck ready`.
+"""The image's HEALTHCHECK: `classifier-healthcheck` (liveness) or `classifier-healthcheck ready`;
+`classifier-healthcheck sender` for the `sender` command (its own /health/live on
+EXPORT_HEALTH_PORT, 8001).
 
 Asks the web server on 127.0.0.1:$PORT the way a client's request arrives: with Host: localhost
 (keep localhost in ALLOWED_HOSTS) and, only where the server trusts a TLS-terminating proxy
@@ -16,13 +18,17 @@ TRUE = {"1", "true", "yes", "on"}
 
 
 def main() -> int:
-    ready = sys.argv[1:] == ["ready"]
+    mode = sys.argv[1] if sys.argv[1:] else "live"
     headers = {"Host": "localhost"}
     if os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip().lower() in TRUE:
         headers["X-Forwarded-Proto"] = "https"
-    connection = http.client.HTTPConnection("127.0.0.1", int(os.environ.get("PORT", "8000")), 3)
+    port = os.environ.get("EXPORT_HEALTH_PORT", "8001") if mode == "sender" else None
+    port = port or os.environ.get("PORT", "8000")
+    connection = http.client.HTTPConnection("127.0.0.1", int(port), 3)
     try:
-        connection.request("GET", "/health/ready" if ready else "/health/live", headers=headers)
+        connection.request(
+            "GET", "/health/ready" if mode == "ready" else "/health/live", headers=headers
+        )
         response = connection.getresponse()
     except OSError as exc:
         print(f"unhealthy: {exc}")

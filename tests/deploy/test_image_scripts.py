@@ -73,6 +73,16 @@ def test_the_healthcheck_is_green_only_on_a_200_asked_as_a_client_would(answerin
     assert result.returncode == 0 and seen[-1]["X-Forwarded-Proto"] == "https"
 
 
+def test_the_sender_healthcheck_asks_the_senders_own_port(answering):
+    port, seen, status = answering
+    result = _healthcheck(free_port(), "sender", EXPORT_HEALTH_PORT=str(port))
+    assert (result.returncode, result.stdout.strip()) == (0, "healthy: HTTP 200")
+    assert seen[-1]["path"] == "/health/live"
+
+    status[0] = 503  # its loop stalled
+    assert _healthcheck(free_port(), "sender", EXPORT_HEALTH_PORT=str(port)).returncode == 1
+
+
 def test_the_healthcheck_is_red_when_nothing_listens():
     result = _healthcheck(free_port())
     assert result.returncode == 1 and result.stdout.startswith("unhealthy:")
