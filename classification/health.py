@@ -1,4 +1,5 @@
-"""The classification app's readiness checks: the default model answers, Redis answers."""
+"""The classification app's readiness checks: the default model answers (required); Redis and
+the fetch slots (reported)."""
 
 import time
 
@@ -44,7 +45,9 @@ def redis_check() -> Check:
 
 
 def fetch_capacity_check() -> Check:
-    """Not ready while every fetch slot of this worker is taken: new URL requests would be
-    answered busy, so a balancer should send them elsewhere until one frees up."""
+    """Whether this worker has a free fetch slot: reported, not required (core.health says why);
+    a new URL request without one is answered busy with Retry-After at once."""
     in_use, limit = fetch_slots.in_use(), settings.IMAGE_FETCH_CONCURRENCY
-    return Check(ok=in_use < limit, required=True, detail=f"{in_use} of {limit} fetch slots in use")
+    return Check(
+        ok=in_use < limit, required=False, detail=f"{in_use} of {limit} fetch slots in use"
+    )

@@ -141,7 +141,8 @@ class HealthReadyApi(_OperationalApi):
             "status": serializers.ChoiceField(choices=["ready", "not_ready"]),
             "checks": serializers.DictField(
                 child=CheckSerializer,
-                help_text="Keys: model, database (required); redis, elasticsearch (reported).",
+                help_text="Keys: model (required); database, redis, elasticsearch, fetch_capacity "
+                "(reported).",
             ),
         },
     )

@@ -17,13 +17,23 @@ The contract, per worker process:
 - when the worker exits (the server's worker stop, through core.lifecycle), the
   writer gets ``REQUEST_LOG_FLUSH_SECONDS`` to write the rest; what is still queued then goes
   to a JSON-lines file in ``REQUEST_LOG_SPILL_DIR``, which the next writer to start (any worker
-  of any later start) reads back into its queue. A killed worker (SIGKILL, OOM) loses its queue.
+  of any later start, on the same folder: a volume that outlives the container or pod) reads
+  back into its queue;
+- while the database does not answer, rows are not held in memory: once a batch fails, the
+  queue goes to this worker's outage file in the spill folder, and so does every row put while
+  the outage lasts, as it is put (written through to the operating system: a SIGKILL or an OOM
+  kill loses none of them). The writer holds an exclusive lock on that file; when the database
+  answers again it closes the file and reads every spill file back, and a later writer reads
+  any outage file whose lock is free (its worker is gone). A killed worker loses only the rows
+  queued since the last batch it wrote, a fraction of a second of them
+  (``REQUEST_LOG_LINGER_SECONDS``) while the database answers.
 
 Without a running writer (tests, management commands, ``REQUEST_LOG_QUEUE=0``) rows are
 inserted on the request thread, as before (``reporting.services.request_log_insert_now``).
 """
 
 import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -34,7 +44,7 @@ import uuid
 from collections import deque
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
@@ -51,6 +61,8 @@ logger = logging.getLogger(__name__)
 writer_failures = FailureCounter("Writing queued request-log rows")
 
 _SPILL_SUFFIX = ".jsonl"
+# An outage file while its writer appends to it (locked); complete files end in _SPILL_SUFFIX.
+_OUTAGE_SUFFIX = ".jsonl.outage"
 
 
 class RequestLogWriter:
@@ -64,6 +76,9 @@ class RequestLogWriter:
         self._stopping = False
         self._flush_deadline = 0.0
         self.capacity = 0
+        # While the database does not answer: the open outage file rows go to (see the module).
+        self._outage: IO[str] | None = None
+        self._outage_path: Path | None = None
         # Counts of this process, for tests and the benchmark (the metrics add up workers).
         self.queued = self.written = self.dropped = self.spilled = self.replayed = 0
 
@@ -91,8 +106,11 @@ class RequestLogWriter:
             self._thread.start()
 
     def put(self, row: RequestLog) -> bool:
-        """Queue ``row`` for writing; False (and counted as dropped) when the queue is full."""
+        """Queue ``row`` for writing (or, while the database does not answer, append it to the
+        outage file); False (and counted as dropped) when the queue is full."""
         with self._lock:
+            if self._outage is not None and self._outage_append([row]):
+                return True
             if len(self._rows) >= self.capacity:
                 self.dropped += 1
                 metrics.REQUEST_LOG_DROPPED.labels("queue_full").inc()
@@ -128,6 +146,8 @@ class RequestLogWriter:
         if rest:
             metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(rest))
             self._spill(rest)
+        with self._lock:
+            self._outage_close()
         self._thread = None
 
     # --- The thread -------------------------------------------------------------------------
@@ -141,22 +161,29 @@ class RequestLogWriter:
         try:
             while True:
                 with self._lock:
-                    while not self._rows and not self._stopping:
+                    while not self._rows and not self._stopping and self._outage is None:
                         self._wake.wait()
-                    if not self._rows:  # stopping, nothing left
+                    if not self._rows and self._stopping:
                         return
-                    self._linger()
-                    if self._stopping and time.monotonic() > self._flush_deadline:
-                        return  # stop() spills the rest
-                    batch = list(itertools.islice(self._rows, settings.REQUEST_LOG_BATCH_SIZE))
+                    batch: list[RequestLog] = []
+                    if self._rows:
+                        self._linger()
+                        if self._stopping and time.monotonic() > self._flush_deadline:
+                            return  # stop() spills the rest
+                        batch = list(itertools.islice(self._rows, settings.REQUEST_LOG_BATCH_SIZE))
                 try:
-                    self._write(batch)
+                    if batch:
+                        self._write(batch)
+                    else:  # an outage, its rows on disk: does the database answer again?
+                        _database_probe()
                 except Exception as exc:
                     writer_failures.failed(exc)
                     with contextlib.suppress(Exception):
                         connection.close()  # a broken connection: open a fresh one next time
                     if self._stopping:
                         return  # the database refuses: spill now rather than retry
+                    with self._lock:  # the queue to disk, and every row until it answers
+                        self._outage_begin()
                     backoff = min(
                         max(backoff * 2, settings.REQUEST_LOG_RETRY_SECONDS),
                         settings.REQUEST_LOG_MAX_BACKOFF,
@@ -166,11 +193,16 @@ class RequestLogWriter:
                     continue
                 backoff = 0.0
                 writer_failures.recovered()
-                with self._lock:
-                    for _ in batch:
-                        self._rows.popleft()
-                metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(batch))
-                export_sender_wake()
+                if batch:
+                    with self._lock:
+                        for _ in batch:
+                            self._rows.popleft()
+                    metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(batch))
+                    export_sender_wake()
+                if self._outage is not None:  # the database is back: the outage's rows too
+                    with self._lock:
+                        self._outage_close()
+                    self._replay_spilled()
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -248,10 +280,61 @@ class RequestLogWriter:
             folder / name,
         )
 
+    def _outage_begin(self) -> None:
+        """(Lock held.) Open this worker's outage file, locked, and move the queue into it;
+        rows stay queued in memory if the spill folder cannot take them."""
+        if self._outage is not None:
+            return
+        folder = Path(settings.REQUEST_LOG_SPILL_DIR)
+        path = folder / f"{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_OUTAGE_SUFFIX}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            file = path.open("a", encoding="utf-8")
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while this worker lives
+        except OSError:
+            logger.exception("Could not open an outage file in %s; rows stay queued", folder)
+            return
+        self._outage, self._outage_path = file, path
+        rows = list(self._rows)
+        if self._outage_append(rows):
+            self._rows.clear()
+            metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(rows))
+        logger.warning(
+            "The database does not answer: request-log rows go to %s until it does", path
+        )
+
+    def _outage_append(self, rows: list[RequestLog]) -> bool:
+        """(Lock held.) Append ``rows`` to the outage file, through to the operating system;
+        False (the file closed, the rows not taken) when it cannot."""
+        assert self._outage is not None
+        try:
+            self._outage.write("".join(json.dumps(_row_record(row)) + "\n" for row in rows))
+            self._outage.flush()
+        except (OSError, TypeError, ValueError):
+            logger.exception("Could not append to %s; rows stay queued", self._outage_path)
+            self._outage_close()
+            return False
+        self.spilled += len(rows)
+        metrics.REQUEST_LOG_SPILLED.inc(len(rows))
+        return True
+
+    def _outage_close(self) -> None:
+        """(Lock held.) Close the outage file as a complete spill file, for a writer to read."""
+        file, path = self._outage, self._outage_path
+        if file is None or path is None:
+            return
+        self._outage = self._outage_path = None
+        with contextlib.suppress(OSError):
+            path.rename(path.with_name(path.name.removesuffix(".outage")))
+        with contextlib.suppress(OSError):
+            file.close()  # and its lock
+
     def _replay_spilled(self) -> None:
         folder = Path(settings.REQUEST_LOG_SPILL_DIR)
         if not folder.is_dir():
             return
+        for path in sorted(folder.glob(f"*{_OUTAGE_SUFFIX}")):
+            _outage_file_orphaned_close(path)  # a worker killed during an outage
         for path in sorted(folder.glob(f"*{_SPILL_SUFFIX}")):
             claimed = path.with_name(f"{path.name}.{os.getpid()}.claimed")
             try:
@@ -260,8 +343,13 @@ class RequestLogWriter:
                 continue  # another worker took it
             rows = []
             for line in claimed.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = _row_from_record(json.loads(line))
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except ValueError:  # the last line of a file its worker was killed writing
+                    logger.warning("Skipped an incomplete request-log row in %s", path)
+                    continue
+                if record is not None:
+                    row = _row_from_record(record)
                     row._replayed = True  # type: ignore[attr-defined]
                     rows.append(row)
             with self._lock:  # ahead of newer rows, and past the capacity: they were queued once
@@ -270,6 +358,23 @@ class RequestLogWriter:
             metrics.REQUEST_LOG_QUEUE_LENGTH.inc(len(rows))
             claimed.unlink()
             logger.info("Read %d spilled request-log row(s) back from %s", len(rows), path)
+
+
+def _outage_file_orphaned_close(path: Path) -> None:
+    """Make ``path``, an outage file, a complete spill file if no live worker holds its lock."""
+    try:
+        with path.open("a", encoding="utf-8") as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.rename(path.with_name(path.name.removesuffix(".outage")))
+    except OSError:
+        return  # its worker lives (or another reader took it)
+
+
+def _database_probe() -> None:
+    """Raises unless the database answers."""
+    db_close_old_connections()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
 
 
 # Values that request_log_build already makes as the database takes them (str, int, float,

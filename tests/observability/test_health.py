@@ -79,3 +79,31 @@ def _closed_port() -> int:
     from bench.loopback import free_port
 
     return free_port()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_does_not_answer_leaves_the_worker_ready(tiny_model, monkeypatch):
+    """The database is shared by every pod: a blip must not take them all out of the Service
+    (the service answers without it; rows wait). It is reported, in the body and the metrics."""
+    from django.db import connection
+
+    from core.metrics import REGISTRY
+
+    assert APIClient().get("/health/ready").status_code == 200  # the model is loaded
+    gauge = "classifier_readiness_check_ok"
+    assert REGISTRY.get_sample_value(gauge, {"check": "database"}) == 1
+    connection.close()
+    if connection.vendor == "postgresql":
+        broken = {"HOST": "127.0.0.1", "PORT": str(_closed_port())}
+    else:
+        broken = {"NAME": "/nonexistent-folder/db.sqlite3"}
+    for key, value in broken.items():
+        monkeypatch.setitem(connection.settings_dict, key, value)
+    try:
+        response = APIClient().get("/health/ready")
+    finally:
+        connection.close()
+    assert response.status_code == 200, response.content
+    database = response.json()["checks"]["database"]
+    assert database["ok"] is False and database["required"] is False
+    assert REGISTRY.get_sample_value(gauge, {"check": "database"}) == 0

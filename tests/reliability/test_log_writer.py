@@ -182,3 +182,60 @@ def test_a_row_written_in_bulk_reads_back_as_one_saved_by_itself(quick, django_u
     assert bulk["user_id"] == user.pk and bulk["cache_kind"] == "url"
     created = RequestLog.objects.get(request_id="w-1").created_at
     assert created.tzinfo is not None and abs(time.time() - created.timestamp()) < 60
+
+
+def test_rows_of_an_outage_are_on_disk_as_they_come_so_a_killed_worker_loses_none(quick):
+    """While the database does not answer, every row goes to the worker's outage file as it is
+    put. A SIGKILL closes the worker's files (its lock with them) and nothing else: here the
+    file is closed as the kernel would, then a new writer finds the orphaned file and writes
+    it. A live worker's outage file (still locked) is left alone."""
+    writer = RequestLogWriter()
+    writer.start()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE reporting_requestlog RENAME TO reporting_requestlog_away")
+    try:
+        writer.put(row(0))
+        wait_for(lambda: writer._outage is not None, timeout=5)  # the first batch failed
+        for index in range(1, 30):
+            writer.put(row(index))
+        assert len(writer) == 0 and writer.spilled == 30  # none held in memory
+        (outage,) = quick.REQUEST_LOG_SPILL_DIR.glob("*.jsonl.outage")
+        assert len(outage.read_text().splitlines()) == 30
+        other = RequestLogWriter()
+        other._replay_spilled()  # another worker, alive: the file is locked, not its to take
+        assert other.replayed == 0 and outage.exists()
+        # SIGKILL: the worker's thread and memory are gone, its file descriptors closed.
+        writer._stopping = True
+        writer._outage.close()
+        writer._outage = None
+        with outage.open("a") as file:
+            file.write('{"request_id": "w-tru')  # killed in the middle of a line
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE reporting_requestlog_away RENAME TO reporting_requestlog")
+    restarted = RequestLogWriter()
+    restarted.start()
+    wait_for(lambda: RequestLog.objects.count() == 30)
+    restarted.stop(timeout=5)
+    assert restarted.replayed == 30
+    assert not list(quick.REQUEST_LOG_SPILL_DIR.iterdir())
+
+
+def test_an_outage_ends_by_itself_when_the_database_answers_again(quick):
+    writer = RequestLogWriter()
+    writer.start()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE reporting_requestlog RENAME TO reporting_requestlog_away")
+    try:
+        for index in range(20):
+            writer.put(row(index))
+        wait_for(lambda: writer._outage is not None, timeout=5)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE reporting_requestlog_away RENAME TO reporting_requestlog")
+    wait_for(lambda: RequestLog.objects.count() == 20 and writer._outage is None)
+    writer.put(row(20))  # queued again, not spilled
+    wait_for(lambda: RequestLog.objects.count() == 21)
+    writer.stop(timeout=5)
+    assert writer.dropped == 0
+    assert not list(quick.REQUEST_LOG_SPILL_DIR.iterdir())
