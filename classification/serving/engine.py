@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from django.conf import settings
+from django.db import DatabaseError
 
 from classification import metrics, selectors
 from classification.exceptions import (
@@ -182,14 +183,27 @@ class ModelRuntime:
         with slot.lock:
             now = time.monotonic()
             if slot.model is None or now - slot.checked_at >= self.refresh_seconds:
-                slot.model = self._current(name, loaded=slot.model)
+                try:
+                    slot.model = self._current(name, loaded=slot.model)
+                except DatabaseError:
+                    if slot.model is None:
+                        raise
+                    # The registry cannot be read (a database blip): keep answering with the
+                    # version loaded, and ask again at the next refresh.
+                    logger.warning("Registry unreachable; still serving %s", slot.model.name)
                 slot.checked_at = now
             return slot.model
 
     def _default_model_name(self) -> str:
         name, checked_at = self._default_name
         if name is None or time.monotonic() - checked_at >= self.refresh_seconds:
-            name = selectors.model_default_name()
+            try:
+                found = selectors.model_default_name()
+            except DatabaseError:
+                if name is None:
+                    raise
+                return name  # a database blip: the default known last still stands
+            name = found
             if name is None:
                 raise ModelNotReady()
             self._default_name = (name, time.monotonic())

@@ -99,6 +99,10 @@ def test_a_database_that_does_not_answer_leaves_the_worker_ready(tiny_model, mon
         broken = {"NAME": "/nonexistent-folder/db.sqlite3"}
     for key, value in broken.items():
         monkeypatch.setitem(connection.settings_dict, key, value)
+    # The registry is asked again on this probe (a refresh due): its loaded model still serves.
+    from classification.serving.engine import get_runtime
+
+    monkeypatch.setattr(get_runtime(), "refresh_seconds", 0)
     try:
         response = APIClient().get("/health/ready")
     finally:
@@ -107,3 +111,14 @@ def test_a_database_that_does_not_answer_leaves_the_worker_ready(tiny_model, mon
     database = response.json()["checks"]["database"]
     assert database["ok"] is False and database["required"] is False
     assert REGISTRY.get_sample_value(gauge, {"check": "database"}) == 0
+
+
+def test_full_fetch_slots_are_reported_not_a_reason_to_leave_the_service(tiny_model, settings):
+    from classification.intake.fetch_slots import fetch_slots
+
+    settings.IMAGE_FETCH_CONCURRENCY = 0  # every slot taken
+    response = APIClient().get("/health/ready")
+    assert response.status_code == 200
+    check = response.json()["checks"]["fetch_capacity"]
+    assert check["ok"] is False and check["required"] is False
+    assert check["detail"] == f"{fetch_slots.in_use()} of 0 fetch slots in use"
