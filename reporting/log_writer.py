@@ -17,8 +17,9 @@ The contract, per worker process:
 - when the worker exits (the server's worker stop, through core.lifecycle), the
   writer gets ``REQUEST_LOG_FLUSH_SECONDS`` to write the rest; what is still queued then goes
   to a JSON-lines file in ``REQUEST_LOG_SPILL_DIR``, which the next writer to start (any worker
-  of any later start, on the same folder: a volume that outlives the container or pod) reads
-  back into its queue;
+  of any later start, on the same folder: a volume that outlives the container or pod) writes
+  to the database, a file at a time, deleting it only once its rows are in (given back when the
+  database refuses, tried again when it answers);
 - while the database does not answer, rows are not held in memory: once a batch fails, the
   queue goes to this worker's outage file in the spill folder, and so does every row put while
   the outage lasts, as it is put (written through to the operating system: a SIGKILL or an OOM
@@ -154,9 +155,11 @@ class RequestLogWriter:
 
     def _run(self) -> None:
         try:
-            self._replay_spilled()
+            if not self._replay_spilled():  # the database is away: try again when it answers
+                with self._lock:
+                    self._outage_begin()
         except Exception:
-            logger.exception("Reading spilled request-log rows back failed")
+            logger.exception("Writing spilled request-log rows failed")
         backoff = 0.0
         try:
             while True:
@@ -202,7 +205,9 @@ class RequestLogWriter:
                 if self._outage is not None:  # the database is back: the outage's rows too
                     with self._lock:
                         self._outage_close()
-                    self._replay_spilled()
+                    if not self._replay_spilled():
+                        with self._lock:
+                            self._outage_begin()
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -329,43 +334,66 @@ class RequestLogWriter:
         with contextlib.suppress(OSError):
             file.close()  # and its lock
 
-    def _replay_spilled(self) -> None:
+    def _replay_spilled(self) -> bool:
+        """Write every spill file of the folder to the database, a file at a time: this
+        process's, other workers', and those a dead process left (an outage file or a file it
+        had taken, whose lock is free). A file is taken with an atomic rename and deleted only
+        once its rows are in; when the database refuses, it is given back and False returned
+        (a row written twice is kept once: see _write_one)."""
         folder = Path(settings.REQUEST_LOG_SPILL_DIR)
         if not folder.is_dir():
-            return
+            return True
         for path in sorted(folder.glob(f"*{_OUTAGE_SUFFIX}")):
-            _outage_file_orphaned_close(path)  # a worker killed during an outage
+            _orphan_release(path, as_name=path.name.removesuffix(".outage"))
+        for path in sorted(folder.glob(f"*{_SPILL_SUFFIX}.*.claimed")):
+            _orphan_release(path, as_name=path.name.rsplit(".", 2)[0])
         for path in sorted(folder.glob(f"*{_SPILL_SUFFIX}")):
             claimed = path.with_name(f"{path.name}.{os.getpid()}.claimed")
             try:
                 path.rename(claimed)  # atomic: one worker takes each file
+                file = claimed.open("r", encoding="utf-8")
             except OSError:
                 continue  # another worker took it
-            rows = []
-            for line in claimed.read_text(encoding="utf-8").splitlines():
+            with file:
+                fcntl.flock(file, fcntl.LOCK_EX)  # held until its rows are in: not an orphan
+                rows = _spill_rows(file.read().splitlines(), path)
                 try:
-                    record = json.loads(line) if line.strip() else None
-                except ValueError:  # the last line of a file its worker was killed writing
-                    logger.warning("Skipped an incomplete request-log row in %s", path)
-                    continue
-                if record is not None:
-                    row = _row_from_record(record)
-                    row._replayed = True  # type: ignore[attr-defined]
-                    rows.append(row)
-            with self._lock:  # ahead of newer rows, and past the capacity: they were queued once
-                self._rows.extendleft(reversed(rows))
-                self.replayed += len(rows)
-            metrics.REQUEST_LOG_QUEUE_LENGTH.inc(len(rows))
-            claimed.unlink()
-            logger.info("Read %d spilled request-log row(s) back from %s", len(rows), path)
+                    self._write(rows)
+                except Exception as exc:
+                    writer_failures.failed(exc)
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    with contextlib.suppress(OSError):
+                        claimed.rename(path)  # given back, for a later try here or elsewhere
+                    return False
+                claimed.unlink()
+            self.replayed += len(rows)
+            logger.info("Wrote %d spilled request-log row(s) from %s", len(rows), path)
+        return True
 
 
-def _outage_file_orphaned_close(path: Path) -> None:
-    """Make ``path``, an outage file, a complete spill file if no live worker holds its lock."""
+def _spill_rows(lines: list[str], path: Path) -> list[RequestLog]:
+    rows = []
+    for line in lines:
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:  # the last line of a file its worker was killed writing
+            logger.warning("Skipped an incomplete request-log row in %s", path)
+            continue
+        if record is not None:
+            row = _row_from_record(record)
+            row._replayed = True  # type: ignore[attr-defined]
+            rows.append(row)
+    return rows
+
+
+def _orphan_release(path: Path, *, as_name: str) -> None:
+    """Rename ``path`` (an outage file, or a spill file a worker had taken) to ``as_name``, a
+    complete spill file, if no live process holds its lock: its worker died with it."""
     try:
         with path.open("a", encoding="utf-8") as file:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.rename(path.with_name(path.name.removesuffix(".outage")))
+            path.rename(path.with_name(as_name))
     except OSError:
         return  # its worker lives (or another reader took it)
 

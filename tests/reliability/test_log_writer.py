@@ -1,12 +1,13 @@
 """The request-log writer thread: rows queued off the request thread, written in bulk, retried
 across an outage, spilled at exit and read back at the next start, drops counted."""
 
+import json
 import time
 
 import pytest
 from django.db import connection
 
-from reporting.log_writer import RequestLogWriter
+from reporting.log_writer import RequestLogWriter, _row_record
 from reporting.models import RequestLog
 from reporting.services import RequestOutcome, request_log_build
 from tests.support.db import request_log_locked
@@ -210,14 +211,18 @@ def test_rows_of_an_outage_are_on_disk_as_they_come_so_a_killed_worker_loses_non
         writer._outage = None
         with outage.open("a") as file:
             file.write('{"request_id": "w-tru')  # killed in the middle of a line
+        # And a worker killed while it was writing a spill file it had taken (its lock gone).
+        taken = quick.REQUEST_LOG_SPILL_DIR / "1-999999-abcdef01.jsonl.999999.claimed"
+        lines = [json.dumps(_row_record(row(index))) for index in range(30, 35)]
+        taken.write_text("\n".join(lines) + "\n")
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE reporting_requestlog_away RENAME TO reporting_requestlog")
     restarted = RequestLogWriter()
     restarted.start()
-    wait_for(lambda: RequestLog.objects.count() == 30)
+    wait_for(lambda: RequestLog.objects.count() == 35)
     restarted.stop(timeout=5)
-    assert restarted.replayed == 30
+    assert restarted.replayed == 35
     assert not list(quick.REQUEST_LOG_SPILL_DIR.iterdir())
 
 
@@ -239,3 +244,23 @@ def test_an_outage_ends_by_itself_when_the_database_answers_again(quick):
     writer.stop(timeout=5)
     assert writer.dropped == 0
     assert not list(quick.REQUEST_LOG_SPILL_DIR.iterdir())
+
+
+def test_a_spill_file_the_database_refuses_is_given_back_until_it_answers(quick):
+    folder = quick.REQUEST_LOG_SPILL_DIR
+    folder.mkdir(parents=True)
+    spilled = folder / "1-4242-00000000.jsonl"
+    spilled.write_text("".join(json.dumps(_row_record(row(i))) + "\n" for i in range(12)))
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE reporting_requestlog RENAME TO reporting_requestlog_away")
+    writer = RequestLogWriter()
+    try:
+        writer.start()
+        wait_for(lambda: writer._outage is not None, timeout=5)  # the start's write refused
+        assert spilled.exists()  # given back, not lost in memory
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE reporting_requestlog_away RENAME TO reporting_requestlog")
+    wait_for(lambda: RequestLog.objects.count() == 12)
+    writer.stop(timeout=5)
+    assert writer.replayed == 12 and not list(folder.iterdir())
