@@ -134,6 +134,8 @@ class RequestLogWriter:
         """Write what is queued within ``timeout`` seconds (REQUEST_LOG_FLUSH_SECONDS), then
         spill the rest to a file; the thread ends. Safe to call when not running."""
         timeout = settings.REQUEST_LOG_FLUSH_SECONDS if timeout is None else timeout
+        # Bounded below the server's graceful timeout, or the worker is killed mid-flush.
+        timeout = min(timeout, max(0.5, settings.WEB_GRACEFUL_TIMEOUT / 2))
         with self._lock:
             thread = self._thread
             self._stopping = True
@@ -148,7 +150,15 @@ class RequestLogWriter:
             metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(rest))
             self._spill(rest)
         with self._lock:
+            answering = self._outage is None
             self._outage_close()
+        if not rest and answering and thread is not None:
+            # The database took this worker's rows: write what other replicas (or dead
+            # processes) left on the shared spill folder too, on the way out.
+            with contextlib.suppress(Exception):
+                self._replay_spilled()
+            with contextlib.suppress(Exception):
+                connection.close()
         self._thread = None
 
     # --- The thread -------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class Route:
     content_length: bool = True  # False: chunked transfer encoding
     drip_interval: float | None = None  # send the body one byte at a time
     hang: bool = False  # accept the request and never answer
+    delay: float = 0.0  # seconds before the answer starts (a slow image server)
 
 
 @dataclass
@@ -130,6 +131,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, route: Route, stopping: threading.Event) -> None:
         if route.hang:
             stopping.wait(60)
+            return
+        if route.delay and stopping.wait(route.delay):
             return
         self.send_response(route.status)
         for name, value in route.headers.items():
