@@ -11,12 +11,12 @@ import sys
 from collections.abc import Callable, Iterator
 from ipaddress import ip_network
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import yaml
 from django.urls import URLPattern, URLResolver, get_resolver
+
+from tests.support.db import empty_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -519,23 +519,8 @@ def test_every_checkov_skip_gives_its_reason():
 @pytest.fixture
 def empty_database() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database beside the tests' own, dropped afterwards."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        message = "needs PostgreSQL: set DATABASE_URL"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    parts = urlsplit(url)
-    name = f"{parts.path.lstrip('/')}_migrations_gate"
-    server = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(server, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with empty_postgres_database("migrations_gate") as url:
+        yield url
 
 
 def test_web_pods_wait_until_the_migrations_their_image_needs_are_applied(k8s, empty_database):

@@ -23,7 +23,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -31,6 +30,7 @@ import pytest
 from reporting.models import RequestLog
 from tests.deploy.test_container import image  # noqa: F401 (the fixture: one build for both)
 from tests.deploy.test_manifests import by_kind_and_name, k8s_copy, render
+from tests.support.db import empty_postgres_database
 from tests.support.podman import RUN_OPTIONS, free_port, photo
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -39,23 +39,8 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 @pytest.fixture
 def database() -> Iterator[str]:
     """A new, empty PostgreSQL database (the pods' DATABASE_URL), dropped afterwards."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        message = "needs PostgreSQL: set DATABASE_URL"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    parts = urlsplit(url)
-    name = f"{parts.path.lstrip('/')}_pod"
-    server = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(server, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with empty_postgres_database("pod") as url:
+        yield url
 
 
 @pytest.fixture

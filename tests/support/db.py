@@ -1,10 +1,14 @@
-"""Faults of the real database for tests: the request-log table locked from another session."""
+"""The real database for tests: the request-log table locked from another session; a new,
+empty PostgreSQL database beside the tests' own."""
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pytest
 from django.db import connection
 
 
@@ -31,3 +35,26 @@ def request_log_locked() -> Iterator[None]:
         pg.execute("LOCK TABLE reporting_requestlog IN ACCESS EXCLUSIVE MODE")
         yield
         pg.rollback()
+
+
+@contextlib.contextmanager
+def empty_postgres_database(suffix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database named after the tests' own plus ``suffix``,
+    dropped afterwards. Skipped without PostgreSQL in DATABASE_URL (a failure in CI)."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        message = "needs PostgreSQL: set DATABASE_URL"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_{suffix}"
+    server = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
