@@ -47,6 +47,7 @@ COPY classification classification
 COPY reporting reporting
 COPY accounts accounts
 COPY training training
+COPY ground_truth ground_truth
 COPY templates templates
 # The offline models, converted and checked by TensorFlow, into /build/models; their registry
 # rows into /build/model-manifest.json (the build's SQLite database is thrown away).
@@ -111,6 +112,7 @@ COPY classification classification
 COPY reporting reporting
 COPY accounts accounts
 COPY training training
+COPY ground_truth ground_truth
 COPY templates templates
 COPY deploy/image/entrypoint.sh /usr/local/bin/classifier-entrypoint
 COPY deploy/image/healthcheck.py /usr/local/bin/classifier-healthcheck

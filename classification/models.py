@@ -1,3 +1,4 @@
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -60,6 +61,13 @@ class ModelVersion(models.Model):
     # prompt template, the logit scale, and the stored text encoder, tokenizer and label
     # embeddings. Empty for classifiers.
     zero_shot = models.JSONField(null=True, blank=True)
+    # A staging version is shadowed on this share (0-1) of live production requests of its name:
+    # it answers them too, off the request path, for comparison before a promotion (ground_truth).
+    shadow_share = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of live production requests a staging version also answers (0-1).",
+    )
 
     class Meta:
         ordering = ["name", "-version"]

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "reporting",
     "accounts",
     "training",
+    "ground_truth",
     "axes",
 ]
 
@@ -470,6 +471,31 @@ MONITORING_PSI_NOTICE = env_float("MONITORING_PSI_NOTICE", 0.1)
 MONITORING_PSI_WARNING = env_float("MONITORING_PSI_WARNING", 0.25)
 # Seconds a worker reuses the comparison it computed for the Prometheus collector.
 MONITORING_METRICS_SECONDS = env_float("MONITORING_METRICS_SECONDS", 30.0)
+
+# --- Ground truth: feedback, live accuracy, shadow evaluation (ground_truth/) ---------------
+# POST /feedback: an anonymous caller may give feedback on a request of its own client address
+# for this long after the answer (a signed-in caller on its own requests, at any time).
+FEEDBACK_ANON_WINDOW_SECONDS = env_int("FEEDBACK_ANON_WINDOW_SECONDS", 3600)
+# Rates of POST /feedback, as those of /classify-image.
+THROTTLE_FEEDBACK_ANON_RATE = env_str("THROTTLE_FEEDBACK_ANON_RATE", "30/minute")
+THROTTLE_FEEDBACK_USER_RATE = env_str("THROTTLE_FEEDBACK_USER_RATE", "300/minute")
+# Images sent with feedback are kept here for this many days (then deleted by
+# `manage.py feedback_retention`); 0 keeps none.
+FEEDBACK_IMAGE_DIR = Path(env_str("FEEDBACK_IMAGE_DIR", str(VAR_DIR / "feedback-images")))
+FEEDBACK_IMAGE_RETENTION_DAYS = env_int("FEEDBACK_IMAGE_RETENTION_DAYS", 30)
+# Live accuracy: a version with at least this much feedback whose accuracy falls below the
+# threshold gets a warning on the statistics page.
+FEEDBACK_MIN_SAMPLES = env_int("FEEDBACK_MIN_SAMPLES", 50)
+FEEDBACK_ACCURACY_WARNING = env_float("FEEDBACK_ACCURACY_WARNING", 0.7)
+# Shadow evaluation: staging versions answer a sampled share of production requests (each
+# version's shadow_share) in a background thread with a queue of this many images; a full queue
+# drops the image (counted), never delaying the answer.
+SHADOW_QUEUE_SIZE = env_int("SHADOW_QUEUE_SIZE", 32)
+# promote_model refuses a version with fewer shadowed requests, lower agreement with production,
+# or feedback accuracy more than PROMOTION_MAX_ACCURACY_DROP below production's (--force overrides).
+PROMOTION_MIN_SHADOWED = env_int("PROMOTION_MIN_SHADOWED", 100)
+PROMOTION_MIN_AGREEMENT = env_float("PROMOTION_MIN_AGREEMENT", 0.9)
+PROMOTION_MAX_ACCURACY_DROP = env_float("PROMOTION_MAX_ACCURACY_DROP", 0.02)
 
 # --- Stopping ------------------------------------------------------------------------------
 # Seconds a stopping server finishes its requests for (read by classifier_site.serve and
