@@ -21,6 +21,7 @@ PACKAGES = [
     "reporting",
     "accounts",
     "training",
+    "ground_truth",
     "bench",
 ]
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
