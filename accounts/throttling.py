@@ -321,6 +321,18 @@ class ClassifyUserThrottle(_SharedCacheRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
 
 
+class FeedbackAnonThrottle(ClassifyAnonThrottle):
+    """Anonymous callers of POST and DELETE /feedback, by client address."""
+
+    scope = "feedback_anon"
+
+
+class FeedbackUserThrottle(ClassifyUserThrottle):
+    """Signed-in callers of POST and DELETE /feedback, by user."""
+
+    scope = "feedback_user"
+
+
 # Where a request keeps the failed-login limits it took, to give them back after the answer.
 _FAILED_LOGIN_LIMITS = "failed_login_limits"
 
@@ -375,6 +387,7 @@ class FailedLoginThrottlingMixin:
 
 
 CLASSIFY_THROTTLES = (ClassifyAnonThrottle, ClassifyUserThrottle)
+FEEDBACK_THROTTLES = (FeedbackAnonThrottle, FeedbackUserThrottle)
 
 
 def client_address(request: HttpRequest) -> str:

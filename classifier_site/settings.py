@@ -479,6 +479,10 @@ FEEDBACK_ANON_WINDOW_SECONDS = env_int("FEEDBACK_ANON_WINDOW_SECONDS", 3600)
 # Rates of POST /feedback, as those of /classify-image.
 THROTTLE_FEEDBACK_ANON_RATE = env_str("THROTTLE_FEEDBACK_ANON_RATE", "30/minute")
 THROTTLE_FEEDBACK_USER_RATE = env_str("THROTTLE_FEEDBACK_USER_RATE", "300/minute")
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] |= {  # type: ignore[operator]
+    "feedback_anon": THROTTLE_FEEDBACK_ANON_RATE,
+    "feedback_user": THROTTLE_FEEDBACK_USER_RATE,
+}
 # Images sent with feedback are kept here for this many days (then deleted by
 # `manage.py feedback_retention`); 0 keeps none.
 FEEDBACK_IMAGE_DIR = Path(env_str("FEEDBACK_IMAGE_DIR", str(VAR_DIR / "feedback-images")))

@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("classification.urls")),
     path("", include("accounts.urls")),
     path("", include("reporting.urls")),
+    path("", include("ground_truth.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Its script as a file of its own (?script), not inline: the page's CSP allows no inline script.

@@ -73,6 +73,9 @@ class RequestLogWriter:
         self._rows: deque[RequestLog] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        # flush(): the writer skips its linger while one is asked, and tells when the queue empties.
+        self._flush_asked = False
+        self._flushed = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._flush_deadline = 0.0
@@ -129,6 +132,25 @@ class RequestLogWriter:
                 self._wake.notify()
         metrics.REQUEST_LOG_QUEUE_LENGTH.inc()
         return True
+
+    def flush(self, *, timeout: float) -> bool:
+        """Write the queued rows now rather than after the linger, waiting at most ``timeout``
+        seconds for the queue to empty; True when it is empty. Why: a caller that needs a row
+        it just logged (feedback on an answer) must not wait for a batch to fill."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if not self._rows:
+                return True
+            if not self.running:
+                return False
+            self._flush_asked = True
+            self._wake.notify_all()
+            while self._rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._flushed.wait(remaining)
+            return True
 
     def stop(self, *, timeout: float | None = None) -> None:
         """Write what is queued within ``timeout`` seconds (REQUEST_LOG_FLUSH_SECONDS), then
@@ -210,6 +232,9 @@ class RequestLogWriter:
                     with self._lock:
                         for _ in batch:
                             self._rows.popleft()
+                        if not self._rows:
+                            self._flush_asked = False
+                            self._flushed.notify_all()
                     metrics.REQUEST_LOG_QUEUE_LENGTH.dec(len(batch))
                     export_sender_wake()
                 if self._outage is not None:  # the database is back: the outage's rows too
@@ -229,7 +254,11 @@ class RequestLogWriter:
         fifth of a second of rows goes in one statement instead.
         """
         deadline = time.monotonic() + settings.REQUEST_LOG_LINGER_SECONDS
-        while len(self._rows) < settings.REQUEST_LOG_BATCH_SIZE and not self._stopping:
+        while (
+            len(self._rows) < settings.REQUEST_LOG_BATCH_SIZE
+            and not self._stopping
+            and not self._flush_asked
+        ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return

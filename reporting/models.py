@@ -87,6 +87,9 @@ class RequestLog(ExportedRecord):
     # A multi-task model's tags as answered: [{"label", "probability", "present"}, ...] (NULL for
     # models without tags and on errors).
     tags = models.JSONField(null=True, blank=True)
+    # A zero-shot request's own labels, as it sent them (NULL when it sent none): feedback on
+    # the answer must name one of them.
+    labels = models.JSONField(null=True, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
 

@@ -49,6 +49,7 @@ def request_outcome(
     """What the log row says about a request, read without ever parsing its body again."""
     input_kind, image_url = _request_input(request)
     succeeded = status_code < 400
+    labels = _request_labels(request) if succeeded else None
     if succeeded and result is not None and result.processing_time:
         processing_time = float(result.processing_time)
     else:
@@ -64,6 +65,7 @@ def request_outcome(
         # The authenticated user, only if authentication already ran (never run it here).
         user=vars(request).get("_user"),
         client_address=request.META.get("REMOTE_ADDR"),
+        labels=labels,
     )
 
 
@@ -79,6 +81,19 @@ def _request_input(request: Request) -> tuple[str, str]:
             url = value if kind == RequestLog.InputKind.URL and isinstance(value, str) else ""
             return kind, url
     return "", ""
+
+
+def _request_labels(request: Request) -> list[str] | None:
+    """The labels a (successful, so validated) request sent, from its parsed body."""
+    data = vars(request).get("_full_data", Empty)
+    if data is Empty or not isinstance(data, Mapping) or "labels" not in data:
+        return None
+    # A multipart form carries one 'labels' field per label; JSON, a list.
+    getlist = getattr(data, "getlist", None)
+    labels = getlist("labels") if getlist is not None else data.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        return None
+    return [label.strip() for label in labels]  # as the serializer validated them
 
 
 def _error_code(response: Any) -> str:

@@ -77,6 +77,8 @@ class RequestOutcome:
     user: User | AnonymousUser | None = None
     client_address: str | None = None
     created_at: datetime | None = None
+    # A zero-shot request's own labels (None when it sent none).
+    labels: list[str] | None = None
 
     def log_facts(self) -> dict[str, Any]:
         """What the access log line says about the request beyond method, path and status."""
@@ -143,6 +145,11 @@ def request_log_build(*, outcome: RequestOutcome) -> RequestLog:
         image_height=_int_or_none(input_stats.get("height")),
         image_brightness=_float_or_none(input_stats.get("brightness")),
         tags=_tags_or_none(result),
+        labels=(
+            [stored_text(label, max_chars=300) for label in outcome.labels]
+            if outcome.labels is not None and result is not None
+            else None
+        ),
         status_code=outcome.status_code,
         error_code=stored_text(outcome.error_code, max_chars=64),
         user=user,
@@ -185,6 +192,12 @@ def request_log_record(*, outcome: RequestOutcome) -> RequestLog | None:
         writer.put(row)  # counts the row as dropped if the queue is full
         return row
     return request_log_insert_now(row=row)
+
+
+def request_log_flush(*, timeout: float) -> bool:
+    """Write this process's queued log rows now, waiting at most ``timeout`` seconds; True when
+    none is left queued (also when no writer runs: rows are then inserted at once)."""
+    return request_log_writer().flush(timeout=timeout)
 
 
 def request_log_insert_now(*, row: RequestLog) -> RequestLog | None:

@@ -1,0 +1,114 @@
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from ground_truth import services
+from ground_truth.models import Feedback, PromotionDecision, ShadowPrediction
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    """Staff review what callers said: trusted feedback is what accuracy and training count."""
+
+    list_display = [
+        "request_id",
+        "model_version",
+        "predicted_label",
+        "label",
+        "correct",
+        "confidence",
+        "review",
+        "created_at",
+    ]
+    list_filter = ["model_version", "correct", "review", "label"]
+    search_fields = ["request_log__request_id", "label"]
+    list_select_related = ["request_log", "model_version"]
+    date_hierarchy = "created_at"
+    actions = ["mark_trusted", "mark_rejected"]
+    # What the caller said and what the model answered is evidence: staff judge it, never edit it.
+    readonly_fields = [
+        "request_log",
+        "model_version",
+        "caller",
+        "user",
+        "correct",
+        "predicted_label",
+        "confidence",
+        "label",
+        "predicted_tags",
+        "tags",
+        "image",
+        "image_expires_at",
+        "reviewed_by",
+        "reviewed_at",
+        "created_at",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # feedback comes from callers only
+
+    @admin.display(description="request id", ordering="request_log__request_id")
+    def request_id(self, feedback: Feedback) -> str:
+        return feedback.request_log.request_id
+
+    def save_model(self, request: HttpRequest, obj: Feedback, form: Any, change: bool) -> None:
+        # The review is the only field staff change: recorded as the actions record it.
+        services.feedback_review(feedback_ids=[obj.pk], review=obj.review, reviewer=request.user)
+
+    def _review(self, request: HttpRequest, queryset: QuerySet[Feedback], review: str) -> None:
+        count = services.feedback_review(
+            feedback_ids=list(queryset.values_list("id", flat=True)),
+            review=review,
+            reviewer=request.user,
+        )
+        self.message_user(request, f"{count} feedback marked {review}.", messages.SUCCESS)
+
+    @admin.action(description="Mark selected feedback trusted", permissions=["change"])
+    def mark_trusted(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> None:
+        self._review(request, queryset, Feedback.Review.TRUSTED)
+
+    @admin.action(description="Mark selected feedback rejected", permissions=["change"])
+    def mark_rejected(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> None:
+        self._review(request, queryset, Feedback.Review.REJECTED)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """Written by the service only: staff look, never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ShadowPrediction)
+class ShadowPredictionAdmin(_ReadOnlyAdmin):
+    list_display = [
+        "request_id",
+        "shadow_version",
+        "production_version",
+        "production_label",
+        "label",
+        "agrees",
+        "confidence",
+        "latency_seconds",
+        "created_at",
+    ]
+    list_filter = ["shadow_version", "agrees"]
+    search_fields = ["request_id", "label", "production_label"]
+    list_select_related = ["shadow_version", "production_version"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(PromotionDecision)
+class PromotionDecisionAdmin(_ReadOnlyAdmin):
+    list_display = ["model_version", "allowed", "forced", "decided_by", "created_at"]
+    list_filter = ["allowed", "forced", "model_version"]
+    list_select_related = ["model_version"]
