@@ -274,3 +274,67 @@ def tiny_multi_task_model(
         return version
     version = model_version_create(name="tiny-tags", **_multi_task_registration)
     return model_version_promote(model_version=version)
+
+
+# --- Zero-shot (CLIP) models: the tiny CLIP is built and trained once per session -----------
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from classification.registry.sources.tiny_clip import build_tiny_clip_preset
+
+    return build_tiny_clip_preset(tmp_path_factory.mktemp("tiny-clip") / "preset")
+
+
+@pytest.fixture(scope="session")
+def _zero_shot_registrations() -> dict:
+    return {}
+
+
+@pytest.fixture
+def register_zero_shot(tiny_clip_preset: Path, _zero_shot_registrations: dict) -> Callable:
+    """Register the tiny CLIP for real once per label set; later tests copy the stored fields."""
+    from classification.models import ModelVersion
+    from classification.registry.clip import zero_shot_register
+    from classification.registry.services import model_version_create, model_version_promote
+    from classification.registry.sources.tiny_clip import TINY_CLIP_LABELS, TINY_CLIP_TEMPLATE
+
+    def register(
+        *, name: str = "clip", labels: list[str] | None = None, stage: str = "production"
+    ) -> ModelVersion:
+        labels = labels or TINY_CLIP_LABELS
+        cached = _zero_shot_registrations.get(tuple(labels))
+        if cached is None:
+            model_version = zero_shot_register(
+                preset=str(tiny_clip_preset),
+                name=name,
+                labels=labels,
+                template=TINY_CLIP_TEMPLATE,
+                stage=stage,
+            )
+            fields = [f.name for f in ModelVersion._meta.fields]
+            skip = {
+                "id",
+                "name",
+                "version",
+                "stage",
+                "created_at",
+                "promoted_at",
+                "reference_profile",
+            }
+            _zero_shot_registrations[tuple(labels)] = {
+                f: getattr(model_version, f) for f in fields if f not in skip
+            }
+            return model_version
+        model_version = model_version_create(name=name, **cached)
+        if stage == ModelVersion.Stage.PRODUCTION:
+            model_version = model_version_promote(model_version=model_version)
+        return model_version
+
+    return register
+
+
+@pytest.fixture
+def zero_shot_model(register_zero_shot: Callable):
+    """The tiny CLIP in production as 'clip', labels red / green / blue square."""
+    return register_zero_shot()
