@@ -46,7 +46,7 @@ class FeedbackApi(APIView):
     permission_classes = [AllowAny]
     throttle_classes = FEEDBACK_THROTTLES
 
-    @extend_schema_serializer(component_name="FeedbackRequest")
+    @extend_schema_serializer(component_name="GiveFeedback")
     class InputSerializer(serializers.Serializer):
         request_id = StrictCharField(
             required=False,
@@ -119,7 +119,7 @@ class FeedbackApi(APIView):
             return attrs
 
     # The schema of a JSON body: the same fields but the upload, which only multipart can carry.
-    @extend_schema_serializer(component_name="FeedbackJsonRequest")
+    @extend_schema_serializer(component_name="GiveFeedbackJson")
     class JsonInputSerializer(InputSerializer):
         image = None  # type: ignore[assignment]
 
