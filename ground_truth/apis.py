@@ -1,7 +1,6 @@
 """POST /feedback (is this answer right?) and DELETE /feedback/<request_id> (forget it)."""
 
-import re
-
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -24,7 +23,6 @@ from ground_truth import services
 from ground_truth.exceptions import InvalidFeedback
 from ground_truth.models import Feedback
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 # What core.middleware keeps of a client's X-Request-ID (else the request gets a uuid4).
 REQUEST_ID_PATTERN = r"[A-Za-z0-9._:-]{1,64}"
 FEEDBACK_MAX_TAGS = 100
@@ -51,12 +49,12 @@ class FeedbackApi(APIView):
         request_id = StrictCharField(
             required=False,
             max_length=64,
+            validators=[RegexValidator(f"^{REQUEST_ID_PATTERN}$", "Not a request id.")],
             help_text="The X-Request-ID of the /classify-image answer.",
         )
         image_sha256 = StrictCharField(
             required=False,
-            min_length=64,
-            max_length=64,
+            validators=[RegexValidator("^[0-9a-f]{64}$", "64 lower-case hexadecimal digits.")],
             help_text="Instead of request_id: the answer's image_sha256 (with model).",
         )
         model = serializers.SlugField(
@@ -105,8 +103,6 @@ class FeedbackApi(APIView):
                 )
             if by_image and not ("image_sha256" in attrs and "model" in attrs):
                 raise InvalidFeedback("Send 'image_sha256' and 'model' together.")
-            if by_image and not _SHA256.fullmatch(attrs["image_sha256"]):
-                raise InvalidFeedback("image_sha256: 64 lower-case hexadecimal digits.")
             if "model_version" in attrs and not by_image:
                 raise InvalidFeedback("'model_version' goes with 'image_sha256' and 'model'.")
             if "image" in attrs and "image_base64" in attrs:
@@ -132,7 +128,19 @@ class FeedbackApi(APIView):
 
         request_id = serializers.CharField(source="request_log.request_id")
         model = ModelSerializer(source="model_version")
-        image_kept = serializers.SerializerMethodField()
+        predicted_tags = serializers.ListField(
+            child=serializers.CharField(),
+            allow_null=True,
+            help_text="A multi-task answer's present tags (null for other models).",
+        )
+        tags = serializers.ListField(
+            child=serializers.CharField(),
+            allow_null=True,
+            help_text="The tags the image has, as the caller says (null for other models).",
+        )
+        image_kept = serializers.SerializerMethodField(
+            help_text="The image sent along is kept (until image_expires_at) for training."
+        )
 
         class Meta:
             model = Feedback

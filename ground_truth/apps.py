@@ -7,3 +7,13 @@ class GroundTruthConfig(AppConfig):
 
     name = "ground_truth"
     verbose_name = "Ground truth"
+
+    def ready(self) -> None:
+        from core.openapi import schema_exactly_one_of_register
+
+        # The answer is named by its request id or by its image (with the model's name): the
+        # serializer checks it in code, which the schema cannot see.
+        for component in ("GiveFeedbackRequest", "GiveFeedbackJsonRequest"):
+            schema_exactly_one_of_register(
+                component=component, fields=["request_id", "image_sha256"]
+            )

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # this long), then the row is looked for again while another worker's batch lingers.
 _FLUSH_SECONDS = 2.0
 _POLL_SECONDS = 0.1
-_OTHER_WORKER_GRACE_SECONDS = 0.3
+_OTHER_WORKER_GRACE_SECONDS = 0.1
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,8 @@ def web_server(transactional_db, model_store: Path, tmp_path: Path) -> Iterator[
             "THROTTLE_USER_RATE": UNTHROTTLED_RATE,
             "THROTTLE_TOKEN_RATE": UNTHROTTLED_RATE,
             "THROTTLE_TOKEN_USER_RATE": UNTHROTTLED_RATE,
+            "THROTTLE_FEEDBACK_ANON_RATE": UNTHROTTLED_RATE,
+            "THROTTLE_FEEDBACK_USER_RATE": UNTHROTTLED_RATE,
             "IMAGE_FETCH_CONCURRENCY": UNBOUNDED_FETCHES,
             "IMAGE_FETCH_PER_CLIENT": UNBOUNDED_FETCHES,
             # Rows a stopping worker could not write stay with this test.

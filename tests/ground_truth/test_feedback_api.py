@@ -444,3 +444,21 @@ def test_an_image_over_the_upload_limit_is_413(classifier_version, settings):
         image_base64=base64.b64encode(b"\0" * 2000).decode(),
     )
     assert response.status_code == 413, response.content
+
+
+def test_labels_sent_in_a_multipart_form_are_logged_for_feedback(zero_shot_version):
+    client = APIClient()
+    upload = io.BytesIO(square("blue", seed=5))
+    upload.name = "square.png"
+    response = client.post(
+        "/classify-image",
+        {"image": upload, "model": "clip", "labels": [" blue square", "bicycle"]},
+        format="multipart",
+        REMOTE_ADDR=HOME_ADDRESS,
+    )
+    assert response.status_code == 200, response.json()
+    row = RequestLog.objects.get(request_id=response["X-Request-ID"])
+    assert row.labels == ["blue square", "bicycle"]  # as the request was answered: trimmed
+    label = other_label(response.json()["classification"], row.labels)
+    feedback = give_feedback(client, request_id=row.request_id, correct=False, label=label)
+    assert feedback.status_code == 201, feedback.json()
