@@ -2,8 +2,6 @@
 shadow predictions and promotion decisions are read-only."""
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from ground_truth.models import Feedback, PromotionDecision, ShadowPrediction
@@ -91,3 +89,18 @@ def test_shadow_predictions_and_promotion_decisions_are_read_only(admin_client, 
         assert admin_client.get(f"{base}add/").status_code == 403
         assert 'name="_save"' not in admin_client.get(f"{base}{row.pk}/change/").content.decode()
         assert admin_client.post(f"{base}{row.pk}/delete/").status_code == 403
+
+
+def test_the_list_costs_the_same_queries_however_much_feedback(
+    admin_client, two_feedback, django_assert_num_queries
+):
+    # Session and user, counts, the rows with their request and version, the filters' choices.
+    queries = 9
+    with django_assert_num_queries(queries):
+        assert admin_client.get(CHANGELIST).status_code == 200
+    client = APIClient()
+    for top_k in (1, 2, 3):  # three more answers of the same image, each with its feedback
+        answer = classify(client, image=RED, top_k=top_k)
+        assert give_feedback(client, request_id=answer.request_id, correct=True).status_code == 201
+    with django_assert_num_queries(queries):
+        assert admin_client.get(CHANGELIST).status_code == 200
