@@ -476,7 +476,7 @@ MONITORING_METRICS_SECONDS = env_float("MONITORING_METRICS_SECONDS", 30.0)
 # POST /feedback: an anonymous caller may give feedback on a request of its own client address
 # for this long after the answer (a signed-in caller on its own requests, at any time).
 FEEDBACK_ANON_WINDOW_SECONDS = env_int("FEEDBACK_ANON_WINDOW_SECONDS", 3600)
-# Rates of POST /feedback, as those of /classify-image.
+# Rates of POST and DELETE /feedback, as those of /classify-image (accounts/throttling.py).
 THROTTLE_FEEDBACK_ANON_RATE = env_str("THROTTLE_FEEDBACK_ANON_RATE", "30/minute")
 THROTTLE_FEEDBACK_USER_RATE = env_str("THROTTLE_FEEDBACK_USER_RATE", "300/minute")
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] |= {  # type: ignore[operator]
