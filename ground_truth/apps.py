@@ -7,3 +7,10 @@ class GroundTruthConfig(AppConfig):
 
     name = "ground_truth"
     verbose_name = "Ground truth"
+
+    def ready(self) -> None:
+        from core.metrics import scrape_collector_register
+        from ground_truth import statistics_admin  # noqa: F401 (registers the statistics page)
+        from ground_truth.metrics import ground_truth_collector
+
+        scrape_collector_register(ground_truth_collector)
