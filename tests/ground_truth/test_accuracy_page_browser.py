@@ -1,15 +1,21 @@
 """The ground truth statistics page in Debian's headless Chromium, as staff see it: it renders
-its charts and tables under the Content-Security-Policy with no violation, and is reached from
-the admin index and the request statistics by keyboard."""
+its charts and tables under the Content-Security-Policy with no violation, is reached from
+the admin index and the request statistics by keyboard, and makes the documentation's picture."""
+
+import random
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
 from core.page_headers import CONTENT_SECURITY_POLICY
+from ground_truth.models import Feedback
 from tests.classification.test_upload_page import DESKTOP, browser  # noqa: F401 (a fixture)
 from tests.ground_truth.support_stats import feedback_row, model_version_row, shadow_row
 from tests.support.csp import CspWatch
+from tests.support.pictures import documentation_picture
 
 PASSWORD = "pw-staff-gt-1"
 PAGE = "/admin/ground_truth/statistics/"
@@ -26,14 +32,40 @@ def page(browser, live_server, transactional_db):  # noqa: F811
 
 @pytest.fixture
 def feedback(transactional_db):
+    """A week of feedback on tiny v1, surer answers more often right; tiny v2 shadowed."""
+    rng = random.Random(5)
     version = model_version_row()
-    for index in range(12):
-        feedback_row(version, confidence=0.5 + index * 0.04, label=None if index % 4 else "dog")
+    now = timezone.now()
+    logs = []
+    for index in range(120):
+        confidence = rng.uniform(0.3, 0.99)
+        right = rng.random() < confidence - 0.05
+        predicted = rng.choice(["cat", "dog", "fox"])
+        wrong = rng.choice([label for label in ["cat", "dog", "fox"] if label != predicted])
+        logs.append(
+            feedback_row(
+                version,
+                predicted=predicted,
+                label=None if right else wrong,
+                confidence=confidence,
+                review=Feedback.Review.TRUSTED if index % 3 == 0 else Feedback.Review.PENDING,
+                at=now - timedelta(days=index % 7, minutes=rng.uniform(1, 600)),
+            ).request_log
+        )
     candidate = model_version_row(version=2, stage="staging", shadow_share=0.5)
-    shadow_row(candidate, request_id="shadowed", production_label="cat", label="cat")
+    for log in logs[:40]:
+        label = log.top_label if rng.random() < 0.9 else "fox"
+        shadow_row(
+            candidate,
+            request_id=log.request_id,
+            production_label=log.top_label,
+            label=label,
+            production=version,
+            latency=rng.uniform(0.01, 0.03),
+        )
 
 
-def test_staff_reach_the_page_by_keyboard_and_it_renders_under_the_policy(
+def test_the_documentation_picture_of_the_ground_truth_page_by_keyboard_under_the_policy(
     page, live_server, feedback
 ):
     get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
@@ -57,6 +89,7 @@ def test_staff_reach_the_page_by_keyboard_and_it_renders_under_the_policy(
     expect(page.get_by_role("table", name="Shadowed versions against production")).to_contain_text(
         "tiny v2 against v1"
     )
+    documentation_picture(page, "admin-ground-truth")
     page.get_by_role("link", name="request statistics").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_role("link", name="ground truth statistics")).to_be_visible()
