@@ -6,8 +6,8 @@ import random
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from core.page_headers import CONTENT_SECURITY_POLICY
