@@ -2,8 +2,10 @@
 with its interval, feedback by verdict, the warning, and shadowed versions' agreement."""
 
 import pytest
+from django.db import OperationalError
 from prometheus_client.parser import text_string_to_metric_families
 
+from ground_truth import metrics as ground_truth_metrics
 from ground_truth.metrics import ground_truth_collector
 from ground_truth.models import Feedback
 from tests.ground_truth.support_stats import feedback_row, model_version_row, shadow_row
@@ -91,3 +93,16 @@ def test_figures_are_reused_for_the_caching_interval(settings, api_client):
     assert scrape(api_client)[key("classifier_feedback_accuracy", TINY)] == 1.0  # cached
     ground_truth_collector.reset()
     assert scrape(api_client)[key("classifier_feedback_accuracy", TINY)] == 0.5
+
+
+def test_a_failing_database_yields_no_samples_and_the_scrape_still_answers(monkeypatch, api_client):
+    model_version_row()
+
+    def refused() -> None:
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(ground_truth_metrics, "_figures", refused)
+    samples = scrape(api_client)
+    assert samples == {}
+    monkeypatch.undo()
+    assert scrape(api_client)[key("classifier_feedback_accuracy_warning", TINY)] == 0
