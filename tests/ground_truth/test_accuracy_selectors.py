@@ -14,10 +14,11 @@ from ground_truth.selectors import (
     feedback_accuracy_over_time,
     feedback_confusions,
     feedback_reliability,
+    shadowed_versions_compare,
     version_accuracy,
     wilson_interval,
 )
-from tests.ground_truth.support_stats import feedback_row, model_version_row
+from tests.ground_truth.support_stats import feedback_row, model_version_row, shadow_row
 
 pytestmark = pytest.mark.django_db
 TRUSTED, REJECTED = Feedback.Review.TRUSTED, Feedback.Review.REJECTED
@@ -177,3 +178,38 @@ def test_a_versions_figures_take_five_queries(version, django_assert_num_queries
         figures = version_accuracy(model_version=version)
     assert figures.accuracy.n == 6 and figures.reliability.n == 6
     assert figures.confusions[0].count == 3 and figures.over_time.points[0].accuracy.n == 6
+
+
+def test_shadowed_versions_are_compared_in_two_queries_and_at_most_three_each(
+    version, django_assert_num_queries
+):
+    shadowed = model_version_row(version=2, stage="staging", shadow_share=0.5)
+    was_shadowed = model_version_row(version=3, stage="staging")
+    model_version_row(version=4, stage="staging")  # never shadowed: left out
+    model_version_row(name="other", stage="staging", shadow_share=0.2)  # no production version
+    right = feedback_row(version)
+    shadow_row(
+        shadowed,
+        request_id=right.request_log.request_id,
+        production_label="cat",
+        label="dog",
+        production=version,
+    )
+    shadow_row(was_shadowed, request_id="x", production_label="cat", label="cat")
+
+    # Three for a version whose shadowed requests have feedback, two for the others.
+    with django_assert_num_queries(2 + 2 + 2 + 3):
+        compared = shadowed_versions_compare()
+    assert [(c.model_version.name, c.model_version.version) for c in compared] == [
+        ("other", 1),
+        ("tiny", 3),
+        ("tiny", 2),
+    ]
+    other, three, two = compared
+    assert other.production_version is None and three.production_version == version
+    assert (two.comparison.shadowed, two.comparison.agreement.value) == (1, 0.0)
+    assert (two.comparison.shadow_accuracy.value, two.comparison.production_accuracy.value) == (
+        0.0,
+        1.0,
+    )
+    assert three.comparison.agreement.value == 1.0 and three.comparison.shadow_accuracy.n == 0
