@@ -327,7 +327,8 @@ class ShadowedVersion:
 
 def shadowed_versions_compare() -> list[ShadowedVersion]:
     """Every staging version shadowed now (a share above 0) or before (shadow predictions),
-    each against the production version of its name."""
+    each against the production version of its name (two queries, then shadow_comparison's:
+    at most three per version)."""
     staging = list(
         ModelVersion.objects.filter(stage=ModelVersion.Stage.STAGING)
         .filter(Q(shadow_share__gt=0) | Q(shadow_predictions__isnull=False))
