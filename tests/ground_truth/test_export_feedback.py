@@ -474,3 +474,41 @@ def test_exported_tags_match_the_answer_when_the_caller_said_it_was_right(
         data_path=tmp_path / "export" / "data.parquet", images_dir=tmp_path / "export" / "images"
     )
     np.testing.assert_array_equal(labels.tags, [[1.0, 0.0, 0.0]])
+
+
+@pytest.mark.slow
+def test_retraining_on_the_original_data_and_the_exported_corrections_registers_a_version(
+    garment_version, feedback_dir, tmp_path
+):
+    original = dataset_generate(output_dir=tmp_path / "original", count=30, image_size=40, seed=6)
+    corrected = []
+    for seed in range(10):
+        category = CATEGORIES[seed % len(CATEGORIES)]
+        tags = ["floral"] if seed % 2 else []
+        photo = garment_jpeg(category=category, tags=dict.fromkeys(tags, 1), seed=100 + seed)
+        wrong = CATEGORIES[(seed + 1) % len(CATEGORIES)]
+        log = answered(garment_version, image=photo, label=wrong, tags=["checker"])
+        feedback_on(
+            log, garment_version, label=category, tags=tags, kept=photo, folder=feedback_dir
+        )
+        corrected.append(log.image_sha256)
+    export = tmp_path / "export"
+    _export("--model", "garments", "--output", str(export))
+    run_dir = tmp_path / "run"
+    out = io.StringIO()
+
+    call_command(
+        "train_garment_model", "--data", str(original.root), "--data", str(export),
+        "--run-dir", str(run_dir), "--input-size", "32", "--batch-size", "16", "--epochs", "1",
+        "--fine-tune-epochs", "1", "--weights", "random", "--seed", "0",
+        "--register", "garments", verbosity=0, stdout=out,
+    )  # fmt: skip
+
+    assert "Registered garments v2 (staging)" in out.getvalue()
+    split = json.loads((run_dir / "training.json").read_text())["split"]
+    trained_on = split["train"] + split["validation"]
+    assert len(trained_on) == 40
+    assert set(corrected) <= set(trained_on)
+    retrained = ModelVersion.objects.get(name="garments", version=2)
+    assert retrained.kind == ModelVersion.Kind.MULTI_TASK
+    assert (retrained.labels, retrained.tag_labels) == (CATEGORIES, TAGS)
