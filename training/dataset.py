@@ -92,6 +92,14 @@ class GarmentLabels:
     def __len__(self) -> int:
         return len(self.uuids)
 
+    def image(self, row: int, *, images_dir: Path | None = None) -> Path:
+        """Row ``row``'s image: the one checked, else ``<uuid>.jpg`` in ``images_dir``."""
+        if self.image_paths is not None:
+            return self.image_paths[row]
+        if images_dir is None:
+            raise ValueError("These labels were read without their images: name the folder.")
+        return image_path(images_dir=images_dir, uuid=self.uuids[row])
+
 
 def _listed(values: list[str]) -> str:
     shown = ", ".join(values[:_LISTED])
@@ -235,6 +243,21 @@ def data_source(*, data: Path, images: Path | None = None) -> DataSource:
     data_path = data / "data.parquet" if data.is_dir() else data
     images_dir = Path(images) if images is not None else data_path.parent / "images"
     return DataSource(data_path=data_path, images_dir=images_dir)
+
+
+def data_sources(*, data: list[Path], images: list[Path] | None = None) -> list[DataSource]:
+    """The data sets of the commands' repeatable ``--data`` and ``--images``: ``images`` given
+    once per data set, in the same order, or not at all. Raises DatasetError otherwise."""
+    images = images or []
+    if images and len(images) != len(data):
+        raise DatasetError(
+            f"{len(data)} --data but {len(images)} --images: give --images once per --data, "
+            "in the same order, or not at all (images/ beside each data.parquet)."
+        )
+    return [
+        data_source(data=path, images=images[index] if images else None)
+        for index, path in enumerate(data)
+    ]
 
 
 def declared_labels(*, source: DataSource) -> tuple[list[str], list[str]] | None:

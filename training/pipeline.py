@@ -14,7 +14,7 @@ from django.conf import settings
 
 from classification.registry.conversion import _tensorflow
 from classification.serving.imaging import image_decode, image_preprocess
-from training.dataset import CATEGORIES, GarmentLabels, image_path
+from training.dataset import CATEGORIES, GarmentLabels
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,7 @@ def dataset_build(
     """
     tf = _tensorflow()
     low, high = (float(bound) for bound in preprocessing["scale"])
-    paths = [
-        str(
-            labels.image_paths[row]
-            if labels.image_paths is not None
-            else image_path(images_dir=images_dir, uuid=labels.uuids[row])
-        )
-        for row in rows
-    ]
+    paths = [str(labels.image(row, images_dir=images_dir)) for row in rows]
     categories = labels.categories[rows]
     one_hot = np.eye(len(CATEGORIES), dtype=np.float32)[categories]
     tags = labels.tags[rows]

@@ -512,3 +512,9 @@ def test_retraining_on_the_original_data_and_the_exported_corrections_registers_
     retrained = ModelVersion.objects.get(name="garments", version=2)
     assert retrained.kind == ModelVersion.Kind.MULTI_TASK
     assert (retrained.labels, retrained.tag_labels) == (CATEGORIES, TAGS)
+    # Its report needs every data set it was trained on: its validation rows are in both.
+    with pytest.raises(CommandError, match="validation rows of the run are in none of the data"):
+        call_command(
+            "evaluate_garment_model", "--data", str(original.root), "--run-dir", str(run_dir),
+            "--output", str(tmp_path / "report"),
+        )  # fmt: skip

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classification.exceptions import ModelRegistrationError
-from training.dataset import data_source
+from training.dataset import data_sources
 from training.exceptions import TrainingError
 from training.services import TrainingConfig, model_train, training_run_register
 
@@ -70,20 +70,12 @@ class Command(BaseCommand):
             seed=options["seed"],  # type: ignore[arg-type]
             weights=options["weights"],  # type: ignore[arg-type]
         )
-        datas: list[Path] = options["data"]  # type: ignore[assignment]
-        images: list[Path] = options["images"] or []  # type: ignore[assignment]
-        if images and len(images) != len(datas):
-            raise CommandError(
-                f"{len(datas)} --data but {len(images)} --images: give --images once per "
-                "--data, in the same order, or not at all (images/ beside each data.parquet)."
-            )
-        sources = [
-            data_source(data=data, images=images[index] if images else None)
-            for index, data in enumerate(datas)
-        ]
         try:
             result = model_train(
-                datasets=sources,
+                datasets=data_sources(
+                    data=options["data"],  # type: ignore[arg-type]
+                    images=options["images"],  # type: ignore[arg-type]
+                ),
                 run_dir=options["run_dir"],  # type: ignore[arg-type]
                 config=config,
                 verbose=1 if int(options["verbosity"]) >= 1 else 0,  # type: ignore[call-overload]
