@@ -14,11 +14,13 @@ says what is wrong in one message.
 """
 
 import io
+import json
 import math
 import re
 import uuid as uuid_lib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -83,9 +85,20 @@ class GarmentLabels:
     categories: np.ndarray  # (N,) int64 indices into CATEGORIES
     tags: np.ndarray  # (N, len(TAGS)) float32, 0 or 1
     colours: list[str]
+    # Each row's image, once checked against an images folder (rows of several data sets come
+    # from several folders); None for labels read without their images.
+    image_paths: list[Path] | None = None
 
     def __len__(self) -> int:
         return len(self.uuids)
+
+    def image(self, row: int, *, images_dir: Path | None = None) -> Path:
+        """Row ``row``'s image: the one checked, else ``<uuid>.jpg`` in ``images_dir``."""
+        if self.image_paths is not None:
+            return self.image_paths[row]
+        if images_dir is None:
+            raise ValueError("These labels were read without their images: name the folder.")
+        return image_path(images_dir=images_dir, uuid=self.uuids[row])
 
 
 def _listed(values: list[str]) -> str:
@@ -202,7 +215,112 @@ def dataset_load(*, data_path: Path, images_dir: Path) -> GarmentLabels:
             f"{len(missing)} of {len(labels)} images are missing from {images_dir}; "
             f"uuids: {_listed(missing)}."
         )
-    return labels
+    return replace(
+        labels, image_paths=[image_path(images_dir=images_dir, uuid=u) for u in labels.uuids]
+    )
+
+
+# --- Several data sets as one (the original data and exported corrections, say) ------------
+
+# A data set may declare its label set beside its data.parquet (an export of feedback does):
+# {"categories": [...], "tags": [...]}. Without one, it has the format's.
+LABELS_FILE = "labels.json"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One data set: its labels file and its images folder."""
+
+    data_path: Path
+    images_dir: Path
+
+
+def data_source(*, data: Path, images: Path | None = None) -> DataSource:
+    """A data set as the commands name it: a folder holding ``data.parquet`` and ``images/``,
+    or a ``data.parquet`` file (its images in ``images`` if given, else in ``images/``
+    beside it)."""
+    data = Path(data)
+    data_path = data / "data.parquet" if data.is_dir() else data
+    images_dir = Path(images) if images is not None else data_path.parent / "images"
+    return DataSource(data_path=data_path, images_dir=images_dir)
+
+
+def data_sources(*, data: list[Path], images: list[Path] | None = None) -> list[DataSource]:
+    """The data sets of the commands' repeatable ``--data`` and ``--images``: ``images`` given
+    once per data set, in the same order, or not at all. Raises DatasetError otherwise."""
+    images = images or []
+    if images and len(images) != len(data):
+        raise DatasetError(
+            f"{len(data)} --data but {len(images)} --images: give --images once per --data, "
+            "in the same order, or not at all (images/ beside each data.parquet)."
+        )
+    return [
+        data_source(data=path, images=images[index] if images else None)
+        for index, path in enumerate(data)
+    ]
+
+
+def declared_labels(*, source: DataSource) -> tuple[list[str], list[str]] | None:
+    """The (categories, tags) a data set declares in its labels.json; None without one.
+    Raises DatasetError when the file cannot be read as such."""
+    path = Path(source.data_path).parent / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        declared: Any = json.loads(path.read_text(encoding="utf-8"))
+        categories, tags = declared["categories"], declared["tags"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(
+            f"{path} is not a label set ({{'categories': [...], 'tags': [...]}}): {exc}"
+        ) from exc
+    if not (isinstance(categories, list) and isinstance(tags, list)):
+        raise DatasetError(f"{path}: 'categories' and 'tags' must be lists of names.")
+    return [str(c) for c in categories], [str(t) for t in tags]
+
+
+def datasets_load(*, sources: list[DataSource]) -> GarmentLabels:
+    """Several data sets as one training set: each checked as ``dataset_load`` checks one, its
+    rows after those of the sets before it.
+
+    Raises DatasetError before any training, naming the set at fault: one whose declared label
+    set (labels.json) is not the garment model's categories and tags, a bad set, or uuids that
+    two sets share (a uuid names one image and one split row).
+    """
+    if not sources:
+        raise DatasetError("No data set was given.")
+    for source in sources:
+        declared = declared_labels(source=source)
+        if declared is not None and (set(declared[0]), set(declared[1])) != (
+            set(CATEGORIES),
+            set(TAGS),
+        ):
+            raise DatasetError(
+                f"The data set {source.data_path} has other labels than the garment model "
+                f"trains on: categories {', '.join(declared[0])} and tags "
+                f"{', '.join(declared[1]) or '(none)'} in its {LABELS_FILE}, against "
+                f"categories {', '.join(CATEGORIES)} and tags {', '.join(TAGS)}. Data sets "
+                "of different label sets cannot be trained on together."
+            )
+    parts = [dataset_load(data_path=s.data_path, images_dir=s.images_dir) for s in sources]
+    if len(parts) == 1:
+        return parts[0]
+    seen: set[str] = set()
+    shared: list[str] = []
+    for part in parts:
+        shared.extend(uuid for uuid in part.uuids if uuid in seen)
+        seen.update(part.uuids)
+    if shared:
+        raise DatasetError(
+            f"{len(shared)} uuid(s) appear in more than one data set: {_listed(shared)}; "
+            "a uuid must name one image."
+        )
+    return GarmentLabels(
+        uuids=[uuid for part in parts for uuid in part.uuids],
+        categories=np.concatenate([part.categories for part in parts]),
+        tags=np.concatenate([part.tags for part in parts]),
+        colours=[colour for part in parts for colour in part.colours],
+        image_paths=[path for part in parts for path in part.image_paths or []],
+    )
 
 
 # --- The generator: a dataset in exactly this format, with what makes real data hard ---------

@@ -12,6 +12,7 @@ import io
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ from training.dataset import (
     CATEGORIES,
     PREDICTION_SCHEMA,
     TAGS,
+    DataSource,
     GarmentLabels,
-    dataset_load,
-    image_path,
+    datasets_load,
 )
+from training.exceptions import TrainingError
 from training.model import single_head_model
 from training.pipeline import _tensorflow, dataset_build
 from training.services import MODEL_FILE, training_summary_read
@@ -106,7 +108,9 @@ def figures_from_predictions(
     }
 
 
-def data_analysis(*, labels: GarmentLabels, images_dir: Path, sample: int = 2000) -> dict:
+def data_analysis(
+    *, labels: GarmentLabels, images_dir: Path | None = None, sample: int = 2000
+) -> dict:
     """Category, colour and tag balance, tag co-occurrence and image sizes (of up to
     ``sample`` images, read from their headers only)."""
     counts = np.bincount(labels.categories, minlength=len(CATEGORIES))
@@ -115,8 +119,8 @@ def data_analysis(*, labels: GarmentLabels, images_dir: Path, sample: int = 2000
         colours[colour] = colours.get(colour, 0) + 1
     tags = labels.tags.astype(np.int64)
     widths, heights = [], []
-    for uuid in labels.uuids[:sample]:
-        with Image.open(image_path(images_dir=images_dir, uuid=uuid)) as image:
+    for row in range(min(sample, len(labels))):
+        with Image.open(labels.image(row, images_dir=images_dir)) as image:
             widths.append(image.width)
             heights.append(image.height)
     per_item = np.bincount(tags.sum(axis=1), minlength=len(TAGS) + 1)
@@ -388,6 +392,12 @@ def validation_predictions_write(
     Raises TrainingError when the run is not finished."""
     summary = training_summary_read(run_dir=run_dir)
     index = {uuid: row for row, uuid in enumerate(labels.uuids)}
+    absent = [uuid for uuid in summary["split"]["validation"] if uuid not in index]
+    if absent:
+        raise TrainingError(
+            f"{len(absent)} validation rows of the run are in none of the data sets given "
+            f"(uuid {absent[0]}, ...): give every data set it was trained on."
+        )
     rows = np.array([index[uuid] for uuid in summary["split"]["validation"]])
     keras = _tensorflow().keras
     model = keras.models.load_model(str(Path(run_dir) / MODEL_FILE))
@@ -416,14 +426,24 @@ def validation_predictions_write(
 
 
 def model_evaluate(
-    *, data_path: Path, images_dir: Path, run_dir: Path, output_dir: Path, latency_runs: int = 20
+    *,
+    run_dir: Path,
+    output_dir: Path,
+    data_path: Path | None = None,
+    images_dir: Path | None = None,
+    datasets: Sequence[DataSource] = (),
+    latency_runs: int = 20,
 ) -> dict:
-    """Evaluate the finished run in ``run_dir`` on its validation split; write
+    """Evaluate the finished run in ``run_dir`` on its validation split, read from
+    ``data_path`` / ``images_dir`` or the data sets it was trained on (``datasets``); write
     ``predictions.parquet``, ``scores.parquet``, ``report.json`` and ``report.html`` into
     ``output_dir``. Returns the report. Raises TrainingError / DatasetError."""
+    if data_path is not None and images_dir is not None:
+        datasets = [DataSource(data_path=Path(data_path), images_dir=Path(images_dir))]
     output_dir = Path(output_dir)
     summary = training_summary_read(run_dir=run_dir)
-    labels = dataset_load(data_path=data_path, images_dir=images_dir)
+    labels = datasets_load(sources=list(datasets))
+    images_dir = datasets[0].images_dir
     model = validation_predictions_write(
         labels=labels, images_dir=images_dir, run_dir=run_dir, output_dir=output_dir
     )
@@ -441,7 +461,7 @@ def model_evaluate(
         "labels": summary["labels"],
         "tag_labels": summary["tag_labels"],
         "tag_thresholds": summary["tag_thresholds"],
-        "data": data_analysis(labels=labels, images_dir=Path(images_dir)),
+        "data": data_analysis(labels=labels),
         "training": {"history": summary["history"], "epoch_seconds": summary["epoch_seconds"]},
         "model": model_figures,
         "costs": model_costs(model=model, input_size=summary["input_size"], runs=latency_runs),
@@ -449,10 +469,7 @@ def model_evaluate(
     examples: dict[str, list] = {}
     for category_index, category in enumerate(CATEGORIES):
         found = np.flatnonzero(labels.categories == category_index)[:6]
-        examples[category] = [
-            np.asarray(Image.open(image_path(images_dir=Path(images_dir), uuid=labels.uuids[r])))
-            for r in found
-        ]
+        examples[category] = [np.asarray(Image.open(labels.image(int(r)))) for r in found]
     plots = _plots(
         analysis=report["data"], summary=summary, model_figures=model_figures, examples=examples
     )

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from classification.registry.conversion import _tensorflow
 from classification.serving.imaging import image_decode, image_preprocess
-from training.dataset import CATEGORIES, GarmentLabels, image_path
+from training.dataset import CATEGORIES, GarmentLabels
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,9 @@ def dataset_build(
 ) -> Any:
     """A tf.data dataset of (image, {"category": one-hot, "tags": 0/1}) batches.
 
+    Each row's image is the one ``labels`` checked (``image_paths``), else ``<uuid>.jpg`` in
+    ``images_dir``.
+
     Images are decoded and preprocessed once (cached in memory, or in ``cache_dir`` for data
     larger than memory should hold), then shuffled and augmented per epoch: mirrored,
     brightness and contrast jittered within the preprocessing's range, and zoomed a little.
@@ -125,7 +128,7 @@ def dataset_build(
     """
     tf = _tensorflow()
     low, high = (float(bound) for bound in preprocessing["scale"])
-    paths = [str(image_path(images_dir=images_dir, uuid=labels.uuids[row])) for row in rows]
+    paths = [str(labels.image(row, images_dir=images_dir)) for row in rows]
     categories = labels.categories[rows]
     one_hot = np.eye(len(CATEGORIES), dtype=np.float32)[categories]
     tags = labels.tags[rows]

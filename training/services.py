@@ -13,7 +13,7 @@ import logging
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 from classification.models import ModelVersion
 from classification.registry.multi_task import multi_task_version_register
 from training import figures
-from training.dataset import CATEGORIES, TAGS, GarmentLabels, dataset_load
+from training.dataset import CATEGORIES, TAGS, DataSource, GarmentLabels, datasets_load
 from training.exceptions import TrainingError
 from training.model import (
     PREPROCESSING,
@@ -172,16 +172,19 @@ def _split_from_state(labels: GarmentLabels, state: dict) -> Split:
 
 def model_train(
     *,
-    data_path: Path,
-    images_dir: Path,
     run_dir: Path,
+    data_path: Path | None = None,
+    images_dir: Path | None = None,
+    datasets: Sequence[DataSource] = (),
     config: TrainingConfig | None = None,
     verbose: int = 1,
     echo: Any = print,
 ) -> TrainingResult:
-    """Train the multi-task model on ``data_path`` / ``images_dir`` into ``run_dir``.
+    """Train the multi-task model on ``data_path`` / ``images_dir``, or on several data sets
+    concatenated (``datasets``, in order), into ``run_dir``.
 
-    The data is checked first (DatasetError before any training). Phase one trains the heads on
+    The data is checked first (DatasetError before any training; several sets must declare the
+    same categories and tags and share no uuid: ``datasets_load``). Phase one trains the heads on
     the frozen ImageNet backbone, phase two fine-tunes the backbone's top blocks; each stops
     early on the validation loss and keeps its best weights. Per-tag thresholds are then tuned
     on the validation split for the best F1. A run folder that holds an unfinished run
@@ -190,9 +193,13 @@ def model_train(
     weights, resumed or not. ``verbose`` is Keras' (1: progress bars); ``echo`` prints the
     per-epoch lines.
     """
+    if (data_path is None) != (images_dir is None) or bool(datasets) == (data_path is not None):
+        raise TypeError("Give data_path and images_dir, or datasets.")
+    if data_path is not None and images_dir is not None:
+        datasets = [DataSource(data_path=Path(data_path), images_dir=Path(images_dir))]
+    labels = datasets_load(sources=list(datasets))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    labels = dataset_load(data_path=data_path, images_dir=images_dir)
     state = _state_read(run_dir)
     if state is None:
         config = config or TrainingConfig()
@@ -221,7 +228,7 @@ def model_train(
         return _phases_train(
             labels=labels,
             split=split,
-            images_dir=Path(images_dir),
+            images_dir=datasets[0].images_dir,  # each row's image is in labels.image_paths
             run_dir=run_dir,
             config=config,
             state=state,

@@ -1,5 +1,7 @@
 """The garment data format: the generator writes it exactly, bad inputs fail before training."""
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -11,8 +13,10 @@ from training.dataset import (
     COLOURS,
     DATA_COLUMNS,
     TAGS,
+    data_source,
     dataset_generate,
     dataset_load,
+    datasets_load,
     labels_read,
 )
 from training.exceptions import DatasetError
@@ -117,3 +121,46 @@ def test_training_refuses_bad_data_before_it_starts(tmp_path, small_dataset):
         )  # fmt: skip
     columns = set(DATA_COLUMNS)
     assert columns == {"uuid", "cc3", "color1", "polka dot", "floral", "checker"}
+
+
+def test_several_data_sets_load_as_one_in_order(small_dataset, tmp_path):
+    other = dataset_generate(output_dir=tmp_path / "other", count=7, image_size=40, seed=2)
+    (other.root / "labels.json").write_text(json.dumps({"categories": CATEGORIES, "tags": TAGS}))
+    # A folder, or a data.parquet with its images named (the command's two forms).
+    sources = [
+        data_source(data=small_dataset.root),
+        data_source(data=other.data_path, images=other.images_dir),
+    ]
+    labels = datasets_load(sources=sources)
+    first = dataset_load(data_path=small_dataset.data_path, images_dir=small_dataset.images_dir)
+    second = dataset_load(data_path=other.data_path, images_dir=other.images_dir)
+    assert labels.uuids == first.uuids + second.uuids
+    assert labels.categories.tolist() == first.categories.tolist() + second.categories.tolist()
+    assert labels.tags.tolist() == first.tags.tolist() + second.tags.tolist()
+    assert labels.image_paths == [
+        *(small_dataset.images_dir / f"{uuid}.jpg" for uuid in first.uuids),
+        *(other.images_dir / f"{uuid}.jpg" for uuid in second.uuids),
+    ]
+
+
+def test_data_sets_that_disagree_are_refused_before_training(small_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    twice = ["--data", str(small_dataset.root), "--data", str(small_dataset.data_path)]
+    with pytest.raises(CommandError, match="60 uuid\\(s\\) appear in more than one data set"):
+        call_command("train_garment_model", *twice, "--run-dir", str(run_dir))
+    with pytest.raises(CommandError, match="2 --data but 1 --images"):
+        call_command(
+            "train_garment_model", *twice, "--images", str(small_dataset.images_dir),
+            "--run-dir", str(run_dir),
+        )  # fmt: skip
+    other = dataset_generate(output_dir=tmp_path / "other", count=4, image_size=40, seed=2)
+    declared = {"categories": [*CATEGORIES, "JEANS"], "tags": TAGS}
+    (other.root / "labels.json").write_text(json.dumps(declared))
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "train_garment_model", "--data", str(small_dataset.root), "--data", str(other.root),
+            "--run-dir", str(run_dir),
+        )  # fmt: skip
+    assert f"The data set {other.data_path} has other labels" in str(refused.value)
+    assert "SHIRTS, TANK_TOPS, JEANS and tags polka dot, floral, checker" in str(refused.value)
+    assert not run_dir.exists()

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from training.dataset import data_sources
 from training.evaluation import REPORT_HTML, REPORT_JSON, model_evaluate
 from training.exceptions import TrainingError
 
@@ -13,16 +14,31 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--data", type=Path, required=True, help="data.parquet")
-        parser.add_argument("--images", type=Path, required=True, help="The images folder.")
+        parser.add_argument(
+            "--data",
+            type=Path,
+            action="append",
+            required=True,
+            help="A data set the run was trained on: a folder holding data.parquet and "
+            "images/, or a data.parquet file; repeat it as the training did.",
+        )
+        parser.add_argument(
+            "--images",
+            type=Path,
+            action="append",
+            help="The images folder of a data.parquet: once per --data, in the same order "
+            "(default: images/ beside each data.parquet).",
+        )
         parser.add_argument("--run-dir", type=Path, required=True)
         parser.add_argument("--output", type=Path, required=True, help="The report's folder.")
 
     def handle(self, *args: object, **options: object) -> None:
         try:
             report = model_evaluate(
-                data_path=options["data"],  # type: ignore[arg-type]
-                images_dir=options["images"],  # type: ignore[arg-type]
+                datasets=data_sources(
+                    data=options["data"],  # type: ignore[arg-type]
+                    images=options["images"],  # type: ignore[arg-type]
+                ),
                 run_dir=options["run_dir"],  # type: ignore[arg-type]
                 output_dir=options["output"],  # type: ignore[arg-type]
             )

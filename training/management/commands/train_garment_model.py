@@ -3,20 +3,38 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classification.exceptions import ModelRegistrationError
+from training.dataset import data_sources
 from training.exceptions import TrainingError
 from training.services import TrainingConfig, model_train, training_run_register
 
 
 class Command(BaseCommand):
     help = (
-        "Train the multi-task garment model (category + pattern tags) on data.parquet and an "
-        "images folder; rerun on the same --run-dir to resume. --register NAME registers it."
+        "Train the multi-task garment model (category + pattern tags) on one or more data sets "
+        "(data.parquet and an images folder each); rerun on the same --run-dir to resume. "
+        "--register NAME registers it."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         defaults = TrainingConfig()
-        parser.add_argument("--data", type=Path, required=True, help="data.parquet")
-        parser.add_argument("--images", type=Path, required=True, help="The images folder.")
+        parser.add_argument(
+            "--data",
+            type=Path,
+            action="append",
+            required=True,
+            metavar="DATA",
+            help="A data set: a folder holding data.parquet and images/, or a data.parquet "
+            "file. Repeat it to train on several data sets at once (concatenated in order; "
+            "they must have the same categories and tags and share no uuid).",
+        )
+        parser.add_argument(
+            "--images",
+            type=Path,
+            action="append",
+            metavar="DIR",
+            help="The images folder of a data.parquet: once per --data, in the same order "
+            "(default: images/ beside each data.parquet).",
+        )
         parser.add_argument("--run-dir", type=Path, required=True)
         parser.add_argument("--input-size", type=int, default=defaults.input_size)
         parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -54,8 +72,10 @@ class Command(BaseCommand):
         )
         try:
             result = model_train(
-                data_path=options["data"],  # type: ignore[arg-type]
-                images_dir=options["images"],  # type: ignore[arg-type]
+                datasets=data_sources(
+                    data=options["data"],  # type: ignore[arg-type]
+                    images=options["images"],  # type: ignore[arg-type]
+                ),
                 run_dir=options["run_dir"],  # type: ignore[arg-type]
                 config=config,
                 verbose=1 if int(options["verbosity"]) >= 1 else 0,  # type: ignore[call-overload]
