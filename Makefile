@@ -112,7 +112,7 @@ docs: $(VENV)/.requirements-test
 
 # The browser tests that take the site's pictures, writing them to docs/img/.
 screenshots: $(VENV)/.requirements-test chromium
-	DOCS_SCREENSHOTS=1 $(PY) -m pytest -q -k documentation_picture tests/classification/test_upload_page.py tests/reporting/test_admin_statistics_page.py
+	DOCS_SCREENSHOTS=1 $(PY) -m pytest -q -k documentation_picture tests/classification/test_upload_page.py tests/reporting/test_admin_statistics_page.py tests/ground_truth/test_accuracy_page_browser.py
 
 # Re-pin requirements.txt after editing requirements.in (in a scratch virtual environment).
 # requirements-nodeps.txt is pinned by hand: its packages' own pins are what --no-deps avoids.

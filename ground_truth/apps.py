@@ -9,8 +9,12 @@ class GroundTruthConfig(AppConfig):
     verbose_name = "Ground truth"
 
     def ready(self) -> None:
+        from core.metrics import scrape_collector_register
         from core.openapi import schema_exactly_one_of_register
+        from ground_truth import statistics_admin  # noqa: F401 (registers the statistics page)
+        from ground_truth.metrics import ground_truth_collector
 
+        scrape_collector_register(ground_truth_collector)
         # The answer is named by its request id or by its image (with the model's name): the
         # serializer checks it in code, which the schema cannot see.
         for component in ("GiveFeedbackRequest", "GiveFeedbackJsonRequest"):

@@ -126,3 +126,12 @@ class PromotionDecision(models.Model):
     def __str__(self) -> str:
         verdict = "forced" if self.forced else ("allowed" if self.allowed else "refused")
         return f"{self.model_version}: promotion {verdict}"
+
+
+class Statistics(Feedback):
+    """No table of its own: the admin's ground truth statistics page (live accuracy per model
+    version, shadow evaluation), listed in the admin index under this app."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "statistics"
