@@ -24,8 +24,8 @@
   const modelsUrl = root.dataset.modelsUrl;
   const HINT = hint.textContent;
   const MAX_OPTIONS = 50; // a 1000-label model: the first 50 matches, and a count of the rest
-  // The request log is written off the request thread (in bulk, a fraction of a second later):
-  // feedback sent at once may find no row yet, so request_not_found is tried once more.
+  // The request log is written off the request thread, in bulk, by the worker that answered:
+  // feedback reaching another worker at once may find no row yet, so it is tried once more.
   const RETRY_NOT_FOUND_MS = 1000;
 
   let answer = null; // the entry upload.js announced: {data, requestId, image, labels, ...}
@@ -259,23 +259,24 @@
   }
 
   // ---- sending
-  function requestBody(fields) {
-    const image = answer.image;
-    if (!image) return { body: JSON.stringify(fields), json: true };
-    const form = new FormData();
-    for (const [key, value] of Object.entries(fields)) {
-      if (Array.isArray(value)) value.forEach((item) => form.append(key, item));
-      else form.append(key, String(value));
-    }
-    form.append("image", image.blob, image.filename);
-    return { body: form, json: false };
+  // JSON, with the image as base64: a multipart form cannot say "no tags" (an empty list).
+  function dataUrl(blob) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
   }
 
-  async function post(fields) {
-    const { body, json } = requestBody(fields);
-    const headers = { "X-CSRFToken": csrfToken(), Accept: "application/json" };
-    if (json) headers["Content-Type"] = "application/json";
-    const response = await fetch(feedbackUrl, { method: "POST", body, headers, credentials: "same-origin" });
+  async function post(fields, image) {
+    const body = image ? { ...fields, image_base64: await dataUrl(image) } : fields;
+    const response = await fetch(feedbackUrl, {
+      method: "POST",
+      body: JSON.stringify(body),
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json", "Content-Type": "application/json" },
+      credentials: "same-origin",
+    });
     let error = null;
     if (!response.ok) {
       error = { code: "", message: "" };
@@ -297,11 +298,11 @@
     root.setAttribute("aria-busy", "true");
     say("Sending…", "");
     try {
-      let { response, error } = await post(fields);
+      let { response, error } = await post(fields, entry.image);
       if (error && error.code === "request_not_found") {
         await sleep(RETRY_NOT_FOUND_MS);
         if (mine !== generation) return false;
-        ({ response, error } = await post(fields));
+        ({ response, error } = await post(fields, entry.image));
       }
       if (mine !== generation) return false;
       if (error) {

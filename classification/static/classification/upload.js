@@ -447,7 +447,7 @@
       thumbnail: URL.createObjectURL(upload.blob),
       name,
       sent: sentText(upload),
-      image: { blob: upload.blob, filename }, // sent again with feedback, so it can be kept
+      image: upload.blob, // sent again with feedback, so it can be kept
       labels,
     });
   }
