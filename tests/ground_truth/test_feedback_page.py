@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from playwright.sync_api import Browser, Page, expect
 
 from classification.registry.sources.tiny_clip import square_image
@@ -26,6 +27,13 @@ from tests.support.images import encode, noise_image
 from tests.support.models import TINY_LABELS, TINY_TAG_LABELS
 
 STAFF_PASSWORD = "pw-staff-feedback-1"
+
+
+@pytest.fixture(autouse=True)
+def _feedback_images(settings, tmp_path: Path) -> Path:
+    """Images sent with feedback are kept in this test's own folder."""
+    settings.FEEDBACK_IMAGE_DIR = tmp_path / "feedback-images"
+    return settings.FEEDBACK_IMAGE_DIR
 
 
 @pytest.fixture
@@ -59,7 +67,8 @@ def _classify(page: Page, path: Path) -> str:
 
 
 def _sign_in_as_staff(page: Page, live_server) -> None:
-    get_user_model().objects.create_user("alice", password=STAFF_PASSWORD, is_staff=True)
+    staff = get_user_model().objects.create_user("alice", password=STAFF_PASSWORD, is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_feedback"))
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill(STAFF_PASSWORD)
@@ -69,14 +78,19 @@ def _sign_in_as_staff(page: Page, live_server) -> None:
     ).to_be_visible()
 
 
-def _feedback_count(page: Page, live_server) -> int:
-    """How much feedback the staff's page says the service has."""
-    page.goto(f"{live_server.url}/admin/ground_truth/feedback/")
-    counter = page.locator("#changelist-form .paginator")
-    expect(counter).to_contain_text("feedback")
-    match = re.search(r"(\d+) feedback", counter.text_content() or "")
-    assert match, counter.text_content()
-    return int(match.group(1))
+def _statistics(page: Page, live_server, version: str) -> tuple[int, list[list[str]]]:
+    """What the ground-truth statistics page says of a version: its counted feedback, and its
+    confusions (true label, answered, count)."""
+    page.goto(f"{live_server.url}/admin/ground_truth/statistics/")
+    accuracy = page.locator("table", has=page.get_by_text(f"{version}: accuracy from feedback"))
+    counted = accuracy.get_by_role("row", name="counted").get_by_role("cell")
+    confusions = page.locator("table", has=page.get_by_text(f"{version}: top confusions"))
+    rows = [
+        row.locator("th, td").all_text_contents()
+        for row in confusions.locator("tbody tr").all()
+        if row.locator("th").count()
+    ]
+    return int(counted.first.text_content() or ""), rows
 
 
 def _tab_to(page: Page, element_id: str, *, limit: int = 30) -> list[str]:
@@ -95,7 +109,7 @@ def test_a_wrong_answer_corrected_from_the_list_is_stored_and_counted_for_staff(
     page, live_server, tiny_model, photo
 ):
     _sign_in_as_staff(page, live_server)
-    before = _feedback_count(page, live_server)
+    assert _statistics(page, live_server, "tiny v1") == (0, [])
     watch = CspWatch(page)
     page.goto(f"{live_server.url}/")
 
@@ -120,7 +134,8 @@ def test_a_wrong_answer_corrected_from_the_list_is_stored_and_counted_for_staff(
     assert feedback.image  # the page sent the uploaded image along, and it was kept
     assert watch.violations() == []
 
-    assert _feedback_count(page, live_server) == before + 1
+    # The staff's statistics page counts it, and shows the confusion.
+    assert _statistics(page, live_server, "tiny v1") == (1, [[right, predicted, "1"]])
 
 
 def test_a_keyboard_alone_says_yes_then_corrects_it_and_the_second_replaces_the_first(
@@ -147,6 +162,7 @@ def test_a_keyboard_alone_says_yes_then_corrects_it_and_the_second_replaces_the_
     expect(page.locator("#feedback-no")).to_have_attribute("aria-expanded", "true")
     right = next(label for label in TINY_LABELS if label != predicted)
     page.keyboard.type(right[0])
+    expect(page.get_by_role("option").first).to_be_visible()
     page.keyboard.press("ArrowDown")
     expect(search).to_have_attribute("aria-activedescendant", "feedback-option-0")
     expect(page.locator("#feedback-option-0")).to_have_attribute("aria-selected", "true")
@@ -179,7 +195,7 @@ def test_a_new_answer_resets_the_control_and_the_history_remembers_what_was_said
     _classify(page, photo("second.jpg"))
     expect(page.locator("#feedback-correction")).to_be_hidden()
     expect(page.locator("#feedback-no")).to_have_attribute("aria-expanded", "false")
-    expect(status).to_have_text("")
+    expect(page.locator("#feedback-status")).to_be_empty()
 
     page.locator("#history li").last.get_by_role("button").click()  # the first answer again
     expect(status).to_have_text(f"Thanks! You said {predicted} is right.")

@@ -233,7 +233,7 @@
     delete input.dataset.label;
     hint.textContent = "Loading the labels…";
     input.focus();
-    const labels = await labelsFor(answer);
+    const labels = await answer.choices;
     if (mine !== generation) return;
     choices = labels;
     hint.textContent = HINT;
@@ -256,6 +256,9 @@
     say(answer && answer.feedbackSaid ? answer.feedbackSaid : "", answer && answer.feedbackSaid ? "ok" : "");
     // An answer without a request id (an old proxy dropping the header) cannot be named.
     root.hidden = !(answer && answer.requestId);
+    choices = [];
+    // Fetched now, so the list is ready when "No" is chosen.
+    if (!root.hidden && !answer.choices) answer.choices = labelsFor(answer);
   }
 
   // ---- sending
