@@ -21,7 +21,12 @@ from tests.classification.conftest import (  # noqa: F401 (fixtures)
     tiny_clip_preset,
     zero_shot_model,
 )
-from tests.classification.test_upload_page import DESKTOP, browser  # noqa: F401 (a fixture)
+from tests.classification.test_upload_page import (  # noqa: F401 (browser: a fixture)
+    ARTIFACTS,
+    DESKTOP,
+    PHONE,
+    browser,
+)
 from tests.support.csp import CspWatch
 from tests.support.images import encode, noise_image
 from tests.support.models import TINY_LABELS, TINY_TAG_LABELS
@@ -201,6 +206,24 @@ def test_a_new_answer_resets_the_control_and_the_history_remembers_what_was_said
     expect(status).to_have_text(f"Thanks! You said {predicted} is right.")
 
 
+def test_at_375_px_the_open_list_fits_the_screen(browser, live_server, tiny_model, photo):  # noqa: F811
+    context = browser.new_context(viewport=PHONE)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server.url}/")
+        _classify(page, photo("phone.jpg"))
+        page.get_by_role("button", name="No, it is…").click()
+        expect(page.get_by_role("option")).to_have_count(len(TINY_LABELS))
+        assert page.evaluate(
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "phone-feedback.png", full_page=True)
+    finally:
+        context.close()
+
+
 def test_a_label_not_in_the_list_is_refused_on_the_page(page, live_server, tiny_model, photo):
     page.goto(f"{live_server.url}/")
     _classify(page, photo())
@@ -286,8 +309,18 @@ def test_a_zero_shot_answer_offers_the_labels_the_request_sent(
     assert (feedback.correct, feedback.label) == (False, "blue square")
 
 
-def test_the_page_asks_right_only_where_the_feedback_api_is_routed(client, db, tiny_model):
+def test_the_page_asks_right_only_where_the_feedback_api_is_routed(
+    client, db, tiny_model, settings
+):
     body = client.get("/").content.decode()
     assert 'data-feedback-url="/feedback"' in body
     assert 'data-models-url="/models"' in body
     assert "classification/feedback.js" in body
+
+    settings.ROOT_URLCONF = "tests.ground_truth.urls_without_feedback"
+    response = client.get("/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="feedback"' not in body
+    assert "feedback.js" not in body
+    assert 'id="result"' in body  # the rest of the page is as before
