@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from classification.registry.sources.tiny_clip import square_image
@@ -17,19 +18,22 @@ from ground_truth.models import Feedback
 from reporting.models import RequestLog
 from tests.classification.conftest import (  # noqa: F401 (fixtures)
     _zero_shot_registrations,
+    lite0_source,
     register_zero_shot,
     tiny_clip_preset,
     zero_shot_model,
 )
-from tests.classification.test_upload_page import (  # noqa: F401 (browser: a fixture)
+from tests.classification.test_upload_page import (  # noqa: F401 (browser, default_model: fixtures)
     ARTIFACTS,
     DESKTOP,
     PHONE,
     browser,
+    default_model,
 )
 from tests.support.csp import CspWatch
 from tests.support.images import encode, noise_image
 from tests.support.models import TINY_LABELS, TINY_TAG_LABELS
+from tests.support.pictures import documentation_picture
 
 STAFF_PASSWORD = "pw-staff-feedback-1"
 
@@ -324,3 +328,24 @@ def test_the_page_asks_right_only_where_the_feedback_api_is_routed(
     assert 'id="feedback"' not in body
     assert "feedback.js" not in body
     assert 'id="result"' in body  # the rest of the page is as before
+
+
+@pytest.mark.slow
+def test_the_documentation_picture_of_a_photo_corrected_from_the_list(
+    page,
+    live_server,
+    default_model,  # noqa: F811
+    tmp_path,
+):
+    from skimage import data
+
+    coffee = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).save(coffee)
+    page.goto(f"{live_server.url}/")
+    assert _classify(page, coffee) == "espresso"
+
+    page.get_by_role("button", name="No, it is…").click()
+    page.get_by_role("combobox", name="The right label").press_sequentially("cup")
+    expect(page.get_by_role("option", name="cup", exact=True)).to_be_visible()
+    page.keyboard.press("ArrowDown")
+    documentation_picture(page, "upload-page-feedback")
