@@ -23,12 +23,13 @@ from tests.classification.conftest import (  # noqa: F401 (fixtures)
     tiny_clip_preset,
     zero_shot_model,
 )
-from tests.classification.test_upload_page import (  # noqa: F401 (browser, default_model: fixtures)
+from tests.classification.test_upload_page import (  # noqa: F401 (browser, default_model, image_server: fixtures)
     ARTIFACTS,
     DESKTOP,
     PHONE,
     browser,
     default_model,
+    image_server,
 )
 from tests.support.csp import CspWatch
 from tests.support.images import encode, noise_image
@@ -226,6 +227,31 @@ def test_at_375_px_the_open_list_fits_the_screen(browser, live_server, tiny_mode
         page.screenshot(path=ARTIFACTS / "phone-feedback.png", full_page=True)
     finally:
         context.close()
+
+
+def test_an_answer_to_an_image_address_gets_feedback_without_an_image(
+    page,
+    live_server,
+    tiny_model,
+    image_server,  # noqa: F811
+    tmp_path,
+    settings,
+):
+    settings.IMAGE_FETCH_PRIVATE_ALLOWLIST = ["127.0.0.0/8"]
+    (tmp_path / "served" / "bird.png").write_bytes(
+        encode(noise_image(size=(80, 60), seed=secrets.randbits(32)), "PNG")
+    )
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Or an image address (URL)").fill(f"{image_server}/bird.png")
+    page.get_by_role("button", name="Classify").click()
+    expect(page.get_by_role("group", name="Right?")).to_be_visible()
+    expect(page.locator("#feedback-privacy")).to_have_text("Your answer helps improve the model.")
+
+    page.get_by_role("button", name="Yes").click()
+
+    expect(page.get_by_role("status")).to_contain_text("Thanks!")
+    feedback = Feedback.objects.get()
+    assert (feedback.correct, feedback.image) == (True, "")
 
 
 def test_a_label_not_in_the_list_is_refused_on_the_page(page, live_server, tiny_model, photo):

@@ -20,6 +20,8 @@
   const tagList = $("feedback-tag-list");
   const cancelButton = $("feedback-cancel");
   const statusLine = $("feedback-status");
+  const privacy = $("feedback-privacy");
+  const PRIVACY = privacy.textContent;
   const feedbackUrl = root.dataset.feedbackUrl;
   const modelsUrl = root.dataset.modelsUrl;
   const HINT = hint.textContent;
@@ -256,6 +258,8 @@
     say(answer && answer.feedbackSaid ? answer.feedbackSaid : "", answer && answer.feedbackSaid ? "ok" : "");
     // An answer without a request id (an old proxy dropping the header) cannot be named.
     root.hidden = !(answer && answer.requestId);
+    // An image address leaves no bytes on the page: its feedback goes without an image.
+    privacy.textContent = answer && !answer.image ? "Your answer helps improve the model." : PRIVACY;
     choices = [];
     // Fetched now, so the list is ready when "No" is chosen.
     if (!root.hidden && !answer.choices) answer.choices = labelsFor(answer);
