@@ -16,13 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from classification.registry.sources.tiny_clip import square_image
 from ground_truth.models import Feedback
 from reporting.models import RequestLog
-from tests.classification.conftest import (  # noqa: F401 (fixtures)
-    _zero_shot_registrations,
-    lite0_source,
-    register_zero_shot,
-    tiny_clip_preset,
-    zero_shot_model,
-)
+from tests.classification.conftest import lite0_source  # noqa: F401 (a fixture)
 from tests.classification.test_upload_page import (  # noqa: F401 (browser, default_model, image_server: fixtures)
     ARTIFACTS,
     DESKTOP,
@@ -315,7 +309,7 @@ def test_a_multi_task_answer_is_corrected_with_its_category_and_tag_toggles(
 def test_a_zero_shot_answer_offers_the_labels_the_request_sent(
     page,
     live_server,
-    zero_shot_model,  # noqa: F811
+    zero_shot_model,
     tmp_path,
 ):
     red = tmp_path / "red.png"
