@@ -2,6 +2,8 @@
 shadow predictions and promotion decisions are read-only."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from ground_truth.models import Feedback, PromotionDecision, ShadowPrediction

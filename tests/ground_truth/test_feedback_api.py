@@ -119,6 +119,8 @@ def test_multi_task_feedback_gives_the_category_and_the_tags(multi_task_version)
     body = response.json()
     assert (body["label"], body["tags"]) == ("green", ["cool"])
     assert body["predicted_tags"] == ["warm"]
+    accuracy = feedback_accuracy(model_version=multi_task_version)
+    assert (accuracy.successes, accuracy.n) == (0, 1)
 
 
 def test_multi_task_refusals_name_the_tags(multi_task_version):
