@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
@@ -42,6 +42,15 @@ class ModelChoice:
         )
 
 
+def _feedback_url() -> str:
+    """POST /feedback, named by the URLconf (classification imports no other app); "" where no
+    app routes it, and the page then asks nothing."""
+    try:
+        return reverse("ground_truth:feedback")
+    except NoReverseMatch:
+        return ""
+
+
 @require_safe
 @ensure_csrf_cookie
 def upload_page(request: HttpRequest) -> HttpResponse:
@@ -57,5 +66,9 @@ def upload_page(request: HttpRequest) -> HttpResponse:
         "default_model": selectors.model_default_name(),
         # Staff see a link to the request statistics (an admin page of the reporting app).
         "admin_statistics_url": reverse("admin:reporting_requestlog_statistics"),
+        # "Right?" under each answer posts to the ground-truth app's feedback API and reads the
+        # answering version's labels from GET /models.
+        "feedback_url": _feedback_url(),
+        "models_url": reverse("classification:models"),
     }
     return render(request, "classification/upload.html", context)

@@ -145,7 +145,14 @@
     });
   }
 
-  function renderResult(data) {
+  // The answer shown (a new one, or one chosen again from the history), for the "Right?"
+  // control below it (feedback.js): its request id, the bytes sent and the labels sent.
+  function announceAnswer(entry) {
+    outcome.dispatchEvent(new CustomEvent("classify:answer", { detail: entry }));
+  }
+
+  function renderResult(entry) {
+    const data = entry.data;
     const predictions = Array.isArray(data.predictions) ? data.predictions : [];
     $("result-label").textContent = humanLabel(data.classification);
     $("result-confidence").textContent = percent(data.confidence);
@@ -180,6 +187,7 @@
     statusLine.textContent =
       `Best match: ${humanLabel(data.classification)}, ${percent(data.confidence)}` +
       (data.cached === true ? " (from cache)." : ".");
+    announceAnswer(entry);
   }
 
   // ---- history: thumbnails with their top label; choosing one shows its result again.
@@ -207,7 +215,7 @@
       clearError();
       showPreview(entry.thumbnail, entry.name);
       showSent(entry.sent);
-      renderResult(entry.data);
+      renderResult(entry);
     });
     item.append(button);
     historyList.prepend(item);
@@ -245,7 +253,7 @@
     return { sentence: `The image could not be classified (error ${response.status}).`, detail: "" };
   }
 
-  async function classify({ body, isJson, thumbnail, name, sent }) {
+  async function classify({ body, isJson, thumbnail, name, sent, image, labels }) {
     if (current) current.controller.abort();
     const controller = new AbortController();
     const id = ++sequence;
@@ -253,6 +261,7 @@
 
     clearError();
     resultBox.hidden = true;
+    outcome.dispatchEvent(new CustomEvent("classify:start"));
     statusLine.classList.remove("visually-hidden");
     showPreview(thumbnail, name);
     showSent(sent);
@@ -278,8 +287,10 @@
       }
       const data = await response.json();
       if (id !== sequence) return;
-      renderResult(data);
-      addToHistory({ data, thumbnail, name, sent });
+      // The request id names this answer to POST /feedback.
+      const entry = { data, thumbnail, name, sent, image, labels, requestId: response.headers.get("X-Request-ID") };
+      renderResult(entry);
+      addToHistory(entry);
       reveal(outcome, "start");
     } catch (error) {
       if (error && error.name === "AbortError") return;
@@ -428,13 +439,16 @@
     data.append("image", upload.blob, filename);
     data.append("top_k", String(topK));
     if (modelChoice) data.append("model", modelChoice.value);
-    for (const label of chosenLabels() || []) data.append("labels", label);
+    const labels = chosenLabels();
+    for (const label of labels || []) data.append("labels", label);
     classify({
       body: data,
       isJson: false,
       thumbnail: URL.createObjectURL(upload.blob),
       name,
       sent: sentText(upload),
+      image: upload.blob, // sent again with feedback, so it can be kept
+      labels,
     });
   }
 
@@ -457,17 +471,20 @@
       urlInput.focus();
       return;
     }
+    const labels = chosenLabels();
     classify({
       body: JSON.stringify({
         image_url: address,
         top_k: topK,
         ...(modelChoice ? { model: modelChoice.value } : {}),
-        ...(chosenLabels() ? { labels: chosenLabels() } : {}),
+        ...(labels ? { labels } : {}),
       }),
       isJson: true,
       thumbnail: address,
       name: address,
       sent: "",
+      image: null, // the service fetched it; the page has no bytes to send again
+      labels,
     });
   }
 
