@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -55,6 +55,9 @@ class ShadowTarget:
     name: str
     version: int
     share: float
+    # The registry row, loaded by the thread: a job sampled while the version was shadowed is
+    # answered even if the version left staging since.
+    model_version: ModelVersion = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,7 @@ class ShadowEvaluator:
                     name=version.name,
                     version=version.version,
                     share=min(1.0, version.shadow_share),
+                    model_version=version,
                 )
             )
         current = {version.pk: version for version in shadowed}
@@ -295,35 +299,35 @@ class ShadowEvaluator:
             connection.close()
 
     def _answer(self, batch: list[ShadowJob]) -> int:
-        rows: list[ShadowPrediction] = []
+        answered: list[tuple[ShadowPrediction, ShadowTarget]] = []
         for job in batch:
             for target in job.targets:
                 row = self._predict(job, target)
                 if row is not None:
-                    rows.append(row)
-        if not rows:
+                    answered.append((row, target))
+        if not answered:
             return 0
         try:
             # A repeated request id (a client's reused X-Request-ID) keeps its first row.
-            ShadowPrediction.objects.bulk_create(rows, ignore_conflicts=True)
+            ShadowPrediction.objects.bulk_create(
+                [row for row, _ in answered], ignore_conflicts=True
+            )
         except Exception as exc:
-            self.failed += len(rows)
-            for row in rows:
-                _count_error(row.shadow_version_id, self._versions, "write")
+            self.failed += len(answered)
+            for _, target in answered:
+                labelled(metrics.SHADOW_ERRORS, target.name, str(target.version), "write").inc()
             shadow_failures.failed(exc)
             return 0
         shadow_failures.recovered()
-        self.written += len(rows)
-        for row in rows:
-            target_version = self._versions.get(row.shadow_version_id)
-            if target_version is not None:
-                labelled(
-                    metrics.SHADOW_PREDICTIONS,
-                    target_version.name,
-                    str(target_version.version),
-                    str(row.agrees).lower(),
-                ).inc()
-        return len(rows)
+        self.written += len(answered)
+        for row, target in answered:
+            labelled(
+                metrics.SHADOW_PREDICTIONS,
+                target.name,
+                str(target.version),
+                str(row.agrees).lower(),
+            ).inc()
+        return len(answered)
 
     def _predict(self, job: ShadowJob, target: ShadowTarget) -> ShadowPrediction | None:
         model = self._model(target)
@@ -360,29 +364,22 @@ class ShadowEvaluator:
         model = self._models.get(target.version_id)
         if model is not None:
             return model
-        version = self._versions.get(target.version_id)
-        if version is None or target.version_id in self._failed_loads:
+        if target.version_id in self._failed_loads:
             return None
         try:
-            model = serving_model_load(version)
+            model = serving_model_load(target.model_version)
         except (ModelRegistrationError, OSError) as exc:
             self._failed_loads.add(target.version_id)  # logged once, tried again on a change
-            logger.error("Cannot load shadowed %s: %s", version, exc)
+            logger.error("Cannot load shadowed %s: %s", target.model_version, exc)
             return None
         self._models[target.version_id] = model
-        logger.info("Shadowing %s (loaded in %.3f s)", version, model.load_seconds)
+        logger.info("Shadowing %s (loaded in %.3f s)", target.model_version, model.load_seconds)
         return model
 
 
 def _count_dropped(job: ShadowJob) -> None:
     for target in job.targets:
         labelled(metrics.SHADOW_DROPPED, target.name, str(target.version)).inc()
-
-
-def _count_error(version_id: int, versions: Mapping[int, ModelVersion], reason: str) -> None:
-    version = versions.get(version_id)
-    if version is not None:
-        labelled(metrics.SHADOW_ERRORS, version.name, str(version.version), reason).inc()
 
 
 _evaluator = ShadowEvaluator()
