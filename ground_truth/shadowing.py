@@ -17,6 +17,7 @@ sampled.
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -279,6 +280,11 @@ class ShadowEvaluator:
         return written
 
     def _run(self) -> None:
+        # The lowest CPU priority for this thread alone (Linux: a thread id is a process id to
+        # setpriority): on a busy worker the request threads get the cores and the queue fills
+        # and drops, instead of shadow inference slowing the answers.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while True:
             with self._lock:
                 if not self._jobs and not self._stopping:
