@@ -3,13 +3,13 @@ off the request path, and their answers are stored beside production's.
 
 The request thread only samples and queues (``shadow_on_answer``, the receiver of
 ``classify_request_answered``): it reads an in-memory list of the shadowed versions, draws,
-and appends the image bytes it already holds to a bounded queue; a full queue drops the image
-(``classifier_shadow_dropped_total``), never waits. One thread per worker process
-(``ShadowEvaluator``, started and stopped by the worker hooks) refreshes that list from the
-registry at most every MODEL_REFRESH_SECONDS, loads each shadowed version once, runs the image
-through the version's own decode and preprocessing, and inserts the ShadowPrediction rows in
-bulk. Its failures (an undecodable image, a version that will not load, the database) are
-counted and logged, never raised into a request.
+and appends the image bytes it already holds to a bounded queue; a full queue (or one holding
+SHADOW_QUEUE_MAX_BYTES) drops the image (``classifier_shadow_dropped_total``), never waits.
+One thread per worker process (``ShadowEvaluator``, started and stopped by the worker hooks)
+refreshes that list from the registry at most every MODEL_REFRESH_SECONDS, loads each shadowed
+version once, runs the image through the version's own decode and preprocessing, and inserts
+the ShadowPrediction rows in bulk. Its failures (an undecodable image, a version that will not
+load, the database) are counted and logged, never raised into a request.
 
 Without a running evaluator (management commands, tests that do not open one) nothing is
 sampled.
@@ -87,6 +87,7 @@ class ShadowEvaluator:
 
     def __init__(self) -> None:
         self._jobs: deque[ShadowJob] = deque()
+        self._bytes = 0  # of the queued images
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -146,13 +147,16 @@ class ShadowEvaluator:
             targets=drawn,
         )
         with self._lock:
-            if len(self._jobs) >= self.capacity:
+            full = (
+                len(self._jobs) >= self.capacity
+                or self._bytes + len(image) > settings.SHADOW_QUEUE_MAX_BYTES
+            )
+            if full:
                 self.dropped += 1
-                full = True
             else:
                 self._jobs.append(job)
+                self._bytes += len(image)
                 self.queued += 1
-                full = False
                 if len(self._jobs) == 1:
                     self._wake.notify()
         if full:
@@ -206,6 +210,7 @@ class ShadowEvaluator:
         with self._lock:
             rest = list(self._jobs)
             self._jobs.clear()
+            self._bytes = 0
             self._thread = None
             self._open = False
         for job in rest:
@@ -271,6 +276,7 @@ class ShadowEvaluator:
                     self._jobs.popleft()
                     for _ in range(min(len(self._jobs), _BATCH if limit is None else limit))
                 ]
+                self._bytes -= sum(len(job.image) for job in batch)
             if not batch:
                 break
             if limit is not None:

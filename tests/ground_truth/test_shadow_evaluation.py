@@ -185,11 +185,12 @@ def test_a_full_queue_drops_and_counts_without_failing_answers(
     evaluator.open()
     dropped = {"model": "tiny", "version": str(staging.version)}
     before = metric("classifier_shadow_dropped_total", **dropped)
+    counted = evaluator.dropped
     for seed in range(5):
         upload(api_client, picture(seed))  # 200 every time: the answer never waits
     assert len(evaluator) == 2
     assert metric("classifier_shadow_dropped_total", **dropped) - before == 3
-    assert evaluator.dropped == 3
+    assert evaluator.dropped - counted == 3
     assert evaluator.run_pending() == 2
     assert metric("classifier_shadow_queue_depth") == 0
 
@@ -257,3 +258,16 @@ def test_the_servers_worker_thread_shadows_live_traffic(web_server, tiny_model, 
     rows = ShadowPrediction.objects.all()
     assert {row.request_id for row in rows} == set(ids)
     assert all(row.agrees and row.shadow_version_id == staging.pk for row in rows)
+
+
+def test_images_past_the_queues_byte_bound_are_dropped(api_client, settings, staging, evaluator):
+    settings.SHADOW_QUEUE_MAX_BYTES = len(picture(0)) * 2 + 10  # room for two of them
+    shadow_share(staging, 1.0)
+    evaluator.open()
+    dropped = evaluator.dropped
+    for seed in range(4):
+        upload(api_client, picture(seed))
+    assert len(evaluator) == 2 and evaluator.dropped - dropped == 2
+    assert evaluator.run_pending() == 2
+    upload(api_client, picture(5))  # the room is given back once answered
+    assert len(evaluator) == 1
