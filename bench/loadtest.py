@@ -15,6 +15,9 @@ side at 16 clients, to the service (the first variant and server named) and to e
 naive one, FastAPI + uvicorn (fastapi_peer.py) and LitServe (litserve_peer.py), the two last
 serving the very LiteRT file the service serves with its version's preprocessing, with as many
 worker processes and LiteRT threads; each run also records every server process's peak RSS.
+Beside the plain uncached uploads of the first server on the local variant, the same uploads
+with a staging copy of the default model shadowed on 10 % and 100 % of them (--shadow): what
+shadow evaluation costs the answers, and the shadow rows written and dropped.
 Figures go to var/bench/load.json, their tables to var/bench/load.md and plots to
 docs/performance/.
 """
@@ -42,9 +45,11 @@ from bench.loopback import free_port, serve_files
 from bench.photos import PHOTOS, Photo, photo_make
 from classification import selectors
 from classification.models import ModelVersion
+from classification.registry.services import model_version_create
 from classification.serving.engine import get_runtime
 from classification.serving.imaging import image_decode, image_preprocess
 from classification.store import artifact_path
+from ground_truth.models import ShadowPrediction
 
 BENCH = Path(__file__).resolve().parent  # load.lua beside this file
 DEFAULT_SCENARIOS = ["health_live", "upload", "url_miss", "url_hit", "content_hit", "mix"]
@@ -268,6 +273,13 @@ class Command(BaseCommand):
             default=20.0,
             help="per side-by-side run (camera-size uploads answer a few per second)",
         )
+        parser.add_argument(
+            "--shadow",
+            default="0.1,1",
+            help="shares of the uploads a staging copy of the default model is shadowed on,"
+            " beside the plain uploads (first server, local variant); empty: none",
+        )
+        parser.add_argument("--shadow-concurrency", default="16", help="clients of the shadow runs")
         parser.add_argument("--report", type=Path, default=settings.VAR_DIR / "bench")
         parser.add_argument(
             "--plots", type=Path, default=settings.BASE_DIR / "docs" / "performance"
@@ -282,6 +294,8 @@ class Command(BaseCommand):
         peers = [] if options["no_peer"] else _names(options["peers"], PEERS, "peers")
         photo_names = _names(options["photos"], PHOTOS, "photos")
         concurrencies = [int(c) for c in str(options["concurrency"]).split(",")]
+        shadow_shares = [float(share) for share in str(options["shadow"]).split(",") if share]
+        shadow_concurrencies = [int(c) for c in str(options["shadow_concurrency"]).split(",")]
         photo_concurrencies = [int(c) for c in str(options["photo_concurrency"]).split(",")]
         workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
         # Every upload scenario's photo (the small one also for content hits, URLs and the mix).
@@ -339,6 +353,14 @@ class Command(BaseCommand):
                         )
                         if (variant, web_server) == (variants[0], servers[0]):
                             self._photos(results, f"ours ({name})", server, photo_concurrencies)
+                        # The local variant's database is this command's: it can stage the copy.
+                        if variant == "local" and web_server == servers[0] and shadow_shares:
+                            results["shadow"] = {
+                                "server": name,
+                                "runs": self._shadow(
+                                    server, shares=shadow_shares, concurrencies=shadow_concurrencies
+                                ),
+                            }
                     if (variant, web_server) == (variants[0], servers[0]) and photo_names:
                         # The same service with the float model answering by default: what
                         # the int8 default is worth, in the same run.
@@ -470,6 +492,66 @@ class Command(BaseCommand):
             }
         return figures
 
+    def _shadow(self, server: Server, *, shares: list[float], concurrencies: list[int]) -> dict:
+        """Uncached uploads without shadowing, then with a staging copy of the default model
+        shadowed on each of ``shares`` of them; the copy is deleted afterwards."""
+        default = selectors.model_default_name() or settings.DEFAULT_MODEL
+        production = selectors.model_version_production(name=default)
+        if production is None:
+            raise CommandError(f"{default} is not in production in this database.")
+        skipped = {"id", "name", "version", "stage", "created_at", "promoted_at", "shadow_share"}
+        copy = model_version_create(
+            name=production.name,
+            **{
+                field.attname: getattr(production, field.attname)
+                for field in ModelVersion._meta.concrete_fields
+                if field.attname not in skipped and field.attname != "reference_profile"
+            },
+        )
+        runs: dict[str, dict] = {}
+        try:
+            for clients in concurrencies:
+                runs[f"0, {clients}"] = self._shadow_run(server, copy, 0.0, clients)
+                for share in shares:
+                    runs[f"{share:g}, {clients}"] = self._shadow_run(server, copy, share, clients)
+        finally:
+            copy.delete()  # and its shadow rows
+        return runs
+
+    def _shadow_run(self, server: Server, copy: ModelVersion, share: float, clients: int) -> dict:
+        copy.shadow_share = share
+        copy.save(update_fields=["shadow_share"])
+        # Every worker's shadow thread reads the registry at most every MODEL_REFRESH_SECONDS.
+        time.sleep(settings.MODEL_REFRESH_SECONDS + 1.5)
+        rows_before = ShadowPrediction.objects.filter(shadow_version=copy).count()
+        dropped_before = self._counter(server, "classifier_shadow_dropped_total", copy)
+        figures = dict(self._run(server, "upload", clients, image_base="", tag=f"shadow {share:g}"))
+        # _run waited for the server to be idle: the shadow threads have answered their queues.
+        figures["shadow_share"] = share
+        figures["shadow_rows_written"] = (
+            ShadowPrediction.objects.filter(shadow_version=copy).count() - rows_before
+        )
+        figures["shadow_dropped"] = int(
+            self._counter(server, "classifier_shadow_dropped_total", copy) - dropped_before
+        )
+        self.stdout.write(
+            f"  shadow {share:4.0%}: {figures['shadow_rows_written']} rows written, "
+            f"{figures['shadow_dropped']} dropped, of {figures['requests']} answers"
+        )
+        return figures
+
+    @staticmethod
+    def _counter(server: Server, name: str, version: ModelVersion) -> float:
+        """The sum of ``name``'s series for ``version`` on the server's /metrics."""
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        wanted = (f'model="{version.name}"', f'version="{version.version}"')
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and all(label in line for label in wanted)
+        )
+
     def _run(
         self,
         server: Server,
@@ -478,11 +560,12 @@ class Command(BaseCommand):
         *,
         image_base: str,
         seconds: float | None = None,
+        tag: str = "",
     ) -> dict:
         duration = round(seconds or self.seconds)
         # A run already made against this server (the side-by-side small upload at 16 clients,
-        # say) is not made again.
-        key = (server.url, scenario, clients, duration)
+        # say) is not made again; ``tag`` names a run of the same scenario under other settings.
+        key = (server.url, f"{scenario} {tag}".strip(), clients, duration)
         if key in self.measured:
             return self.measured[key]
         path = "/health/live" if scenario == "health_live" else "/"
@@ -573,7 +656,7 @@ class Command(BaseCommand):
         if decodes is not None and decodes_before is not None:
             figures["decodes"] = int(decodes - decodes_before)
         self.stdout.write(
-            f"{scenario:17s} c={clients:<3d} {figures['rps']:8.1f} req/s"
+            f"{key[1]:17s} c={clients:<3d} {figures['rps']:8.1f} req/s"
             f"  p50 {figures['p50_ms']:7.2f}  p99 {figures['p99_ms']:7.2f} ms"
             f"  cpu {figures['server_cpu_ms_per_request']:6.2f} ms/req"
             f"  peak RSS {figures['peak_rss_mb_largest_worker']:.0f} / "
@@ -643,6 +726,7 @@ class Command(BaseCommand):
             ]
             lines += ["| upload | " + " | ".join(cells) + " |", ""]
         lines += self._photo_table(results)
+        lines += self._shadow_table(results)
         for variant, figures in results["variants"].items():
             model = figures["model_only"]
             model_ms = model["cpu_ms_per_image"]
@@ -682,6 +766,28 @@ class Command(BaseCommand):
                 ]
                 lines.append("  soak RSS per worker: " + ", ".join(growth))
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _shadow_table(results: dict) -> list[str]:
+        """Uncached uploads with a staging copy of the default model shadowed on a share."""
+        if "shadow" not in results:
+            return []
+        lines = [
+            f"### Shadow evaluation ({results['shadow']['server']}): uncached uploads",
+            "",
+            "| shadow share | clients | req/s | p50 ms | p99 ms | server CPU ms/req"
+            " | answers | shadow rows written | shadow dropped | non-200s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, run in results["shadow"]["runs"].items():
+            share, clients = key.split(", ")
+            lines.append(
+                f"| {float(share):.0%} | {clients} | {run['rps']:.1f} | {run['p50_ms']:.1f}"
+                f" | {run['p99_ms']:.1f} | {run['server_cpu_ms_per_request']:.1f}"
+                f" | {run['requests']} | {run['shadow_rows_written']}"
+                f" | {run['shadow_dropped']} | {run['errors']} |"
+            )
+        return [*lines, ""]
 
     @staticmethod
     def _photo_table(results: dict) -> list[str]:

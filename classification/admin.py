@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from classification.evaluation import evaluation_summary
 from classification.models import ModelVersion
@@ -17,6 +17,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "source_format",
         "input_size",
         "num_classes",
+        "shadow_share",
         "top1_accuracy",
         "created_at",
         "promoted_at",
@@ -26,9 +27,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     ordering = ["name", "-version"]
     actions = ["promote", "archive"]
     # Versions are registered by the register_model / fetch_model commands, which convert and
-    # check the artifact; the admin changes only their stage, through the actions below.
+    # check the artifact; the admin changes only their stage, through the actions below, and
+    # the share of live traffic a staging version is shadowed on.
     readonly_fields = [
-        *(field.name for field in ModelVersion._meta.fields),
+        *(field.name for field in ModelVersion._meta.fields if field.name != "shadow_share"),
         "zero_shot_template",
         "zero_shot_labels",
         "evaluations",
@@ -89,10 +91,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description="Promote to production (archives the current one)")
-    def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+    def promote(
+        self, request: HttpRequest, queryset: QuerySet[ModelVersion]
+    ) -> HttpResponse | None:
+        # (A response: ground_truth's admin answers a refused promotion with a page.)
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
-            return
+            return None
         model_version = services.model_version_promote(model_version=queryset.get())
         self.message_user(
             request,
@@ -100,6 +105,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "workers switch within a few seconds.",
             messages.SUCCESS,
         )
+        return None
 
     @admin.action(description="Archive")
     def archive(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

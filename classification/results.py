@@ -35,6 +35,10 @@ class ClassificationResult:
     input_stats: dict[str, float] = field(default_factory=dict)
     # A multi-task model's tags, in its tag-label order; None for models without a tag head.
     tags: list[TagPrediction] | None = None
+    # The image bytes this request had in hand (an upload, base64, or the body a URL fetch
+    # downloaded); None for a URL cache hit, which downloads nothing. Never part of the answer:
+    # for the apps that listen to classify_request_answered (a shadowed version answers them).
+    image_data: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def classification(self) -> str:

@@ -1,7 +1,7 @@
 """What classification tells the apps above it, without knowing them.
 
-The request log (reporting) listens to ``classify_request_answered``; classification never
-imports reporting.
+The request log (reporting) and shadow evaluation (ground_truth) listen to
+``classify_request_answered``; classification imports neither.
 """
 
 from typing import Any
@@ -12,8 +12,10 @@ from rest_framework.response import Response
 
 # Sent once for every POST the classification API answers, success or error, before the answer
 # leaves. Arguments: request (the DRF request), status_code, response (None for an unhandled
-# error, which becomes a 500), result (the ClassificationResult, or None). Receivers must not
-# raise: a listener's failure would become the client's.
+# error, which becomes a 500), result (the ClassificationResult, or None; its ``image_data``
+# holds the image bytes the request had in hand, for a shadowed version to answer too).
+# Receivers must not raise: a listener's failure would become the client's; nor block: the
+# answer waits for them.
 classify_request_answered = Signal()
 
 

@@ -495,6 +495,8 @@ FEEDBACK_ACCURACY_WARNING = env_float("FEEDBACK_ACCURACY_WARNING", 0.7)
 # version's shadow_share) in a background thread with a queue of this many images; a full queue
 # drops the image (counted), never delaying the answer.
 SHADOW_QUEUE_SIZE = env_int("SHADOW_QUEUE_SIZE", 32)
+# ... and at most this many bytes of images (32 camera photos would hold 320 MB in a worker).
+SHADOW_QUEUE_MAX_BYTES = env_int("SHADOW_QUEUE_MAX_BYTES", 64 * 1024 * 1024)
 # promote_model refuses a version with fewer shadowed requests, lower agreement with production,
 # or feedback accuracy more than PROMOTION_MAX_ACCURACY_DROP below production's (--force overrides).
 PROMOTION_MIN_SHADOWED = env_int("PROMOTION_MIN_SHADOWED", 100)

@@ -249,9 +249,11 @@ def _image_source_classify(
         entry, cache_kind = _classify_bytes_cached(
             model=model, data=source.data, timings=timings, labels=labels, admission=admission
         )
-        return _result_from_entry(
+        result = _result_from_entry(
             entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
         )
+        result.image_data = source.data
+        return result
 
     assert source.url is not None
     url = source.url  # a str from here on, in the nested functions too
@@ -268,9 +270,11 @@ def _image_source_classify(
         )
 
     content_hit: list[str | None] = [None]
+    fetched_data: list[bytes | None] = [None]  # this thread's download (a waiter has none)
 
     def fetch_and_classify() -> dict:
         fetched = _timed(timings, "fetch", lambda: image_fetch(url=url))
+        fetched_data[0] = fetched.data
         found, content_hit[0] = _classify_bytes_cached(
             model=model, data=fetched.data, timings=timings, labels=labels
         )
@@ -280,9 +284,11 @@ def _image_source_classify(
     with fetch_slots.held(client=client):
         entry, computed = cache.single_flight(url_key, fetch_and_classify, kind="url")
     cache_kind = content_hit[0] if computed else "url"
-    return _result_from_entry(
+    result = _result_from_entry(
         entry, model=model, top_k=top_k, cache_kind=cache_kind, timings=timings
     )
+    result.image_data = fetched_data[0]
+    return result
 
 
 def _entry_key(*, kind: str, model: ServingModel, identity: str, labels: list[str] | None) -> str:

@@ -136,8 +136,9 @@ def test_a_reference_profile_is_built_from_a_reference_image_set(tiny_model, ref
 
 
 def test_promotion_with_reference_images_stores_the_profile(
-    tiny_model, register_model, tiny_keras_path, reference_dir, tmp_path
+    tiny_model, register_model, tiny_keras_path, reference_dir, tmp_path, settings
 ):
+    settings.PROMOTION_MIN_SHADOWED = 0  # the gate (ground_truth's tests) lets it through
     staged = register_model(tiny_keras_path, name="tiny", labels=TINY_LABELS, stage="staging")
     empty = tmp_path / "empty"
     empty.mkdir()
