@@ -17,15 +17,51 @@ from core.logs import request_id_bind, request_id_unbind
 access_logger = logging.getLogger("core.access")
 
 
+class RequestsInFlight:
+    """How many requests this process is answering now. Work that must never delay an answer
+    (a shadow model's evaluation) waits until there are none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def enter(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._count -= 1
+            if not self._count:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for no request in flight; whether there is none."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._count, timeout)
+
+
+requests_in_flight = RequestsInFlight()
+
+
 class RequestTimingMiddleware:
-    """Stamps each request with its arrival time, so answers can report their server wall time."""
+    """Stamps each request with its arrival time, so answers can report their server wall time,
+    and counts it in flight while it is answered."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.started_at = time.perf_counter()  # type: ignore[attr-defined]
-        return self.get_response(request)
+        requests_in_flight.enter()
+        try:
+            return self.get_response(request)
+        finally:
+            requests_in_flight.leave()
 
 
 def request_elapsed(request: HttpRequest) -> float:

@@ -17,7 +17,6 @@ sampled.
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
@@ -36,7 +35,7 @@ from classification.serving.engine import ServingModel, serving_model_load
 from classification.serving.services import serving_model_classify
 from core.failures import FailureCounter
 from core.metrics import labelled
-from core.middleware import request_id
+from core.middleware import request_id, requests_in_flight
 from ground_truth import metrics
 from ground_truth.models import ShadowPrediction
 
@@ -44,8 +43,11 @@ logger = logging.getLogger(__name__)
 
 shadow_failures = FailureCounter("Shadow evaluation")
 
-# Images one pass of the thread answers before it writes their rows (one INSERT).
+# Images ``run_pending`` answers before it writes their rows (one INSERT); the thread takes
+# one at a time, between requests.
 _BATCH = 16
+# How long the thread waits for an idle worker before it looks at the stop flag again.
+_IDLE_WAIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -286,11 +288,11 @@ class ShadowEvaluator:
         return written
 
     def _run(self) -> None:
-        # The lowest CPU priority for this thread alone (Linux: a thread id is a process id to
-        # setpriority): on a busy worker the request threads get the cores and the queue fills
-        # and drops, instead of shadow inference slowing the answers.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        # Shadow work never delays an answer: it runs only while this worker answers no request
+        # (core.middleware.requests_in_flight), one image at a time, so a request that arrives
+        # meanwhile waits for at most one shadow image. A worker that is never idle fills its
+        # queue, and what does not fit is dropped and counted. (No lower thread priority: a
+        # descheduled shadow thread holding the GIL would make the request threads wait longer.)
         while True:
             with self._lock:
                 if not self._jobs and not self._stopping:
@@ -298,10 +300,12 @@ class ShadowEvaluator:
                     self._wake.wait(max(0.1, settings.MODEL_REFRESH_SECONDS))
                 if self._stopping:
                     break
+            if not requests_in_flight.wait_idle(timeout=_IDLE_WAIT_SECONDS):
+                continue
             try:
                 close_old_connections()
                 self.refresh()
-                self.run_pending(limit=_BATCH)
+                self.run_pending(limit=1)
             except Exception as exc:  # never let the thread die
                 shadow_failures.failed(exc)
                 with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ from bench.loopback import serve_files
 from classification.caching import reset_result_cache
 from classification.models import ModelVersion
 from core.metrics import REGISTRY
+from core.middleware import requests_in_flight
 from ground_truth.models import ShadowPrediction
 from ground_truth.shadowing import ShadowEvaluator, shadow_evaluator
 from tests.support.images import image_bytes
@@ -271,3 +272,28 @@ def test_images_past_the_queues_byte_bound_are_dropped(api_client, settings, sta
     assert evaluator.run_pending() == 2
     upload(api_client, picture(5))  # the room is given back once answered
     assert len(evaluator) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_thread_shadows_only_while_no_request_is_answered(api_client, settings, staging):
+    """Shadow work waits for an idle worker: while a request is in flight the image stays
+    queued, and once none is it is answered."""
+    settings.MODEL_REFRESH_SECONDS = 0
+    shadow_share(staging, 1.0)
+    evaluator = shadow_evaluator()
+    evaluator.start()
+    try:
+        requests_in_flight.enter()  # a request this worker is still answering
+        try:
+            upload(api_client, picture(3))
+            wait_for(lambda: len(evaluator) == 1)
+            # The thread has had time to take the image, had the worker been idle.
+            assert not requests_in_flight.wait_idle(timeout=1.0)
+            assert len(evaluator) == 1
+            assert ShadowPrediction.objects.count() == 0
+        finally:
+            requests_in_flight.leave()
+        wait_for(lambda: ShadowPrediction.objects.count() == 1)
+        assert len(evaluator) == 0
+    finally:
+        evaluator.stop()
