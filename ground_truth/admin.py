@@ -7,6 +7,7 @@ from django.template.response import TemplateResponse
 
 from classification.admin import ModelVersionAdmin
 from classification.models import ModelVersion
+from core.admin import ReadOnlyModelAdmin
 from ground_truth import services
 from ground_truth.models import Feedback, PromotionDecision, ShadowPrediction
 from ground_truth.promotion import PromotionRefused, model_version_promote_gated
@@ -79,21 +80,8 @@ class FeedbackAdmin(admin.ModelAdmin):
         self._review(request, queryset, Feedback.Review.REJECTED)
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Written by the service only: staff look, never add, change or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(ShadowPrediction)
-class ShadowPredictionAdmin(_ReadOnlyAdmin):
+class ShadowPredictionAdmin(ReadOnlyModelAdmin):
     list_display = [
         "request_id",
         "shadow_version",
@@ -112,7 +100,7 @@ class ShadowPredictionAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(PromotionDecision)
-class PromotionDecisionAdmin(_ReadOnlyAdmin):
+class PromotionDecisionAdmin(ReadOnlyModelAdmin):
     list_display = ["model_version", "allowed", "forced", "decided_by", "created_at"]
     list_filter = ["allowed", "forced", "model_version"]
     list_select_related = ["model_version"]

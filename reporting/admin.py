@@ -7,27 +7,15 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from core.admin import ReadOnlyModelAdmin
 from reporting import charts, selectors
 from reporting.models import ReportCall, RequestLog
 from reporting.monitoring.selectors import DISTRIBUTION_NAMES, DISTRIBUTIONS, ModelDrift
 from reporting.monitoring.services import model_monitoring_refresh
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Logs are written by the service only: staff look, never add, change or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(RequestLog)
-class RequestLogAdmin(_ReadOnlyAdmin):
+class RequestLogAdmin(ReadOnlyModelAdmin):
     list_display = [
         "created_at",
         "input_kind",
@@ -178,6 +166,6 @@ def _monitoring_context(drifts: list[ModelDrift]) -> list[dict[str, Any]]:
 
 
 @admin.register(ReportCall)
-class ReportCallAdmin(_ReadOnlyAdmin):
+class ReportCallAdmin(ReadOnlyModelAdmin):
     list_display = ["created_at", "document_id", "since", "until", "limit", "user", "exported_at"]
     list_filter = [("created_at", admin.DateFieldListFilter)]
