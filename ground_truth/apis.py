@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.throttling import FEEDBACK_THROTTLES
+from accounts.throttling import FEEDBACK_THROTTLES, client_address
 from classification.apis import Base64ImageField, LabelListField, StrictCharField
 from classification.exceptions import EmptyImage
 from core.openapi import error_response
@@ -35,7 +35,7 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 def _caller(request: Request) -> services.Caller:
-    return services.Caller.of(user=request.user, client_address=request.META.get("REMOTE_ADDR"))
+    return services.Caller.of(user=request.user, client_address=client_address(request))
 
 
 class FeedbackApi(APIView):

@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.throttling import client_address
 from core.openapi import error_response
 from reporting import selectors, services
 
@@ -81,7 +82,7 @@ class ReportApi(APIView):
             top=top,
             created_at=generated_at,
             user=request.user,
-            client_address=request.META.get("REMOTE_ADDR"),
+            client_address=client_address(request),
         )
         data = {"generated_at": generated_at, "since": since, "until": until, "top": top}
         return Response(self.OutputSerializer(data).data)

@@ -11,6 +11,7 @@ from typing import Any
 
 from rest_framework.request import Empty, Request
 
+from accounts.throttling import client_address
 from classification.metrics import STAGE_SECONDS
 from core.logs import request_annotate
 from core.metrics import labelled
@@ -64,7 +65,9 @@ def request_outcome(
         result=result if succeeded else None,
         # The authenticated user, only if authentication already ran (never run it here).
         user=vars(request).get("_user"),
-        client_address=request.META.get("REMOTE_ADDR"),
+        # The address the rate limits count (behind NUM_PROXIES, the proxied client's), so that
+        # clients behind one proxy keep apart here too (feedback's ownership rule reads it).
+        client_address=client_address(request),
         labels=labels,
     )
 

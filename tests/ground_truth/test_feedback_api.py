@@ -464,3 +464,37 @@ def test_labels_sent_in_a_multipart_form_are_logged_for_feedback(zero_shot_versi
     label = other_label(response.json()["classification"], row.labels)
     feedback = give_feedback(client, request_id=row.request_id, correct=False, label=label)
     assert feedback.status_code == 201, feedback.json()
+
+
+def test_anonymous_clients_behind_one_proxy_keep_apart(classifier_version, settings):
+    """Behind NUM_PROXIES the client is the address the proxy names, as for the rate limits:
+    two clients of one proxy cannot judge each other's requests."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = "10.0.0.7"
+    alice, mallory = APIClient(), APIClient()
+    body = {"image_base64": base64.b64encode(RED).decode(), "model": "tiny"}
+    answer = alice.post(
+        "/classify-image",
+        body,
+        format="json",
+        REMOTE_ADDR=proxy,
+        HTTP_X_FORWARDED_FOR="198.51.100.1",
+    )
+    assert answer.status_code == 200
+    request_id = answer["X-Request-ID"]
+    refused = mallory.post(
+        "/feedback",
+        {"request_id": request_id, "correct": True},
+        format="json",
+        REMOTE_ADDR=proxy,
+        HTTP_X_FORWARDED_FOR="198.51.100.2",
+    )
+    assert refused.status_code == 403 and error_of(refused) == "feedback_forbidden"
+    taken = alice.post(
+        "/feedback",
+        {"request_id": request_id, "correct": True},
+        format="json",
+        REMOTE_ADDR=proxy,
+        HTTP_X_FORWARDED_FOR="198.51.100.1",
+    )
+    assert taken.status_code == 201

@@ -137,6 +137,10 @@ def test_the_migration_redacts_rows_logged_before_and_sends_them_again():
     executor = MigrationExecutor(connection)
     executor.migrate(after)
     sender.stop()
+    # Then the rest of the migrations (later columns, the apps that depend on this one), so the
+    # current models below read the rows, and the database is whole again for the next tests.
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
     redacted = url_redact(leaky)
     assert redacted == "http://example.com/a.jpg?token=REDACTED"
