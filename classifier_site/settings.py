@@ -188,8 +188,10 @@ IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 # Largest image accepted in pixels (width x height), checked from the header before decoding.
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000)
 # Pixels one process decodes at once (a decoded pixel costs 3-4 bytes, and copies): a decode
-# that does not fit waits up to IMAGE_DECODE_WAIT seconds for others, then is answered busy.
-IMAGE_DECODE_PIXEL_BUDGET = env_int("IMAGE_DECODE_PIXEL_BUDGET", 40_000_000)
+# that does not fit waits its turn up to IMAGE_DECODE_WAIT seconds, then is answered busy. The
+# default fits one camera-size full decode (a 12-MP PNG) beside small photos: a worker has
+# about one core, so decoding more at once only adds memory (docs/performance.md).
+IMAGE_DECODE_PIXEL_BUDGET = env_int("IMAGE_DECODE_PIXEL_BUDGET", 16_000_000)
 IMAGE_DECODE_WAIT = env_float("IMAGE_DECODE_WAIT", 10.0)
 # Decode a large JPEG reduced by 2, 4 or 8 (Pillow's draft) for the versions whose
 # preprocessing records the draft margin they were validated with (jpeg_draft_size); others

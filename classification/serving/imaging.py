@@ -150,9 +150,10 @@ def image_decode(
 ) -> DecodedImage:
     """Open ``data`` as one of the accepted formats and decode its first frame.
 
-    ``before_decode`` is called with the pixel count once the header passed the checks and
-    before any pixel is decoded (the decode budget waits there); what it raises is raised.
-    Both see the header's full size, also when the image is then decoded reduced.
+    ``before_decode`` is called with the count of pixels to decode once the header passed the
+    checks and before any pixel is decoded (the decode budget waits there); what it raises is
+    raised. For a JPEG decoded reduced that is the reduced size, the memory it takes; the
+    ``max_pixels`` check counts the header's full size either way.
     With ``input_size`` (the model's) and a ``preprocessing`` that records a draft margin, a
     JPEG large enough is decoded reduced by 2, 4 or 8 in the DCT domain (Pillow's draft; see
     ``jpeg_draft_size``); the result's width and height stay the image's own.
@@ -179,8 +180,6 @@ def image_decode(
         raise TooManyPixels(
             f"The image has {width * height:,} pixels; this service accepts at most {max_pixels:,}."
         )
-    if before_decode is not None:
-        before_decode(width * height)
     draft_scale = 1
     try:
         # Animated images: the first frame only. Opening read frame 0's header; seek(0) is then
@@ -188,6 +187,11 @@ def image_decode(
         image.seek(0)
         if input_size is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
             draft_scale = _jpeg_drafted(image, input_size=input_size, preprocessing=preprocessing)
+    except Exception as exc:
+        raise UndecodableImage() from exc
+    if before_decode is not None:
+        before_decode(image.size[0] * image.size[1])  # after draft(): the pixels to decode
+    try:
         image.load()
     except Exception as exc:
         raise UndecodableImage() from exc

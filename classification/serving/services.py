@@ -108,8 +108,8 @@ def serving_model_scores(
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as budget:
         # The decoded pixels count against this process's budget until the small model input
-        # is made (see decode_budget); waiting for it is part of the decode time.
-        # The budget holds the header's full pixel count, also for a JPEG decoded reduced.
+        # is made (see decode_budget); waiting for it is part of the decode time. A JPEG
+        # decoded reduced holds its reduced size: what its decode takes in memory.
         mark = time.perf_counter()
         decoded = image_decode(
             data=image_bytes,

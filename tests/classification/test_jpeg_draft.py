@@ -228,7 +228,7 @@ def test_an_exif_rotated_jpeg_comes_out_upright(orientation, red_at_top):
     assert np.median(np.abs(batch - reference)) < 0.02
 
 
-def test_the_pixel_checks_and_the_budget_see_the_full_size():
+def test_the_pixel_limit_sees_the_full_size_and_the_budget_what_is_decoded():
     data = gradient_jpeg((2048, 1536))
     seen: list[int] = []
     decoded = image_decode(
@@ -239,8 +239,9 @@ def test_the_pixel_checks_and_the_budget_see_the_full_size():
         before_decode=seen.append,
     )
     assert decoded.draft_scale == 2
-    assert seen == [2048 * 1536]
-    # Drafted it would be 786,432 pixels, but the limit counts the image's own.
+    # The budget holds what the decode takes in memory: a quarter of the pixels.
+    assert seen == [1024 * 768] == [decoded.image.size[0] * decoded.image.size[1]]
+    # Drafted it is 786,432 pixels, but the limit counts the image's own.
     with pytest.raises(TooManyPixels):
         image_decode(data=data, max_pixels=1_000_000, input_size=224, preprocessing=MARGIN)
 
