@@ -103,7 +103,8 @@ class ThreadReusedFieldsMixin:
     (docs/performance.md, "What was tried"). DRF copies them so that an instance may change
     its own; this one never does. Per thread, because a bound field points at the
     serializer that uses it (``parent``, through which it finds the context): each new
-    instance takes them over.
+    instance takes them over, and lets them go once validated, so that no thread keeps its last
+    request's data (an upload's bytes) alive until its next request.
     """
 
     _fields_by_thread = threading.local()
@@ -119,6 +120,16 @@ class ThreadReusedFieldsMixin:
             for field in fields.values():
                 field.parent = self  # type: ignore[assignment]  # a Serializer, by the class it is mixed into
         return fields
+
+    def is_valid(self, *, raise_exception: bool = False) -> bool:
+        try:
+            return super().is_valid(raise_exception=raise_exception)  # type: ignore[misc]
+        finally:
+            # validated_data and errors are computed: the fields need this instance no more.
+            fields = self.fields
+            fields.serializer = None  # type: ignore[assignment]
+            for field in fields.values():
+                field.parent = None  # type: ignore[assignment]
 
 
 class ClassifyImageApi(DeferredThrottlingMixin, AnswerSignalMixin, APIView):

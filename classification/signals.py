@@ -54,6 +54,9 @@ class AnswerSignalMixin:
             response=response,
             result=self.result,
         )
+        # The receivers took what they keep. The view and its request form a reference cycle,
+        # freed only by the cyclic collector: the result's image bytes must not wait for it.
+        self.result = None
 
 
 def request_answered_mark_seen(request: Any) -> bool:

@@ -140,6 +140,15 @@ class AsyncFront:
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = io.BytesIO(body)
 
+        try:
+            await self._answer(environ, send, close=close)
+        finally:
+            # Django's request objects form reference cycles (the view and its request, the
+            # messages storage and its request) that only the cyclic collector frees, so a
+            # body they hold would outlive its request by as long as that takes: free it now.
+            environ["wsgi.input"].close()
+
+    async def _answer(self, environ: dict, send: Send, *, close: bool) -> None:
         loop = asyncio.get_running_loop()
         pool = self.pool()
         answer = await loop.run_in_executor(pool, self._run, environ)
