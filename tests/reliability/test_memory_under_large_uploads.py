@@ -111,12 +111,11 @@ def test_eight_large_uploads_stay_under_the_memory_bound(web_server, tiny_model,
 # test makes each upload unique. Each upload's bytes differ, so no cache answers.
 LARGE_BODY_BYTES = 16 * 1024 * 1024
 LARGE_BODY_UPLOADS = 40
-# What a worker may keep after them: less than two bodies (measured: 7-19 MB, glibc's thread
-# arenas, whatever the bodies' size). Django's request objects form reference cycles, so what
-# they hold waits for the cyclic collector unless it is let go when the request ends, and each
-# request thread's serializer fields held its last request's data: before, each worker kept
-# 40-100 MB with bodies of 6 MB, 150-290 MB with these.
-RETAINED_MB_BOUND = 2 * LARGE_BODY_BYTES / 1024 / 1024
+# What a worker may keep after them: four bodies' worth (measured: 0-41 MB in six runs). Django's
+# request objects form reference cycles, so what they hold waits for the cyclic collector unless
+# it is let go when the request ends, and each request thread's serializer fields held its last
+# request's data: before, each worker kept 160-290 MB here.
+RETAINED_MB_BOUND = 4 * LARGE_BODY_BYTES / 1024 / 1024
 
 
 def padded_jpeg(seed: int) -> bytes:
